@@ -1,0 +1,124 @@
+//! The job store: one record per day, persisted after every step of the state machine,
+//! plus a lease so two runs for one day never both act (DESIGN.md §1, §4).
+//!
+//! Backends: [`sqlite`] (the default, `sqlite://path`). A PostgreSQL store shared by many
+//! workers fits the same trait.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The states of DESIGN.md §4. Stored as their lowercase names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Planned,
+    Requested,
+    Polling,
+    Waiting,
+    Downloading,
+    Verified,
+    Published,
+    Done,
+    Failed,
+}
+
+/// Identifies one day's job: `{report_type}/{report_id}/{date}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    pub report_type: String,
+    pub report_id: String,
+    pub date: NaiveDate,
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.report_type, self.report_id, self.date)
+    }
+}
+
+/// Everything the job needs to resume a day from any state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub date: NaiveDate,
+    pub state: JobState,
+    /// 1-based; each new `X-Request-Id` for the day is the next generation.
+    pub generation: u32,
+    pub x_request_id: Option<String>,
+    /// The platform's request id (`id` of the create answer).
+    pub request_id: Option<String>,
+    /// The verified files list, as JSON (`Vec<cxone::FileEntry>`), once seen stable.
+    pub files_json: Option<String>,
+    pub parts: Option<u32>,
+    pub rows: Option<u64>,
+    /// When the current request was first created (for queue-wait figures).
+    pub requested_at: Option<DateTime<Utc>>,
+    /// When COMPLETED was first seen.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Seconds between `requested_at` and `completed_at`, summed across runs.
+    pub queue_wait_secs: Option<f64>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why the day failed or waits (one sentence, no secrets).
+    pub reason: Option<String>,
+}
+
+impl JobRecord {
+    /// A fresh record in `Planned`, generation 1.
+    pub fn planned(date: NaiveDate, now: DateTime<Utc>) -> Self {
+        JobRecord {
+            date,
+            state: JobState::Planned,
+            generation: 1,
+            x_request_id: None,
+            request_id: None,
+            files_json: None,
+            parts: None,
+            rows: None,
+            requested_at: None,
+            completed_at: None,
+            queue_wait_secs: None,
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+            reason: None,
+        }
+    }
+}
+
+/// A failure of the job store. Names the store, never a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("job store {store}: {message}")]
+pub struct StateError {
+    pub store: String,
+    pub message: String,
+}
+
+/// Who holds a day's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// We hold it until `expires` (renew before then).
+    Acquired { expires: DateTime<Utc> },
+    /// Someone else does.
+    HeldBy { owner: String, expires: DateTime<Utc> },
+}
+
+/// Persists job records and day leases.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    async fn load(&self, key: &JobKey) -> Result<Option<JobRecord>, StateError>;
+    /// Insert or replace the record of `key` (one transaction, durable on return).
+    async fn save(&self, key: &JobKey, record: &JobRecord) -> Result<(), StateError>;
+    /// The most recent days, newest first.
+    async fn recent(&self, limit: usize) -> Result<Vec<(JobKey, JobRecord)>, StateError>;
+    /// Takes the lease of `key` for `owner` if it is free, expired or already ours; renews it.
+    async fn acquire_lease(&self, key: &JobKey, owner: &str, ttl: Duration) -> Result<Lease, StateError>;
+    /// Gives the lease back (no error if it is not ours any more).
+    async fn release_lease(&self, key: &JobKey, owner: &str) -> Result<(), StateError>;
+    /// Names the store for messages, e.g. `sqlite:///var/lib/cdrsync/state.db`.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,41 @@
+//! The client's typed failures. The CLI maps them to exit codes (DESIGN.md §3).
+//! No variant ever carries a token or secret.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The token endpoint refused us and no grant we hold can recover (exit 77).
+    #[error("authentication refused: {message}")]
+    Auth { message: String },
+    /// Retries used up on a retryable failure (exit 69).
+    #[error("{call} failed after {tries} tries over {elapsed:?}: {last}")]
+    Unavailable {
+        call: String,
+        tries: u32,
+        elapsed: Duration,
+        last: String,
+    },
+    /// 404 on a request's status: it expired or never existed.
+    #[error("request {request_id} not found (expired or unknown)")]
+    RequestNotFound { request_id: String },
+    /// A non-retryable answer (400, 403, 404 on a file, …).
+    #[error("{call} was rejected with HTTP {status}: {body}")]
+    Rejected {
+        call: String,
+        status: u16,
+        body: String,
+    },
+    /// An `http://` URL to a host that is not loopback, or a URL that does not parse.
+    #[error("{message}")]
+    BadUrl { message: String },
+    /// An answer that does not have the documented shape.
+    #[error("{call}: unexpected answer: {message}")]
+    Protocol { call: String, message: String },
+    /// A part's body broke off mid-stream; the caller fetches it again.
+    #[error("download of {url} broke off: {message}")]
+    Transfer { url: String, message: String },
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+}

@@ -1,0 +1,85 @@
+//! Where the rotating refresh token lives: the `RefreshTokenStore` trait.
+//!
+//! CXone refresh tokens rotate: each use kills the old one. The token manager therefore
+//! reads the token from its store, exchanges it under the store's cross-process lock, and
+//! saves the new one durably before the new access token is used for anything. Backends
+//! (a `file:` path, Vault, AWS Secrets Manager…) live in the `cdrsync` crate; this crate
+//! ships only [`MemoryTokenStore`] for tests.
+
+use crate::Secret;
+use async_trait::async_trait;
+use std::sync::Mutex;
+
+/// A failure of the token store. The message names the store (never the token).
+#[derive(Debug, thiserror::Error)]
+#[error("refresh token store {store}: {message}")]
+pub struct StoreError {
+    /// Which store, e.g. `file:/etc/cdrsync/refresh_token`.
+    pub store: String,
+    pub message: String,
+}
+
+/// Held while a refresh-token exchange runs; dropping it releases the lock.
+pub struct StoreLock(#[allow(dead_code)] Option<Box<dyn Send + Sync>>);
+
+impl StoreLock {
+    /// A lock that holds something (a locked file, a lease) until dropped.
+    pub fn holding(guard: Box<dyn Send + Sync>) -> Self {
+        StoreLock(Some(guard))
+    }
+    /// For stores used by one process only.
+    pub fn none() -> Self {
+        StoreLock(None)
+    }
+}
+
+/// A readable and writable home for the refresh token.
+#[async_trait]
+pub trait RefreshTokenStore: Send + Sync {
+    /// The stored refresh token; `None` when nothing is stored yet (bootstrap needed).
+    async fn load(&self) -> Result<Option<Secret>, StoreError>;
+    /// Persists a rotated refresh token durably (the call returns after it is on disk).
+    async fn save(&self, token: &Secret) -> Result<(), StoreError>;
+    /// Exclusive across every process sharing this store, held around one exchange.
+    async fn lock(&self) -> Result<StoreLock, StoreError>;
+    /// Names the store in messages, e.g. `file:/path` (never the secret).
+    fn describe(&self) -> String;
+}
+
+/// An in-memory store for tests and the demo.
+#[derive(Default)]
+pub struct MemoryTokenStore {
+    token: Mutex<Option<Secret>>,
+    saves: Mutex<u64>,
+}
+
+impl MemoryTokenStore {
+    pub fn new(initial: Option<Secret>) -> Self {
+        MemoryTokenStore {
+            token: Mutex::new(initial),
+            saves: Mutex::new(0),
+        }
+    }
+    /// How many times a rotated token was saved.
+    pub fn saves(&self) -> u64 {
+        *self.saves.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl RefreshTokenStore for MemoryTokenStore {
+    async fn load(&self) -> Result<Option<Secret>, StoreError> {
+        Ok(self.token.lock().unwrap().clone())
+    }
+    async fn save(&self, token: &Secret) -> Result<(), StoreError> {
+        *self.token.lock().unwrap() = Some(token.clone());
+        *self.saves.lock().unwrap() += 1;
+        Ok(())
+    }
+    async fn lock(&self) -> Result<StoreLock, StoreError> {
+        Ok(StoreLock::none())
+    }
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}

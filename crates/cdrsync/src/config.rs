@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A column type of the expected schema.
+pub use cdr_normalise::ColumnType;
+#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
+enum OldColumnType {
     Int,
     Decimal,
     Bool,
@@ -92,3 +94,8 @@ pub enum SinkConfig {
 pub struct AlertConfig {
     pub webhook_url: Option<url::Url>,
 }
+
+/// STUB
+#[derive(Debug, thiserror::Error)]
+#[error("config")]
+pub struct ConfigError;

@@ -4,17 +4,30 @@
 //! # Layout
 //! - [`config`]: the TOML configuration, environment overrides and validation.
 //! - [`secrets`]: secret references (`env:`, `file:`) and the writable refresh-token store.
-//! - [`window`]: [`window::Window`], the UTC day, and the `X-Request-Id` of a [`state::JobKey`].
+//! - [`window`]: [`window::Window`], the UTC day, and the `X-Request-Id` of a day.
 //! - [`state`]: the [`state::JobStore`] trait (records + leases) and its SQLite backend.
 //! - [`sink`]: the [`sink::Sink`] trait and its `dir` backend.
 //! - [`manifest`]: `_manifest.json`.
 //! - [`poll`]: the polling backoff and the manifest guard.
 //! - [`download`]: bounded-concurrency, verified part downloads into staging.
+//! - [`digest`]: SHA-256 helpers shared by download and publish.
 //! - [`job`]: the state machine that ties it together, persisted after every step.
+//! - [`alert`]: the webhook alerts of DESIGN.md §3.
+//! - [`app`]: wiring a job from a config; the `status` table.
+//! - [`cli`], [`demo`]: the command line and the no-setup demo.
 //! - [`exit`]: the error kinds and exit codes of DESIGN.md §3.
 
+pub mod alert;
+pub mod app;
+pub mod cli;
+pub mod demo;
 pub mod config;
+pub mod digest;
+pub mod download;
+pub mod exit;
+pub mod job;
 pub mod manifest;
+pub mod poll;
 pub mod secrets;
 pub mod sink;
 pub mod state;

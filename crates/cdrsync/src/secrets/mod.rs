@@ -1,1 +1,4 @@
-//! stub
+//! STUB
+#[derive(Debug, thiserror::Error)]
+#[error("secret")]
+pub struct SecretError;

@@ -1,0 +1,78 @@
+//! Alerts: a JSON POST to `[alert] webhook_url` when a day halts, waits, fails or is
+//! refused authentication (DESIGN.md §3).
+//!
+//! An alert that cannot be delivered is logged and never fails the run. Messages come from
+//! [`crate::exit::JobError`]'s `Display`, which never carries a secret; the webhook URL
+//! itself may hold a token (Slack-style), so it is never logged whole.
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use std::time::Duration;
+
+/// The body posted to the webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    /// `halted`, `waiting`, `failed` or `auth_failed`.
+    pub event: String,
+    /// `critical` for halts, failures and auth; `warning` for waiting.
+    pub severity: String,
+    pub message: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// `null` before a request exists.
+    pub request_id: Option<String>,
+}
+
+impl Alert {
+    pub fn new(event: &str, message: String, date: NaiveDate, request_id: Option<String>) -> Self {
+        let severity = if event == "waiting" {
+            "warning"
+        } else {
+            "critical"
+        };
+        Alert {
+            event: event.into(),
+            severity: severity.into(),
+            message,
+            date: date.to_string(),
+            request_id,
+        }
+    }
+}
+
+/// Sends alerts to the configured webhook, if any.
+#[derive(Clone)]
+pub struct Alerter {
+    webhook: Option<url::Url>,
+    http: reqwest::Client,
+}
+
+impl Alerter {
+    pub fn new(webhook: Option<url::Url>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Alerter { webhook, http }
+    }
+
+    /// Posts `alert`; failures are logged, never returned.
+    pub async fn send(&self, alert: &Alert) {
+        tracing::warn!(event = %alert.event, date = %alert.date, "alert: {}", alert.message);
+        let Some(url) = &self.webhook else { return };
+        let host = url.host_str().unwrap_or("?").to_string();
+        match self.http.post(url.clone()).json(alert).send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(event = %alert.event, webhook_host = %host, "alert delivered")
+            }
+            Ok(r) => tracing::error!(
+                event = %alert.event, webhook_host = %host, status = r.status().as_u16(),
+                "alert webhook refused the alert"
+            ),
+            Err(e) => tracing::error!(
+                event = %alert.event, webhook_host = %host,
+                "alert webhook unreachable: {}", e.without_url()
+            ),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The command line (DESIGN.md §3): parse arguments, set up logging and the progress bar,
+//! call the library, map the outcome to an exit code and one sentence.
+
+use crate::config::Config;
+use crate::exit::{ExitCode, JobError};
+use crate::job::{Hooks, Outcome};
+use crate::state::JobState;
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "cdrsync", version, about = "Land each UTC day of NICE CXone Call Detail Records in your warehouse, exactly once.")]
+pub struct Cli {
+    /// Log lines as text or JSON (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// More detail in logs (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Extract one day (default: yesterday in UTC) and publish it.
+    Run {
+        #[arg(long, default_value = "cdrsync.toml")]
+        config: PathBuf,
+        /// The UTC day, YYYY-MM-DD.
+        #[arg(long)]
+        date: Option<String>,
+        /// Re-extract a day that is already done (next generation), replacing it atomically.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Extract every day from --from to --to (inclusive), oldest first.
+    Backfill {
+        #[arg(long, default_value = "cdrsync.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the recent days: state, request id, parts, rows, queue wait, duration.
+    Status {
+        #[arg(long, default_value = "cdrsync.toml")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 14)]
+        limit: usize,
+    },
+    /// Run the whole job against the built-in simulator, with no setup.
+    Demo {
+        /// Where the demo keeps its config, state and output.
+        #[arg(long, default_value = "cdrsync-demo")]
+        dir: PathBuf,
+        /// Rows in the simulated day.
+        #[arg(long, default_value_t = 150_000)]
+        rows: u64,
+        /// The UTC day (default: yesterday in UTC).
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Run the CXone simulator alone (same as the `cxone-sim` binary).
+    Sim {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// A scenario TOML file (see cxone-sim's docs).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let progress = progress_bar();
+    init_logging(cli.log_format, cli.verbose, &progress);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(ExitCode::Other as u8);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli.command, progress));
+    std::process::ExitCode::from(code as u8)
+}
+
+async fn dispatch(command: Command, progress: ProgressBar) -> ExitCode {
+    let result = match command {
+        Command::Run {
+            config,
+            date,
+            force,
+        } => run(&config, date.as_deref(), force, progress).await,
+        Command::Backfill {
+            config,
+            from,
+            to,
+            force,
+        } => backfill(&config, &from, &to, force, progress).await,
+        Command::Status { config, limit } => status(&config, limit).await,
+        Command::Demo { dir, rows, date } => {
+            crate::demo::run(&dir, rows, date.as_deref(), progress).await
+        }
+        Command::Sim { listen, scenario } => sim(listen, scenario).await,
+    };
+    match result {
+        Ok(()) => ExitCode::Done,
+        Err(e) => {
+            let code = e.exit_code();
+            tracing::error!(exit_code = code as u8, "{e}");
+            code
+        }
+    }
+}
+
+/// A bar on a terminal; hidden (draws nothing) otherwise.
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// Log lines go to stderr, above the progress bar when there is one.
+fn init_logging(format: LogFormat, verbose: u8, bar: &ProgressBar) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info,hyper=warn,reqwest=warn,axum=warn",
+        1 => "debug,hyper=info,reqwest=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("CDRSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let writer = BarWriter { bar: bar.clone() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+}
+
+#[derive(Clone)]
+struct BarWriter {
+    bar: ProgressBar,
+}
+
+impl Write for BarWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bar.suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BarWriter {
+    type Writer = BarWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Test hooks from the environment (crash tests drive the real binary).
+fn hooks_from_env() -> Hooks {
+    let stop_after = std::env::var("CDRSYNC_TEST_STOP_AFTER").ok().and_then(|s| {
+        serde_json::from_value::<JobState>(serde_json::Value::String(s.to_lowercase())).ok()
+    });
+    Hooks { stop_after }
+}
+
+/// The `--date` given, or yesterday in UTC.
+pub fn resolve_date(date: Option<&str>) -> Result<NaiveDate, JobError> {
+    match date {
+        Some(d) => crate::window::parse_date(d).map_err(JobError::from),
+        None => Ok(crate::window::Window::yesterday(chrono::Utc::now()).date),
+    }
+}
+
+async fn run(
+    config_path: &std::path::Path,
+    date: Option<&str>,
+    force: bool,
+    progress: ProgressBar,
+) -> Result<(), JobError> {
+    let config = Config::load_default(config_path)?;
+    let date = resolve_date(date)?;
+    let job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
+    let outcome = job.run(date, force).await;
+    progress.finish_and_clear();
+    report(&job, &outcome?);
+    Ok(())
+}
+
+async fn backfill(
+    config_path: &std::path::Path,
+    from: &str,
+    to: &str,
+    force: bool,
+    progress: ProgressBar,
+) -> Result<(), JobError> {
+    let config = Config::load_default(config_path)?;
+    let (from, to) = (crate::window::parse_date(from)?, crate::window::parse_date(to)?);
+    let job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
+    let mut day = from;
+    while day <= to {
+        progress.set_position(0);
+        let outcome = job.run(day, force).await?;
+        report(&job, &outcome);
+        day = day.succ_opt().expect("a date before the end of time");
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
+fn report(job: &crate::job::Job, outcome: &Outcome) {
+    let m = outcome.manifest();
+    let date = &m.window.from[..10];
+    let key = job.key(date.parse().expect("a manifest date"));
+    match outcome {
+        Outcome::AlreadyDone(_) => println!(
+            "{date}: already done ({} rows at {}); nothing requested",
+            m.rows,
+            job.sink.location(&key)
+        ),
+        Outcome::Published(_) => println!(
+            "{date}: published {} rows from {} part(s), {} bytes, sha256 {} at {}",
+            m.rows,
+            m.parts.len(),
+            m.bytes,
+            m.sha256,
+            job.sink.location(&key)
+        ),
+    }
+}
+
+async fn status(config_path: &std::path::Path, limit: usize) -> Result<(), JobError> {
+    let config = Config::load_default(config_path)?;
+    let store = crate::app::open_store(&config)?;
+    let records = store.recent(limit).await?;
+    print!("{}", crate::app::status_table(&records));
+    Ok(())
+}
+
+async fn sim(listen: std::net::SocketAddr, scenario: Option<PathBuf>) -> Result<(), JobError> {
+    let scenario = match scenario {
+        Some(p) => cxone_sim::Scenario::from_file(&p).map_err(|e| JobError::Io {
+            what: format!("scenario {}", p.display()),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+        None => cxone_sim::Scenario::default(),
+    };
+    let sim = cxone_sim::Simulator::start_on(listen, scenario)
+        .await
+        .map_err(|source| JobError::Io {
+            what: format!("listening on {listen}"),
+            source,
+        })?;
+    println!("cxone-sim listening on {}", sim.base_url());
+    let _ = tokio::signal::ctrl_c().await;
+    sim.shutdown().await;
+    Ok(())
+}

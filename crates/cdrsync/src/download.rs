@@ -1,0 +1,323 @@
+//! Downloading a request's parts into staging: bounded concurrency, streaming to disk,
+//! every byte counted and hashed on the way (DESIGN.md §1 "Integrity").
+//!
+//! Each part goes to `part-NNNN.data` in the day's staging folder — the platform's
+//! `fileName` is never used as a path. A part is verified when its byte count equals the
+//! manifest's `fileSize` (and `Content-Length`), and its SHA-256 equals the manifest's
+//! `sha256` and the `Content-Digest` wherever they are given. A verified part gets a
+//! `part-NNNN.verified` marker, so a rerun after a crash skips it. A broken-off body is
+//! resumed with `Range` when the server allows; a corrupt part is fetched again from byte
+//! 0 — always from the same request, at most `attempts` times.
+
+use crate::digest::{hex_lower, parse_hex_sha256};
+use cxone::{Client, FileEntry};
+use futures_util::{StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A part that is on disk and verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedPart {
+    /// 0-based position in the manifest.
+    pub index: usize,
+    /// The platform's `fileName` (recorded, never a path).
+    pub file_name: String,
+    pub bytes: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Why a part could not be made verified.
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    /// Attempts used up; `last` says what went wrong the last time.
+    #[error("part {part} ({file_name}): {attempts} attempts failed; last: {last}")]
+    Exhausted {
+        part: usize,
+        file_name: String,
+        attempts: u32,
+        last: String,
+    },
+    /// A failure no retry can fix (authentication refused, bad URL).
+    #[error(transparent)]
+    Fatal(cxone::Error),
+    #[error("staging {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Outcome of one attempt that did not verify.
+enum AttemptError {
+    /// Body broke off: keep what arrived and resume from it.
+    Resumable(String),
+    /// Bytes are wrong: throw them away.
+    Corrupt(String),
+    Fatal(cxone::Error),
+    Io(std::io::Error),
+}
+
+/// Downloads and verifies all parts of one request.
+pub struct Downloader {
+    pub client: Arc<Client>,
+    /// The day's staging folder for this request.
+    pub staging: PathBuf,
+    pub attempts: u32,
+    pub concurrency: usize,
+    /// First pause between attempts of one part (doubles, capped at 30 s).
+    pub retry_delay: Duration,
+    pub progress: ProgressBar,
+}
+
+impl Downloader {
+    /// Downloads every part not yet verified; returns all parts in manifest order.
+    pub async fn download_all(&self, files: &[FileEntry]) -> Result<Vec<StagedPart>, PartError> {
+        tokio::fs::create_dir_all(&self.staging)
+            .await
+            .map_err(|source| PartError::Io {
+                path: self.staging.clone(),
+                source,
+            })?;
+        let total: u64 = files.iter().filter_map(|f| f.file_size).sum();
+        self.progress.set_length(total);
+        let mut parts: Vec<StagedPart> = futures_util::stream::iter(files.iter().enumerate())
+            .map(|(index, entry)| self.part(index, entry))
+            .buffer_unordered(self.concurrency.max(1))
+            .try_collect()
+            .await?;
+        parts.sort_by_key(|p| p.index);
+        Ok(parts)
+    }
+
+    fn data_path(&self, index: usize) -> PathBuf {
+        self.staging.join(format!("part-{:04}.data", index + 1))
+    }
+
+    fn marker_path(&self, index: usize) -> PathBuf {
+        self.staging.join(format!("part-{:04}.verified", index + 1))
+    }
+
+    /// One part: reuse a verified copy, else download with bounded attempts.
+    async fn part(&self, index: usize, entry: &FileEntry) -> Result<StagedPart, PartError> {
+        let path = self.data_path(index);
+        if let Some(done) = self.verified(index, entry).await {
+            self.progress.inc(done.bytes);
+            return Ok(done);
+        }
+        let io = |source| PartError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut last = String::new();
+        let mut delay = self.retry_delay;
+        for attempt in 1..=self.attempts.max(1) {
+            if attempt > 1 {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            match self.attempt(index, entry, &path).await {
+                Ok(part) => {
+                    let marker = serde_json::to_vec(&part).expect("a part serialises");
+                    write_atomic(&self.marker_path(index), &marker)
+                        .await
+                        .map_err(io)?;
+                    tracing::debug!(part = index + 1, bytes = part.bytes, "part verified");
+                    return Ok(part);
+                }
+                Err(AttemptError::Fatal(e)) => return Err(PartError::Fatal(e)),
+                Err(AttemptError::Io(e)) => return Err(io(e)),
+                Err(AttemptError::Resumable(why)) => {
+                    tracing::warn!(part = index + 1, attempt, "part broke off, will resume: {why}");
+                    last = why;
+                }
+                Err(AttemptError::Corrupt(why)) => {
+                    tracing::warn!(part = index + 1, attempt, "part rejected, will refetch: {why}");
+                    let _ = tokio::fs::remove_file(&path).await;
+                    last = why;
+                }
+            }
+        }
+        Err(PartError::Exhausted {
+            part: index + 1,
+            file_name: entry.file_name.clone(),
+            attempts: self.attempts.max(1),
+            last,
+        })
+    }
+
+    /// The verified copy of part `index`, if its marker matches the manifest entry and
+    /// its data file is still there with the recorded size.
+    async fn verified(&self, index: usize, entry: &FileEntry) -> Option<StagedPart> {
+        let marker = tokio::fs::read(self.marker_path(index)).await.ok()?;
+        let mut part: StagedPart = serde_json::from_slice(&marker).ok()?;
+        part.path = self.data_path(index);
+        let len = tokio::fs::metadata(&part.path).await.ok()?.len();
+        let agrees = part.file_name == entry.file_name
+            && Some(part.bytes) == entry.file_size
+            && len == part.bytes
+            && entry
+                .sha256
+                .as_deref()
+                .and_then(parse_hex_sha256)
+                .is_none_or(|s| hex_lower(&s) == part.sha256);
+        agrees.then_some(part)
+    }
+
+    /// One GET of the part, resumed from what is already on disk.
+    async fn attempt(
+        &self,
+        index: usize,
+        entry: &FileEntry,
+        path: &Path,
+    ) -> Result<StagedPart, AttemptError> {
+        let expected_size = entry.file_size.unwrap_or(u64::MAX);
+        let mut have = match tokio::fs::metadata(path).await {
+            Ok(m) if m.len() <= expected_size => m.len(),
+            Ok(_) => {
+                tokio::fs::remove_file(path).await.map_err(AttemptError::Io)?;
+                0
+            }
+            Err(_) => 0,
+        };
+        if have == expected_size && have > 0 {
+            // Everything arrived last time but verification failed or never ran: start over.
+            tokio::fs::remove_file(path).await.map_err(AttemptError::Io)?;
+            have = 0;
+        }
+        let mut response = match self.client.download(&entry.download_url, have).await {
+            Ok(r) => r,
+            Err(e @ (cxone::Error::Auth { .. } | cxone::Error::BadUrl { .. })) => {
+                return Err(AttemptError::Fatal(e));
+            }
+            Err(e) => return Err(AttemptError::Resumable(e.to_string())),
+        };
+        if response.offset != have {
+            have = 0; // the server ignored `Range`: take the whole part again
+        }
+        if let (Some(total), Some(size)) = (response.total_length, entry.file_size) {
+            if total != size {
+                return Err(AttemptError::Corrupt(format!(
+                    "the server announces {total} bytes but the manifest's fileSize is {size}"
+                )));
+            }
+        }
+        let mut hasher = Sha256::new();
+        let mut file = if have > 0 {
+            hash_prefix(path, have, &mut hasher).await.map_err(AttemptError::Io)?;
+            tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .await
+                .map_err(AttemptError::Io)?
+        } else {
+            tokio::fs::File::create(path).await.map_err(AttemptError::Io)?
+        };
+        self.progress.inc(have);
+        let mut received = have;
+        let mut this_attempt = have;
+        let result = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    received += chunk.len() as u64;
+                    this_attempt += chunk.len() as u64;
+                    if received > expected_size {
+                        break Err(AttemptError::Corrupt(format!(
+                            "more than the manifest's fileSize of {expected_size} bytes arrived"
+                        )));
+                    }
+                    hasher.update(&chunk);
+                    if let Err(e) = file.write_all(&chunk).await {
+                        break Err(AttemptError::Io(e));
+                    }
+                    self.progress.inc(chunk.len() as u64);
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(AttemptError::Resumable(e.to_string())),
+            }
+        };
+        let flushed = async {
+            file.flush().await?;
+            file.sync_data().await
+        }
+        .await;
+        if result.is_err() || flushed.is_err() {
+            self.progress
+                .set_position(self.progress.position().saturating_sub(this_attempt));
+        }
+        result?;
+        flushed.map_err(AttemptError::Io)?;
+        if let Some(size) = entry.file_size {
+            if received != size {
+                // Fewer bytes than announced and the connection closed cleanly: a short body.
+                return Err(AttemptError::Resumable(format!(
+                    "{received} of {size} bytes arrived"
+                )));
+            }
+        }
+        let sha: [u8; 32] = hasher.finalize().into();
+        let want = entry.sha256.as_deref().map(|s| {
+            parse_hex_sha256(s).ok_or_else(|| format!("the manifest's sha256 `{s}` is not hex"))
+        });
+        if let Some(Err(bad)) = &want {
+            return Err(AttemptError::Corrupt(bad.clone()));
+        }
+        if let Some(Ok(want)) = want {
+            if want != sha {
+                return Err(AttemptError::Corrupt(format!(
+                    "SHA-256 {} does not match the manifest's {}",
+                    hex_lower(&sha),
+                    hex_lower(&want)
+                )));
+            }
+        }
+        if let Some(digest) = response.content_digest {
+            // Content-Digest covers the representation sent; on a 206 it is not comparable.
+            if response.offset == 0 && digest != sha {
+                return Err(AttemptError::Corrupt(format!(
+                    "SHA-256 {} does not match Content-Digest {}",
+                    hex_lower(&sha),
+                    hex_lower(&digest)
+                )));
+            }
+        }
+        Ok(StagedPart {
+            index,
+            file_name: entry.file_name.clone(),
+            bytes: received,
+            sha256: hex_lower(&sha),
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Feeds the first `len` bytes of `path` to `hasher` (resuming a hash after a `Range`).
+async fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<()> {
+    let mut file = tokio::fs::File::open(path).await?.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Writes `bytes` to `path` via a temp file, fsync and rename.
+pub async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = tokio::fs::File::create(&tmp).await?;
+    f.write_all(bytes).await?;
+    f.sync_all().await?;
+    drop(f);
+    tokio::fs::rename(&tmp, path).await
+}

@@ -1,0 +1,135 @@
+//! What can stop a day, and the exit code each maps to (DESIGN.md §3, sysexits).
+//!
+//! Every variant's `Display` is one sentence a data engineer can act on; none carries a
+//! token or secret.
+
+use std::time::Duration;
+
+/// The exit codes schedulers rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Done = 0,
+    Other = 1,
+    /// Data or schema halt.
+    DataHalt = 65,
+    /// CXone unavailable after retries, generations used up, a part that never verified.
+    Unavailable = 69,
+    /// WAITING, or the day's lease held elsewhere: run again later.
+    TempFail = 75,
+    /// Authentication refused.
+    NoPerm = 77,
+    /// Bad configuration.
+    Config = 78,
+}
+
+/// Why a day did not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Date(#[from] crate::window::DateError),
+    #[error("{date}: {halt}")]
+    Halt {
+        date: chrono::NaiveDate,
+        halt: cdr_normalise::Halt,
+    },
+    #[error(
+        "{date}: request {request_id} has not changed for {stalled:?} (still {status}); the day is WAITING — run again later to resume the same request"
+    )]
+    Waiting {
+        date: chrono::NaiveDate,
+        request_id: String,
+        status: String,
+        stalled: Duration,
+    },
+    #[error("{date}: another run ({owner}) holds this day's lease; run again later")]
+    LeaseHeld {
+        date: chrono::NaiveDate,
+        owner: String,
+    },
+    #[error("{date}: CXone failed the export {generations} times (last: {last}); giving up for this run")]
+    GenerationsExhausted {
+        date: chrono::NaiveDate,
+        generations: u32,
+        last: String,
+    },
+    #[error(
+        "{date}: part {part} ({file_name}) of request {request_id} failed verification {attempts} times (last: {last}); the day is left resumable"
+    )]
+    PartFailed {
+        date: chrono::NaiveDate,
+        request_id: String,
+        part: usize,
+        file_name: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("{date}: {source}")]
+    Api {
+        date: chrono::NaiveDate,
+        #[source]
+        source: cxone::Error,
+    },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A test hook stopped the job right after it persisted `state` (crash simulation).
+    #[error("stopped after {0:?} (test hook)")]
+    StoppedAfter(crate::state::JobState),
+}
+
+impl JobError {
+    /// The exit code of DESIGN.md §3.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            JobError::Config(_) => ExitCode::Config,
+            JobError::Secret(_) | JobError::Date(_) => ExitCode::Config,
+            JobError::Halt { halt, .. } if halt.is_data_halt() => ExitCode::DataHalt,
+            JobError::Halt { .. } => ExitCode::Other,
+            JobError::Waiting { .. } | JobError::LeaseHeld { .. } => ExitCode::TempFail,
+            JobError::GenerationsExhausted { .. } | JobError::PartFailed { .. } => {
+                ExitCode::Unavailable
+            }
+            JobError::Api { source, .. } => api_exit_code(source),
+            JobError::State(_) | JobError::Sink(_) | JobError::Io { .. } => ExitCode::Other,
+            JobError::StoppedAfter(_) => ExitCode::Other,
+        }
+    }
+
+    /// The alert event of DESIGN.md §3 this failure raises, if any.
+    pub fn alert_event(&self) -> Option<&'static str> {
+        match self.exit_code() {
+            ExitCode::DataHalt => Some("halted"),
+            ExitCode::TempFail if matches!(self, JobError::Waiting { .. }) => Some("waiting"),
+            ExitCode::Unavailable => Some("failed"),
+            ExitCode::NoPerm => Some("auth_failed"),
+            _ => None,
+        }
+    }
+}
+
+/// Exit code for a client error.
+pub fn api_exit_code(error: &cxone::Error) -> ExitCode {
+    match error {
+        cxone::Error::Auth { .. } => ExitCode::NoPerm,
+        cxone::Error::BadUrl { .. } => ExitCode::Config,
+        cxone::Error::Unavailable { .. } | cxone::Error::Transfer { .. } => ExitCode::Unavailable,
+        // A 400 on create means our request is wrong (columns, dates): configuration.
+        cxone::Error::Rejected { status: 400, .. } => ExitCode::Config,
+        cxone::Error::Rejected { status: 401 | 403, .. } => ExitCode::NoPerm,
+        cxone::Error::Store(_) => ExitCode::Config,
+        _ => ExitCode::Unavailable,
+    }
+}

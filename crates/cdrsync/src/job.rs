@@ -1,0 +1,605 @@
+//! The job: one UTC day through the state machine of DESIGN.md §4, persisted after every
+//! step so that a crash anywhere resumes where it stopped.
+//!
+//! ```text
+//! Planned ──create──▶ Requested ──▶ Polling ⇄ Waiting (stale: exit 75, resume same id)
+//!    ▲                                  │ COMPLETED + stable, sized files list
+//!    │ FAILED / 404-expired             ▼
+//!    └── next generation ◀──────── Downloading ──all parts verified──▶ Verified
+//!        (≤ max_generations)                                              │ merge + publish
+//!                                         Done ◀── staging removed ── Published
+//! ```
+//!
+//! Every transition is in [`Job::advance`]; each step is idempotent: a create is repeated
+//! with the same deterministic `X-Request-Id` (the platform answers with the same request),
+//! a download skips parts already verified, a publish replaces the day as a whole.
+
+use crate::alert::{Alert, Alerter};
+use crate::config::Config;
+use crate::download::{Downloader, StagedPart};
+use crate::exit::JobError;
+use crate::manifest::{Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
+use crate::poll::{ManifestGuard, NotReady, PollBackoff, status_name};
+use crate::sink::Sink;
+use crate::state::{JobKey, JobRecord, JobState, JobStore, Lease};
+use crate::window::{Window, x_request_id};
+use chrono::{NaiveDate, Utc};
+use cxone::{Client, CreateRequest, FileEntry, RequestStatus};
+use indicatif::ProgressBar;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a day's lease lasts without renewal (a killed run's lease expires after this).
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The day was already published: nothing was requested or rewritten.
+    AlreadyDone(Manifest),
+    /// The day was extracted and published now.
+    Published(Manifest),
+}
+
+impl Outcome {
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            Outcome::AlreadyDone(m) | Outcome::Published(m) => m,
+        }
+    }
+}
+
+/// Test hooks (crash simulation); all off in production.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// Stop (as if killed) right after this state has been persisted.
+    pub stop_after: Option<JobState>,
+}
+
+/// Everything one run needs.
+pub struct Job {
+    pub config: Arc<Config>,
+    pub client: Arc<Client>,
+    pub store: Arc<dyn JobStore>,
+    pub sink: Arc<dyn Sink>,
+    pub alerter: Alerter,
+    pub progress: ProgressBar,
+    /// Lease owner, unique per process: `host:pid:random`.
+    pub owner: String,
+    pub hooks: Hooks,
+}
+
+/// How a polling session ended.
+enum PollEnd {
+    Ready(Vec<FileEntry>),
+    /// FAILED, or 404 (expired): the request is gone; try the next generation.
+    Gone(String),
+}
+
+impl Job {
+    /// The day's key in the job store and the sink.
+    pub fn key(&self, date: NaiveDate) -> JobKey {
+        JobKey {
+            report_type: self.config.job.report_type.clone(),
+            report_id: self.config.job.report_id.clone(),
+            date,
+        }
+    }
+
+    /// Runs one day to `Done` (or to the first thing that stops it), raising the alert of
+    /// DESIGN.md §3 when it stops for a reason a human should hear about.
+    pub async fn run(&self, date: NaiveDate, force: bool) -> Result<Outcome, JobError> {
+        let key = self.key(date);
+        let result = self.run_leased(&key, force).await;
+        if let Err(error) = &result {
+            if let Some(event) = error.alert_event() {
+                let request_id = match self.store.load(&key).await {
+                    Ok(Some(r)) => r.request_id,
+                    _ => None,
+                };
+                self.alerter
+                    .send(&Alert::new(event, error.to_string(), date, request_id))
+                    .await;
+            }
+        }
+        result
+    }
+
+    async fn run_leased(&self, key: &JobKey, force: bool) -> Result<Outcome, JobError> {
+        // A day already done is a no-op: no lease, no request, nothing rewritten.
+        if !force {
+            if let Some(done) = self.already_done(key).await? {
+                return Ok(done);
+            }
+        }
+        match self.store.acquire_lease(key, &self.owner, LEASE_TTL).await? {
+            Lease::Acquired { .. } => {}
+            Lease::HeldBy { owner, .. } => {
+                return Err(JobError::LeaseHeld {
+                    date: key.date,
+                    owner,
+                });
+            }
+        }
+        let renew = {
+            let store = self.store.clone();
+            let (key, owner) = (key.clone(), self.owner.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_TTL / 3).await;
+                    if let Err(e) = store.acquire_lease(&key, &owner, LEASE_TTL).await {
+                        tracing::warn!("could not renew the lease: {e}");
+                    }
+                }
+            })
+        };
+        let result = self.run_day(key, force).await;
+        renew.abort();
+        if let Err(e) = self.store.release_lease(key, &self.owner).await {
+            tracing::warn!("could not release the lease: {e}");
+        }
+        result
+    }
+
+    async fn already_done(&self, key: &JobKey) -> Result<Option<Outcome>, JobError> {
+        match self.store.load(key).await? {
+            Some(r) if r.state == JobState::Done => match self.sink.manifest(key).await? {
+                Some(m) => {
+                    tracing::info!(date = %key.date, location = %self.sink.location(key), "day already done; nothing to do");
+                    Ok(Some(Outcome::AlreadyDone(m)))
+                }
+                None => {
+                    tracing::warn!(date = %key.date, "the state store says done but the sink has no manifest; extracting again");
+                    Ok(None)
+                }
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// The state machine, under the lease.
+    async fn run_day(&self, key: &JobKey, force: bool) -> Result<Outcome, JobError> {
+        let now = Utc::now();
+        let mut rec = match self.store.load(key).await? {
+            Some(r) => r,
+            None => {
+                if self.sink.manifest(key).await?.is_some() {
+                    tracing::warn!(date = %key.date, "the sink has this day but the state store does not (state lost); it will be replaced, not appended to");
+                }
+                JobRecord::planned(key.date, now)
+            }
+        };
+        // Re-check under the lease: another run may have finished the day meanwhile.
+        if !force && rec.state == JobState::Done {
+            if let Some(m) = self.sink.manifest(key).await? {
+                return Ok(Outcome::AlreadyDone(m));
+            }
+        }
+        if force || matches!(rec.state, JobState::Done | JobState::Failed) {
+            next_generation(&mut rec);
+        }
+        rec.started_at = now;
+        rec.finished_at = None;
+        let mut generations_this_run = 1;
+        loop {
+            if let Some(outcome) = self.advance(key, &mut rec, &mut generations_this_run).await? {
+                return Ok(outcome);
+            }
+            if self.hooks.stop_after == Some(rec.state) {
+                return Err(JobError::StoppedAfter(rec.state));
+            }
+        }
+    }
+
+    /// Persists `rec` in `state`.
+    async fn save(&self, key: &JobKey, rec: &mut JobRecord, state: JobState) -> Result<(), JobError> {
+        rec.state = state;
+        rec.updated_at = Utc::now();
+        self.store.save(key, rec).await?;
+        tracing::debug!(date = %key.date, state = ?state, "state saved");
+        Ok(())
+    }
+
+    /// One step of the state machine. `Some` when the day is finished.
+    async fn advance(
+        &self,
+        key: &JobKey,
+        rec: &mut JobRecord,
+        generations_this_run: &mut u32,
+    ) -> Result<Option<Outcome>, JobError> {
+        let date = key.date;
+        let api = |source| JobError::Api { date, source };
+        match rec.state {
+            JobState::Planned => {
+                let cfg = &self.config;
+                let x_id = x_request_id(
+                    cfg.cxone.base_url.as_str(),
+                    &cfg.job.report_type,
+                    &cfg.job.report_id,
+                    date,
+                    &cfg.job.format,
+                    &cfg.job.columns,
+                    rec.generation,
+                )
+                .to_string();
+                rec.x_request_id = Some(x_id.clone());
+                let window = Window::for_date(date);
+                let body = CreateRequest {
+                    report_type: cfg.job.report_type.clone(),
+                    report_id: cfg.job.report_id.clone(),
+                    from_date: window.from_date(),
+                    to_date: window.to_date(),
+                    format: cfg.job.format.clone(),
+                    columns: cfg.job.columns.clone(),
+                };
+                self.progress.set_message(format!("{date}: requesting"));
+                let created = self.client.create_request(&x_id, &body).await.map_err(api)?;
+                tracing::info!(
+                    date = %date, request_id = %created.id, x_request_id = %x_id,
+                    generation = rec.generation, new = created.new, "export requested"
+                );
+                rec.request_id = Some(created.id);
+                if rec.requested_at.is_none() || created.new {
+                    rec.requested_at = Some(Utc::now());
+                }
+                self.save(key, rec, JobState::Requested).await?;
+            }
+            JobState::Requested | JobState::Polling | JobState::Waiting => {
+                match self.poll(key, rec).await? {
+                    PollEnd::Ready(files) => {
+                        let total: u64 = files.iter().filter_map(|f| f.file_size).sum();
+                        tracing::info!(
+                            date = %date, parts = files.len(), bytes = total,
+                            "export ready"
+                        );
+                        rec.parts = Some(files.len() as u32);
+                        rec.files_json =
+                            Some(serde_json::to_string(&files).expect("files serialise"));
+                        self.save(key, rec, JobState::Downloading).await?;
+                    }
+                    PollEnd::Gone(why) => {
+                        if *generations_this_run >= self.config.poll.max_generations {
+                            rec.reason = Some(why.clone());
+                            self.save(key, rec, JobState::Failed).await?;
+                            return Err(JobError::GenerationsExhausted {
+                                date,
+                                generations: *generations_this_run,
+                                last: why,
+                            });
+                        }
+                        tracing::warn!(date = %date, generation = rec.generation, "request gone ({why}); requesting the next generation");
+                        *generations_this_run += 1;
+                        tokio::time::sleep(self.config.poll.initial).await;
+                        next_generation(rec);
+                        rec.reason = Some(why);
+                        self.save(key, rec, JobState::Planned).await?;
+                    }
+                }
+            }
+            JobState::Downloading => {
+                self.download(key, rec).await?;
+                self.save(key, rec, JobState::Verified).await?;
+            }
+            JobState::Verified => {
+                let manifest = self.merge_and_publish(key, rec).await?;
+                rec.rows = Some(manifest.rows);
+                self.save(key, rec, JobState::Published).await?;
+                if self.hooks.stop_after == Some(JobState::Published) {
+                    return Err(JobError::StoppedAfter(JobState::Published));
+                }
+                self.finish(key, rec).await?;
+                return Ok(Some(Outcome::Published(manifest)));
+            }
+            JobState::Published => {
+                // Crashed between publish and clean-up: the sink holds the day.
+                self.finish(key, rec).await?;
+                let manifest = self.sink.manifest(key).await?;
+                return match manifest {
+                    Some(m) => Ok(Some(Outcome::Published(m))),
+                    None => {
+                        rec.state = JobState::Verified;
+                        Ok(None)
+                    }
+                };
+            }
+            JobState::Done | JobState::Failed => {
+                next_generation(rec);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Polls the request until its files may be downloaded, it is gone, or it is stale.
+    async fn poll(&self, key: &JobKey, rec: &mut JobRecord) -> Result<PollEnd, JobError> {
+        let date = key.date;
+        let request_id = rec.request_id.clone().expect("a requested day has a request id");
+        if rec.state != JobState::Polling {
+            if rec.state == JobState::Waiting {
+                tracing::info!(date = %date, request_id = %request_id, "resuming a WAITING request");
+            }
+            self.save(key, rec, JobState::Polling).await?;
+        }
+        let cfg = &self.config.poll;
+        let loopback = is_loopback(&self.config.cxone.base_url);
+        let mut backoff = PollBackoff::new(cfg.initial, cfg.factor, cfg.max, loopback, seed());
+        let mut guard = ManifestGuard::default();
+        let mut last: Option<(String, Vec<FileEntry>)> = None;
+        let mut last_change = Instant::now();
+        loop {
+            let status = match self.client.status(&request_id).await {
+                Ok(s) => s,
+                Err(cxone::Error::RequestNotFound { .. }) => {
+                    return Ok(PollEnd::Gone(format!(
+                        "request {request_id} is no longer known to CXone (404: expired)"
+                    )));
+                }
+                Err(source) => return Err(JobError::Api { date, source }),
+            };
+            let name = status_name(&status.status);
+            if status.status == RequestStatus::Failed {
+                let detail = status
+                    .error
+                    .as_ref()
+                    .map(|e| match e {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_else(|| "no error given".into());
+                return Ok(PollEnd::Gone(format!(
+                    "request {request_id} FAILED: {detail}"
+                )));
+            }
+            let seen = (name.clone(), status.files.clone());
+            if last.as_ref() != Some(&seen) {
+                tracing::info!(date = %date, request_id = %request_id, status = %name, files = status.files.len(), "status");
+                self.progress
+                    .set_message(format!("{date}: {name}, {} file(s) listed", status.files.len()));
+                last = Some(seen);
+                last_change = Instant::now();
+            }
+            if status.status == RequestStatus::Completed && rec.completed_at.is_none() {
+                let now = Utc::now();
+                rec.completed_at = Some(now);
+                if let Some(at) = rec.requested_at {
+                    let wait = (now - at).num_milliseconds() as f64 / 1000.0;
+                    rec.queue_wait_secs = Some(wait);
+                    tracing::info!(date = %date, request_id = %request_id, queue_wait_secs = wait, "queue wait");
+                }
+                self.save(key, rec, JobState::Polling).await?;
+            }
+            let interval = match guard.observe(&status) {
+                Ok(files) => return Ok(PollEnd::Ready(files)),
+                // Completed but the list is not there yet or not confirmed: look again
+                // after the floor interval, not the grown one.
+                Err(NotReady::NoFiles | NotReady::Unconfirmed | NotReady::SizeMissing { .. }) => {
+                    cfg.initial
+                }
+                Err(NotReady::Running(_)) => backoff.next_interval(),
+            };
+            let stalled = last_change.elapsed();
+            if stalled >= cfg.stale_after {
+                rec.reason = Some(format!("{name} unchanged for {stalled:?}"));
+                self.save(key, rec, JobState::Waiting).await?;
+                return Err(JobError::Waiting {
+                    date,
+                    request_id,
+                    status: name,
+                    stalled,
+                });
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    fn staging_dir(&self, key: &JobKey, rec: &JobRecord) -> PathBuf {
+        self.config
+            .job
+            .staging_dir
+            .join(&key.report_type)
+            .join(format!("date={}", key.date))
+            .join(format!("gen-{}", rec.generation))
+    }
+
+    fn files(rec: &JobRecord) -> Vec<FileEntry> {
+        rec.files_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default()
+    }
+
+    async fn download(&self, key: &JobKey, rec: &JobRecord) -> Result<Vec<StagedPart>, JobError> {
+        let date = key.date;
+        let files = Self::files(rec);
+        let downloader = Downloader {
+            client: self.client.clone(),
+            staging: self.staging_dir(key, rec),
+            attempts: self.config.poll.download_attempts,
+            concurrency: self.config.job.concurrency,
+            retry_delay: self.config.poll.initial.min(Duration::from_secs(2)),
+            progress: self.progress.clone(),
+        };
+        self.progress.set_message(format!("{date}: downloading {} part(s)", files.len()));
+        downloader.download_all(&files).await.map_err(|e| match e {
+            crate::download::PartError::Exhausted {
+                part,
+                file_name,
+                attempts,
+                last,
+            } => JobError::PartFailed {
+                date,
+                request_id: rec.request_id.clone().unwrap_or_default(),
+                part,
+                file_name,
+                attempts,
+                last,
+            },
+            crate::download::PartError::Fatal(source) => JobError::Api { date, source },
+            crate::download::PartError::Io { path, source } => JobError::Io {
+                what: format!("staging {}", path.display()),
+                source,
+            },
+        })
+    }
+
+    /// Merges the verified parts (mapping columns by name) and publishes the day.
+    async fn merge_and_publish(&self, key: &JobKey, rec: &JobRecord) -> Result<Manifest, JobError> {
+        let date = key.date;
+        // Idempotent: verified parts are reused; missing ones (staging wiped) re-fetched.
+        let parts = self.download(key, rec).await?;
+        let staging = self.staging_dir(key, rec);
+        let csv = self.config.job.format != "json";
+        let data_name = if csv { "cdr.csv" } else { "cdr.ndjson" };
+        let out_path = staging.join(format!(".{data_name}.merging"));
+        let schema = cdr_normalise::Schema {
+            columns: self.config.job.columns.clone(),
+            critical: self.config.job.critical.clone(),
+            types: self.config.job.types.clone(),
+        };
+        let format = if csv {
+            cdr_normalise::Format::Csv
+        } else {
+            cdr_normalise::Format::Json
+        };
+        self.progress.set_message(format!("{date}: merging"));
+        let merge_parts = parts.clone();
+        let merge_out = out_path.clone();
+        let merged = tokio::task::spawn_blocking(move || merge_to_file(&schema, format, &merge_parts, &merge_out))
+            .await
+            .expect("the merge task does not panic");
+        let (report, bytes, sha256) = match merged {
+            Ok(m) => m,
+            Err(MergeError::Halt(halt)) => {
+                return Err(JobError::Halt { date, halt });
+            }
+            Err(MergeError::Io(source)) => {
+                return Err(JobError::Io {
+                    what: format!("writing {}", out_path.display()),
+                    source,
+                });
+            }
+        };
+        let fetched: u64 = parts.iter().map(|p| p.bytes).sum();
+        tracing::info!(
+            date = %date, parts = parts.len(), fetched_bytes = fetched, rows = report.rows,
+            published_bytes = bytes, "merged"
+        );
+        let window = Window::for_date(date);
+        let mut columns = self.config.job.columns.clone();
+        columns.push("extra_columns".into());
+        let manifest = Manifest {
+            request_id: rec.request_id.clone().unwrap_or_default(),
+            x_request_id: rec.x_request_id.clone().unwrap_or_default(),
+            generation: rec.generation,
+            window: ManifestWindow {
+                from: window.from_date(),
+                to: window.to_date(),
+            },
+            parts: parts
+                .iter()
+                .zip(&report.parts)
+                .map(|(p, r)| ManifestPart {
+                    file_name: p.file_name.clone(),
+                    bytes: p.bytes,
+                    sha256: p.sha256.clone(),
+                    rows: r.rows,
+                    columns_seen: r.columns_seen.clone(),
+                })
+                .collect(),
+            rows: report.rows,
+            bytes,
+            sha256,
+            columns,
+            extra_columns_seen: report.added.clone(),
+            schema: SchemaOutcome {
+                added: report.added,
+                missing: report.missing,
+                type_violations: report.type_violations,
+                warnings: report.warnings,
+            },
+            created_at: Utc::now(),
+        };
+        self.progress.set_message(format!("{date}: publishing"));
+        self.sink.publish(key, &out_path, data_name, &manifest).await?;
+        tracing::info!(date = %date, location = %self.sink.location(key), rows = manifest.rows, "published");
+        Ok(manifest)
+    }
+
+    /// Removes the day's staging and marks it done.
+    async fn finish(&self, key: &JobKey, rec: &mut JobRecord) -> Result<(), JobError> {
+        let day_staging = self
+            .config
+            .job
+            .staging_dir
+            .join(&key.report_type)
+            .join(format!("date={}", key.date));
+        if let Err(e) = tokio::fs::remove_dir_all(&day_staging).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("could not remove staging {}: {e}", day_staging.display());
+            }
+        }
+        rec.finished_at = Some(Utc::now());
+        rec.reason = None;
+        self.save(key, rec, JobState::Done).await
+    }
+}
+
+/// Starts the next generation: a new `X-Request-Id`, nothing of the old request kept.
+fn next_generation(rec: &mut JobRecord) {
+    rec.generation += 1;
+    rec.state = JobState::Planned;
+    rec.x_request_id = None;
+    rec.request_id = None;
+    rec.files_json = None;
+    rec.parts = None;
+    rec.rows = None;
+    rec.requested_at = None;
+    rec.completed_at = None;
+}
+
+enum MergeError {
+    Halt(cdr_normalise::Halt),
+    Io(std::io::Error),
+}
+
+/// Runs the normaliser over the staged parts into `out`, fsynced; returns the report, the
+/// published byte count and SHA-256.
+fn merge_to_file(
+    schema: &cdr_normalise::Schema,
+    format: cdr_normalise::Format,
+    parts: &[StagedPart],
+    out: &std::path::Path,
+) -> Result<(cdr_normalise::MergeReport, u64, String), MergeError> {
+    use std::io::Write;
+    let mut inputs = Vec::with_capacity(parts.len());
+    for p in parts {
+        let file = std::fs::File::open(&p.path).map_err(MergeError::Io)?;
+        inputs.push(cdr_normalise::PartInput {
+            name: format!("part {} ({})", p.index + 1, p.file_name),
+            reader: Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+        });
+    }
+    let file = std::fs::File::create(out).map_err(MergeError::Io)?;
+    let mut writer = crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let report = cdr_normalise::merge(schema, format, inputs, &mut writer).map_err(MergeError::Halt)?;
+    writer.flush().map_err(MergeError::Io)?;
+    let (buffered, bytes, sha) = writer.finish();
+    let file = buffered.into_inner().map_err(|e| MergeError::Io(e.into_error()))?;
+    file.sync_all().map_err(MergeError::Io)?;
+    Ok((report, bytes, sha))
+}
+
+/// Loopback hosts may poll faster than 15 s (tests, the demo); nothing else may.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn seed() -> u64 {
+    fastrand::u64(..)
+}

@@ -339,11 +339,8 @@ mod tests {
         for d in &first {
             assert!(*d >= p.initial && *d <= p.max_backoff, "{d:?}");
         }
-        // Decorrelated jitter grows: with base 2 it reaches the cap within 20 draws.
-        assert!(
-            first.iter().any(|d| *d > Duration::from_secs(1)),
-            "{first:?}"
-        );
+        // Decorrelated jitter grows, though not monotonically.
+        assert!(first.iter().any(|d| *d > p.initial * 4), "{first:?}");
     }
 
     #[test]

@@ -436,7 +436,10 @@ mod tests {
         // The timer wheel rounds each sleep up to the next millisecond.
         let slept = start.elapsed();
         let sum: Duration = expected.iter().sum();
-        assert!(slept >= sum && slept <= sum + Duration::from_millis(3), "{slept:?} vs {sum:?}");
+        assert!(
+            slept >= sum && slept <= sum + Duration::from_millis(3),
+            "{slept:?} vs {sum:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -346,6 +346,49 @@ async fn a_refresh_token_rotated_by_another_process_is_reloaded_from_the_store()
     assert_eq!(fake.with(|s| s.refresh_reuse), 0);
 }
 
+#[tokio::test]
+async fn a_refresh_that_may_have_reached_the_server_is_not_repeated() {
+    let fake = Fake::start().await;
+    let client = client(&fake, empty_store());
+    fake.with(|s| s.expires_in = 1);
+    client.tokens().bearer().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    fake.with(|s| s.token_faults.push_back(500));
+    let err = client.tokens().bearer().await.unwrap_err();
+    let Error::Unavailable {
+        tries, ref last, ..
+    } = err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(tries, 1);
+    assert!(last.contains("not retried"), "{last}");
+    assert_eq!(
+        fake.with(|s| s.refresh_grants),
+        0,
+        "the faulted try is the only one"
+    );
+    assert_eq!(fake.with(|s| s.grants.len()), 2);
+
+    // The 500 came after the server spent the token. The client cannot know that; the
+    // next exchange presents it once, is told invalid_grant, and bootstraps.
+    client.tokens().bearer().await.unwrap();
+    assert_eq!(
+        fake.with(|s| (s.refresh_grants, s.bootstrap_grants)),
+        (1, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_token_call_is_retried() {
+    let fake = Fake::start().await;
+    let client = client(&fake, empty_store());
+    fake.with(|s| s.token_faults.extend([503, 429]));
+    client.tokens().bearer().await.unwrap();
+    assert_eq!(fake.with(|s| s.grants.len()), 3);
+    assert_eq!(client.tokens().bootstraps(), 3);
+}
+
 // ---- retries --------------------------------------------------------------------------
 
 #[tokio::test]
@@ -447,6 +490,19 @@ async fn the_bearer_token_goes_to_the_own_origin_only() {
         assert_eq!(read_all(&mut part).await.unwrap().len(), 100);
     }
     assert_eq!(fake.with(|s| s.data_401), 0);
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_drops_the_bearer_token() {
+    let fake = Fake::start().await;
+    let storage = fake.start_storage().await;
+    let client = client(&fake, empty_store());
+    let id = known_request(&client).await;
+    fake.with(|s| s.redirect_to = Some(format!("http://{storage}/bucket/p1.csv?sig=x")));
+    let url = format!("/api/v2/data/download/requests/{id}/moved");
+    let mut part = client.download(&url, 0).await.unwrap();
+    assert_eq!(read_all(&mut part).await.unwrap().len(), 100);
+    assert_eq!(fake.with(|s| s.storage_auth.clone()), vec![None]);
 }
 
 #[tokio::test]

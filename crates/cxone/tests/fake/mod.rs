@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use cxone::{ClientConfig, Credentials, RetryPolicy, Secret};
-use serde_json::json;
 use futures_util::StreamExt as _;
+use serde_json::json;
 use sha2::Digest as _;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -61,6 +61,10 @@ pub struct FakeState {
     pub data_calls: u64,
     /// Data calls that arrived with a missing, unknown or expired access token.
     pub data_401: u64,
+    /// Answer the next token calls with these statuses (before looking at them).
+    pub token_faults: VecDeque<u16>,
+    /// Where `GET …/requests/{id}/moved` redirects to (after checking the token).
+    pub redirect_to: Option<String>,
     /// Answer the next N data calls with 401 whatever their token.
     pub force_401: u32,
     /// Answer the next data calls with these statuses and `Retry-After` values.
@@ -109,6 +113,8 @@ impl Fake {
                 data_calls: 0,
                 data_401: 0,
                 force_401: 0,
+                token_faults: VecDeque::new(),
+                redirect_to: None,
                 faults: VecDeque::new(),
                 requests: HashMap::new(),
                 part: (0..100u8).collect(),
@@ -123,6 +129,7 @@ impl Fake {
             .route("/api/v2/data/download/requests", post(create))
             .route("/api/v2/data/download/requests/{id}", get(status))
             .route("/api/v2/data/download/requests/{id}/file", get(file))
+            .route("/api/v2/data/download/requests/{id}/moved", get(moved))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
@@ -197,6 +204,15 @@ async fn token(
 ) -> Response {
     let mut s = fake.state.lock().unwrap();
     s.grants.push(form.clone());
+    if let Some(status) = s.token_faults.pop_front() {
+        if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+            // A server that fails after acting: the presented token is spent.
+            let presented = form["refresh_token"].clone();
+            s.live_refresh.remove(&presented);
+            s.spent_refresh.insert(presented);
+        }
+        return StatusCode::from_u16(status).unwrap().into_response();
+    }
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
     if field("client_id") != CLIENT_ID || field("client_secret") != CLIENT_SECRET {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "bad client");
@@ -250,8 +266,9 @@ async fn token(
     .into_response()
 }
 
-/// The checks every data call passes first: scripted faults, then the bearer token.
-fn admit(fake: &Fake, headers: &HeaderMap) -> Result<(), Response> {
+/// The checks every data call passes first: scripted faults, then the bearer token. `Some`
+/// is the refusal to send instead of the answer.
+fn refusal(fake: &Fake, headers: &HeaderMap) -> Option<Response> {
     let mut s = fake.state.lock().unwrap();
     s.data_calls += 1;
     if let Some(ua) = headers.get(header::USER_AGENT) {
@@ -264,11 +281,11 @@ fn admit(fake: &Fake, headers: &HeaderMap) -> Result<(), Response> {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_str(&after).unwrap());
         }
-        return Err(response);
+        return Some(response);
     }
     if s.force_401 > 0 {
         s.force_401 -= 1;
-        return Err(StatusCode::UNAUTHORIZED.into_response());
+        return Some(StatusCode::UNAUTHORIZED.into_response());
     }
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -282,11 +299,11 @@ fn admit(fake: &Fake, headers: &HeaderMap) -> Result<(), Response> {
                 .lock()
                 .unwrap()
                 .push(Event::Used { access: presented });
-            Ok(())
+            None
         }
         _ => {
             s.data_401 += 1;
-            Err(StatusCode::UNAUTHORIZED.into_response())
+            Some(StatusCode::UNAUTHORIZED.into_response())
         }
     }
 }
@@ -296,8 +313,8 @@ async fn create(
     headers: HeaderMap,
     axum::Json(body): axum::Json<serde_json::Value>,
 ) -> Response {
-    if let Err(refusal) = admit(&fake, &headers) {
-        return refusal;
+    if let Some(refused) = refusal(&fake, &headers) {
+        return refused;
     }
     if body["reportType"].as_str().is_none_or(str::is_empty) {
         let long = format!("reportType is required. {}", "Details. ".repeat(100));
@@ -321,8 +338,8 @@ async fn status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = admit(&fake, &headers) {
-        return refusal;
+    if let Some(refused) = refusal(&fake, &headers) {
+        return refused;
     }
     let s = fake.state.lock().unwrap();
     if !s.requests.values().any(|known| *known == id) {
@@ -346,11 +363,23 @@ async fn file(
     Path(_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = admit(&fake, &headers) {
-        return refusal;
+    if let Some(refused) = refusal(&fake, &headers) {
+        return refused;
     }
     let s = fake.state.lock().unwrap();
     serve_part(&s, &headers)
+}
+
+async fn moved(
+    State(fake): State<Arc<Fake>>,
+    Path(_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refusal(&fake, &headers) {
+        return refused;
+    }
+    let target = fake.with(|s| s.redirect_to.clone()).unwrap();
+    (StatusCode::FOUND, [(header::LOCATION, target)]).into_response()
 }
 
 async fn storage(

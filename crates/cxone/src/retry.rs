@@ -25,7 +25,8 @@ use tokio::time::Instant;
 pub struct RetryPolicy {
     /// First backoff.
     pub initial: Duration,
-    /// Largest single backoff (also caps an honoured `Retry-After`).
+    /// Largest jittered backoff. A longer `Retry-After` is still honoured in full, as long
+    /// as it ends within `retry_timeout`; otherwise the call gives up at once.
     pub max_backoff: Duration,
     /// Growth per try.
     pub base: f64,

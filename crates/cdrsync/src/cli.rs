@@ -24,6 +24,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Validate FILE (a CXone export part) exactly as `run` would, without publishing.
+    Check {
+        file: PathBuf,
+        #[arg(long, default_value = "cdrsync.toml")]
+        config: PathBuf,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -73,6 +83,11 @@ pub enum Command {
         #[arg(long)]
         date: Option<String>,
     },
+    /// Check a local CSV/JSON export against the configured schema and print the diff.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Run the CXone simulator alone (same as the `cxone-sim` binary).
     Sim {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -116,6 +131,9 @@ async fn dispatch(command: Command, progress: ProgressBar) -> ExitCode {
         Command::Demo { dir, rows, date } => {
             crate::demo::run(&dir, rows, date.as_deref(), progress).await
         }
+        Command::Schema {
+            command: SchemaCommand::Check { file, config },
+        } => schema_check(&file, &config),
         Command::Sim { listen, scenario } => sim(listen, scenario).await,
     };
     match result {
@@ -286,4 +304,56 @@ async fn sim(listen: std::net::SocketAddr, scenario: Option<PathBuf>) -> Result<
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;
     Ok(())
+}
+
+/// `schema check FILE`: the normaliser's validation on a local file, diff printed.
+fn schema_check(file: &std::path::Path, config_path: &std::path::Path) -> Result<(), JobError> {
+    let config = Config::load_default(config_path)?;
+    let json = match file.extension().and_then(|e| e.to_str()) {
+        Some("json" | "ndjson" | "jsonl") => true,
+        Some("csv") => false,
+        _ => config.job.format == "json",
+    };
+    let format = if json {
+        cdr_normalise::Format::Json
+    } else {
+        cdr_normalise::Format::Csv
+    };
+    let schema = crate::job::schema_of(&config);
+    let reader = std::fs::File::open(file).map_err(|source| JobError::Io {
+        what: format!("opening {}", file.display()),
+        source,
+    })?;
+    let input = cdr_normalise::PartInput {
+        name: file.display().to_string(),
+        reader: Box::new(std::io::BufReader::new(reader)),
+    };
+    let date = chrono::Utc::now().date_naive();
+    let report = cdr_normalise::check(&schema, format, input).map_err(|halt| JobError::Halt { date, halt })?;
+    print!("{}", describe_report(&schema, &report));
+    Ok(())
+}
+
+/// The human-readable schema diff of a checked file.
+pub fn describe_report(schema: &cdr_normalise::Schema, report: &cdr_normalise::MergeReport) -> String {
+    let mut out = String::new();
+    let seen = report.parts.first().map(|p| p.columns_seen.clone()).unwrap_or_default();
+    out.push_str(&format!("rows: {}\n", report.rows));
+    out.push_str(&format!("columns in file: {}\n", seen.join(", ")));
+    out.push_str(&format!("expected columns: {}\n", schema.columns.join(", ")));
+    let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+    out.push_str(&format!("added (go to extra_columns): {}\n", list(&report.added)));
+    out.push_str(&format!("missing (published empty): {}\n", list(&report.missing)));
+    if report.type_violations.is_empty() {
+        out.push_str("type violations: none\n");
+    } else {
+        for (column, n) in &report.type_violations {
+            out.push_str(&format!("type violations in {column}: {n}\n"));
+        }
+    }
+    for w in &report.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out.push_str("verdict: OK (the pipeline would publish this)\n");
+    out
 }

@@ -452,11 +452,7 @@ impl Job {
         let csv = self.config.job.format != "json";
         let data_name = if csv { "cdr.csv" } else { "cdr.ndjson" };
         let out_path = staging.join(format!(".{data_name}.merging"));
-        let schema = cdr_normalise::Schema {
-            columns: self.config.job.columns.clone(),
-            critical: self.config.job.critical.clone(),
-            types: self.config.job.types.clone(),
-        };
+        let schema = schema_of(&self.config);
         let format = if csv {
             cdr_normalise::Format::Csv
         } else {
@@ -542,6 +538,15 @@ impl Job {
         rec.finished_at = Some(Utc::now());
         rec.reason = None;
         self.save(key, rec, JobState::Done).await
+    }
+}
+
+/// The expected schema of the configured job.
+pub fn schema_of(config: &Config) -> cdr_normalise::Schema {
+    cdr_normalise::Schema {
+        columns: config.job.columns.clone(),
+        critical: config.job.critical.clone(),
+        types: config.job.types.clone(),
     }
 }
 

@@ -73,6 +73,9 @@ impl WireState {
             && self.sent >= at
         {
             self.done = true;
+            // hyper buffers the head and the first body bytes; a pause hands it a Pending
+            // so it flushes them, and the client sees a partial body rather than nothing.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             return match cut {
                 Cut::Reset => Some(Err(io::Error::new(
                     io::ErrorKind::ConnectionReset,

@@ -209,7 +209,12 @@ impl Export {
                     layout
                         .columns
                         .iter()
-                        .map(|c| (c.header.clone(), layout.value(c, &self.day, i, &rec).to_text()))
+                        .map(|c| {
+                            (
+                                c.header.clone(),
+                                layout.value(c, &self.day, i, &rec).to_text(),
+                            )
+                        })
                         .collect(),
                 );
             }

@@ -188,7 +188,9 @@ impl DayGenerator {
     }
 
     fn rng(&self, i: u64) -> fastrand::Rng {
-        fastrand::Rng::with_seed(mix(self.seed ^ mix(self.day_number) ^ mix(i.wrapping_add(1))))
+        fastrand::Rng::with_seed(mix(self.seed
+            ^ mix(self.day_number)
+            ^ mix(i.wrapping_add(1))))
     }
 
     fn slot_start_ms(&self, i: u64, rng: &mut fastrand::Rng) -> u64 {
@@ -223,7 +225,11 @@ impl DayGenerator {
             start_sec,
             duration_sec,
             duration_extra_tenth_ms: rng.u32(0..10_000),
-            hold_sec: if abandoned { 0 } else { rng.u32(0..duration_sec / 4 + 1) },
+            hold_sec: if abandoned {
+                0
+            } else {
+                rng.u32(0..duration_sec / 4 + 1)
+            },
             agent,
             agent_number,
             queue: QUEUES[rng.usize(0..QUEUES.len())],
@@ -299,8 +305,8 @@ impl CallRecord {
             Column::StartTime => Value::Text(timestamp(date, self.start_sec)),
             Column::EndTime => Value::Text(timestamp(date, self.start_sec + self.duration_sec)),
             Column::Duration if duration_decimal_ms => {
-                let tenths = u64::from(self.duration_sec) * 10_000
-                    + u64::from(self.duration_extra_tenth_ms);
+                let tenths =
+                    u64::from(self.duration_sec) * 10_000 + u64::from(self.duration_extra_tenth_ms);
                 Value::Decimal(format!("{}.{}", tenths / 10, tenths % 10))
             }
             Column::Duration => Value::Int(u64::from(self.duration_sec)),
@@ -341,7 +347,10 @@ mod tests {
         }
         assert_eq!(format!("{:?}", g.record(17)), format!("{:?}", g.record(17)));
         let other = DayGenerator::new(2, date, 5000);
-        assert_ne!(format!("{:?}", g.record(17)), format!("{:?}", other.record(17)));
+        assert_ne!(
+            format!("{:?}", g.record(17)),
+            format!("{:?}", other.record(17))
+        );
         let r = g.record(3);
         assert!(
             r.value(Column::Duration, date, true)

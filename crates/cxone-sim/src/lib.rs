@@ -86,9 +86,7 @@ impl Simulator {
         if other_origin {
             let other = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
             let other_addr = other.local_addr()?;
-            let _ = tenant
-                .other_origin
-                .set(format!("http://{}", other_addr));
+            let _ = tenant.other_origin.set(format!("http://{}", other_addr));
             tasks.push(serve(
                 other,
                 server::other_origin_router(Arc::clone(&tenant)),
@@ -147,7 +145,11 @@ impl Simulator {
     ///
     /// # Panics
     /// If a column is not one the simulator knows (see [`known_columns`]).
-    pub fn expected_rows(&self, date: NaiveDate, columns: &[String]) -> Vec<BTreeMap<String, String>> {
+    pub fn expected_rows(
+        &self,
+        date: NaiveDate,
+        columns: &[String],
+    ) -> Vec<BTreeMap<String, String>> {
         self.full_day(date, columns).expected_rows()
     }
 
@@ -192,7 +194,10 @@ impl Simulator {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -247,7 +252,12 @@ impl Control {
     /// Holds every request in PROCESSING (or the scenario's `faults.stuck` stage) while
     /// true; when released, requests continue by their age.
     pub fn set_stuck(&self, stuck: bool) {
-        let stage = self.tenant.scenario.faults.stuck.unwrap_or(Stage::Processing);
+        let stage = self
+            .tenant
+            .scenario
+            .faults
+            .stuck
+            .unwrap_or(Stage::Processing);
         self.tenant.lock().stuck = stuck.then_some(stage);
     }
 

@@ -25,9 +25,7 @@ use crate::export::Format;
 use crate::generator::Column;
 use crate::scenario::{Endpoint, HttpFault, JsonLayout, PartFaultKind};
 use crate::tenant::{CreateSpec, DownloadRequest, Phase, Tenant};
-use crate::wire::{
-    ApiError, CreateAnswer, FileEntry, OAuthError, StatusAnswer, TokenAnswer,
-};
+use crate::wire::{ApiError, CreateAnswer, FileEntry, OAuthError, StatusAnswer, TokenAnswer};
 
 type Shared = Arc<Tenant>;
 
@@ -98,9 +96,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Counts the data call and answers 401 when the bearer does not pass.
-fn authorize(tenant: &Tenant, headers: &HeaderMap) -> Result<(), Response> {
-    tenant.authorize(bearer(headers)).map_err(|refusal| {
+/// Counts the data call; the 401 answer when the bearer does not pass.
+fn refusal(tenant: &Tenant, headers: &HeaderMap) -> Option<Response> {
+    tenant.authorize(bearer(headers)).err().map(|refusal| {
         let mut resp = json(
             StatusCode::UNAUTHORIZED,
             &OAuthError {
@@ -135,7 +133,11 @@ fn client_credentials(headers: &HeaderMap, form: &HashMap<String, String>) -> (S
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|raw| String::from_utf8(raw).ok())
         .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
     if let Some(pair) = basic {
@@ -189,7 +191,8 @@ async fn token(State(tenant): State<Shared>, headers: HeaderMap, body: Bytes) ->
         "password" => {
             let user_ok = sc.username.is_some()
                 && form.get("username") == sc.username.as_ref()
-                && sc.password.as_ref().map(|p| p.expose()) == form.get("password").map(String::as_str);
+                && sc.password.as_ref().map(|p| p.expose())
+                    == form.get("password").map(String::as_str);
             if !user_ok {
                 return reject(
                     StatusCode::BAD_REQUEST,
@@ -280,15 +283,12 @@ fn create_inner(
     if let Some(rule) = tenant.http_fault(Endpoint::Create) {
         return (fault_response(&rule), None);
     }
-    if let Err(resp) = authorize(tenant, headers) {
+    if let Some(resp) = refusal(tenant, headers) {
         return (resp, None);
     }
     let invalid = |error: String, field: &str| {
         tenant.lock().counters.creates_invalid += 1;
-        (
-            api_error(StatusCode::BAD_REQUEST, error, Some(field)),
-            None,
-        )
+        (api_error(StatusCode::BAD_REQUEST, error, Some(field)), None)
     };
     let Some(x_request_id) = x_request_id.filter(|s| !s.trim().is_empty()) else {
         return invalid("X-Request-Id header is required".into(), "X-Request-Id");
@@ -416,10 +416,7 @@ fn validate_create(body: &[u8], json_layout: JsonLayout) -> Result<CreateSpec, I
         return Err(("toDate is before fromDate".into(), "toDate"));
     }
     if to.date() != from.date() {
-        return Err((
-            "the window must lie within one UTC day".into(),
-            "toDate",
-        ));
+        return Err(("the window must lie within one UTC day".into(), "toDate"));
     }
     let format = match text(&raw.format, "format")?.as_str() {
         "csv" => Format::Csv,
@@ -468,7 +465,7 @@ async fn status(
     if let Some(rule) = tenant.http_fault(Endpoint::Status) {
         return fault_response(&rule);
     }
-    if let Err(resp) = authorize(&tenant, &headers) {
+    if let Some(resp) = refusal(&tenant, &headers) {
         return resp;
     }
     let sc = &tenant.scenario;
@@ -575,7 +572,7 @@ async fn file(
     if let Some(rule) = tenant.http_fault(Endpoint::File) {
         return fault_response(&rule);
     }
-    if let Err(resp) = authorize(&tenant, &headers) {
+    if let Some(resp) = refusal(&tenant, &headers) {
         return resp;
     }
     if tenant.other_origin.get().is_some() {
@@ -638,7 +635,11 @@ fn parse_range(value: &str, size: u64) -> Option<Result<std::ops::Range<u64>, ()
         };
         start..end
     };
-    Some(if range.start < range.end { Ok(range) } else { Err(()) })
+    Some(if range.start < range.end {
+        Ok(range)
+    } else {
+        Err(())
+    })
 }
 
 async fn serve_part(tenant: &Shared, id: &str, part: &str, headers: &HeaderMap) -> Response {
@@ -659,11 +660,7 @@ async fn serve_part(tenant: &Shared, id: &str, part: &str, headers: &HeaderMap) 
         if part > tenant.downloadable_parts(&st, req) {
             st.counters.downloads_before_manifest += 1;
             st.counters.not_found += 1;
-            return api_error(
-                StatusCode::NOT_FOUND,
-                "file is not available yet",
-                None,
-            );
+            return api_error(StatusCode::NOT_FOUND, "file is not available yet", None);
         }
         let export = Arc::clone(&req.export);
         let cell = Arc::clone(&req.digests[part as usize - 1]);
@@ -710,10 +707,18 @@ async fn serve_part(tenant: &Shared, id: &str, part: &str, headers: &HeaderMap) 
     };
     {
         let mut st = tenant.lock();
-        for fault in sc.faults.parts.iter().filter(|f| f.part == part && attempt <= f.attempts) {
+        for fault in sc
+            .faults
+            .parts
+            .iter()
+            .filter(|f| f.part == part && attempt <= f.attempts)
+        {
             match fault.kind {
                 PartFaultKind::Reset | PartFaultKind::Short => {
-                    let at = fault.at_byte.unwrap_or(body_len / 2).min(body_len.saturating_sub(1));
+                    let at = fault
+                        .at_byte
+                        .unwrap_or(body_len / 2)
+                        .min(body_len.saturating_sub(1));
                     let cut = if fault.kind == PartFaultKind::Reset {
                         st.counters.injected_resets += 1;
                         Cut::Reset
@@ -725,7 +730,12 @@ async fn serve_part(tenant: &Shared, id: &str, part: &str, headers: &HeaderMap) 
                 }
                 PartFaultKind::Flip => {
                     st.counters.injected_flips += 1;
-                    plan.flip_at = Some(fault.at_byte.unwrap_or(size / 2).min(size.saturating_sub(1)));
+                    plan.flip_at = Some(
+                        fault
+                            .at_byte
+                            .unwrap_or(size / 2)
+                            .min(size.saturating_sub(1)),
+                    );
                 }
             }
         }

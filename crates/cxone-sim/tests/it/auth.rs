@@ -43,7 +43,10 @@ async fn bootstrap_grants_check_credentials() {
         ])
         .await;
     assert_eq!(bad_pw.status(), 400);
-    assert_eq!(bad_pw.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        bad_pw.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
     let bad_secret = api
         .grant(&[
             ("grant_type", "client_credentials"),
@@ -52,11 +55,19 @@ async fn bootstrap_grants_check_credentials() {
         ])
         .await;
     assert_eq!(bad_secret.status(), 401);
-    assert_eq!(bad_secret.json::<Value>().await.unwrap()["error"], "invalid_client");
+    assert_eq!(
+        bad_secret.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
 
     let c = sim.counters();
     assert_eq!(
-        (c.token_grants, c.grants_client_credentials, c.grants_password, c.token_rejections),
+        (
+            c.token_grants,
+            c.grants_client_credentials,
+            c.grants_password,
+            c.token_rejections
+        ),
         (2, 1, 1, 2)
     );
     sim.shutdown().await;
@@ -66,7 +77,10 @@ async fn bootstrap_grants_check_credentials() {
 async fn refresh_tokens_rotate_and_reuse_is_counted() {
     let sim = Simulator::start(quick()).await.unwrap();
     let api = Api::new(&sim);
-    let first = api.token().await["refresh_token"].as_str().unwrap().to_owned();
+    let first = api.token().await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let refresh = |rt: String| {
         let api = &api;
         async move {
@@ -88,7 +102,10 @@ async fn refresh_tokens_rotate_and_reuse_is_counted() {
     assert_ne!(second, first);
     let reuse = refresh(first).await;
     assert_eq!(reuse.status(), 400);
-    assert_eq!(reuse.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        reuse.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
     assert_eq!(refresh(second).await.status(), 200);
     let c = sim.counters();
     assert_eq!((c.grants_refresh, c.refresh_reuses), (2, 1));
@@ -141,6 +158,9 @@ async fn client_credentials_can_be_disabled() {
         ])
         .await;
     assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "unauthorized_client");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "unauthorized_client"
+    );
     sim.shutdown().await;
 }

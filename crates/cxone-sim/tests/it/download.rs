@@ -5,14 +5,18 @@ use cxone_sim::{Scenario, Simulator};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
-use crate::support::{Api, body, csv_rows, day, fetch_day, guide_columns, json_row, quick, sha256_hex};
+use crate::support::{
+    Api, body, csv_rows, day, fetch_day, guide_columns, json_row, quick, sha256_hex,
+};
 
 #[tokio::test]
 async fn csv_parts_match_manifest_headers_and_expected_rows() {
     let sim = Simulator::start(quick()).await.unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
     let status = api.wait_done(&token, &id).await;
     let files = status["files"].as_array().unwrap();
     assert_eq!(files.len(), 3, "250 rows at 100 per part");
@@ -20,7 +24,10 @@ async fn csv_parts_match_manifest_headers_and_expected_rows() {
     let mut rows = Vec::new();
     for (n, f) in files.iter().enumerate() {
         let part = n + 1;
-        assert_eq!(f["fileName"], format!("cdr_export_20240515_part{part:03}.csv"));
+        assert_eq!(
+            f["fileName"],
+            format!("cdr_export_20240515_part{part:03}.csv")
+        );
         let url = f["downloadUrl"].as_str().unwrap();
         assert!(urls.insert(url.to_owned()), "distinct URLs");
         let (headers, bytes) = api.download(&token, url).await;
@@ -29,7 +36,10 @@ async fn csv_parts_match_manifest_headers_and_expected_rows() {
         assert_eq!(sha256_hex(&bytes), f["sha256"].as_str().unwrap());
         let digest = base64::engine::general_purpose::STANDARD
             .encode(hex::decode(f["sha256"].as_str().unwrap()).unwrap());
-        assert_eq!(headers["content-digest"], format!("sha-256=:{digest}:").as_str());
+        assert_eq!(
+            headers["content-digest"],
+            format!("sha-256=:{digest}:").as_str()
+        );
         assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
         assert_eq!(
             headers["content-disposition"],
@@ -70,7 +80,12 @@ async fn json_array_parts_match_expected_rows() {
     let sim = Simulator::start(quick()).await.unwrap();
     let api = Api::new(&sim);
     let (status, parts) = fetch_day(&api, "json", &guide_columns()).await;
-    assert!(status["files"][0]["fileName"].as_str().unwrap().ends_with(".json"));
+    assert!(
+        status["files"][0]["fileName"]
+            .as_str()
+            .unwrap()
+            .ends_with(".json")
+    );
     let mut rows = Vec::new();
     for bytes in parts {
         let v: Value = serde_json::from_slice(&bytes).unwrap();
@@ -91,7 +106,9 @@ async fn a_partial_window_holds_only_its_rows() {
     let status = api.wait_done(&token, &id).await;
     let mut rows = Vec::new();
     for f in status["files"].as_array().unwrap() {
-        let (_, bytes) = api.download(&token, f["downloadUrl"].as_str().unwrap()).await;
+        let (_, bytes) = api
+            .download(&token, f["downloadUrl"].as_str().unwrap())
+            .await;
         rows.extend(csv_rows(&bytes).1);
     }
     let expected: Vec<_> = sim
@@ -114,7 +131,9 @@ async fn downloading_before_the_manifest_lists_a_part_is_404() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
     let url = format!("/api/v2/data/download/requests/{id}/files/1");
     assert_eq!(api.get_file(Some(&token), &url).await.status(), 404);
     let c = sim.counters();
@@ -143,14 +162,18 @@ async fn a_two_million_row_day_streams_without_buffering() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
     let status = api.wait_done(&token, &id).await;
     let files = status["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
     let size = files[0]["fileSize"].as_u64().unwrap();
     assert!(size > 100_000_000, "{size}");
     let before = rss_kib();
-    let resp = api.get_file(Some(&token), files[0]["downloadUrl"].as_str().unwrap()).await;
+    let resp = api
+        .get_file(Some(&token), files[0]["downloadUrl"].as_str().unwrap())
+        .await;
     let mut stream = resp.bytes_stream();
     let (mut n, mut peak) = (0u64, before);
     while let Some(chunk) = stream.next().await {

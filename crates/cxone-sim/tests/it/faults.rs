@@ -11,15 +11,14 @@ use serde_json::Value;
 use crate::support::{Api, body, guide_columns, quick, sha256_hex};
 
 fn with_faults(faults: Faults) -> Scenario {
-    Scenario {
-        faults,
-        ..quick()
-    }
+    Scenario { faults, ..quick() }
 }
 
 /// Creates a request and waits for its manifest.
 async fn ready(api: &Api, token: &str) -> (String, Vec<Value>) {
-    let id = api.create_id(token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(token, "x", &body("csv", &guide_columns()))
+        .await;
     let status = api.wait_done(token, &id).await;
     (id, status["files"].as_array().unwrap().clone())
 }
@@ -62,7 +61,9 @@ async fn status_429_with_and_without_retry_after() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
     let first = api.status(&token, &id).await;
     assert_eq!(first.status(), 429);
     assert_eq!(first.headers()["retry-after"], "7");
@@ -86,9 +87,19 @@ async fn bursts_of_5xx_hit_the_first_calls_of_an_endpoint() {
     let sim = Simulator::start(with_faults(Faults {
         http: vec![
             burst(500),
-            HttpFault { after: 1, ..burst(502) },
-            HttpFault { after: 2, retry_after_secs: Some(1), ..burst(503) },
-            HttpFault { endpoint: Endpoint::Token, ..burst(503) },
+            HttpFault {
+                after: 1,
+                ..burst(502)
+            },
+            HttpFault {
+                after: 2,
+                retry_after_secs: Some(1),
+                ..burst(503)
+            },
+            HttpFault {
+                endpoint: Endpoint::Token,
+                ..burst(503)
+            },
         ],
         ..Faults::default()
     }))
@@ -140,7 +151,9 @@ async fn a_reset_part_fails_its_first_attempt_then_downloads_whole() {
     let got = read_all(api.get_file(Some(&token), url).await).await;
     let partial = got.expect_err("the connection must drop mid-body");
     assert!(partial.len() <= 1000);
-    let whole = read_all(api.get_file(Some(&token), url).await).await.unwrap();
+    let whole = read_all(api.get_file(Some(&token), url).await)
+        .await
+        .unwrap();
     assert_eq!(sha256_hex(&whole), files[1]["sha256"].as_str().unwrap());
     let c = sim.counters();
     assert_eq!((c.injected_resets, c.downloads_per_part[&2]), (1, 2));
@@ -167,10 +180,14 @@ async fn a_short_body_ends_before_content_length() {
     for _ in 0..2 {
         let resp = api.get_file(Some(&token), url).await;
         assert_eq!(resp.content_length(), files[0]["fileSize"].as_u64());
-        let partial = read_all(resp).await.expect_err("body shorter than Content-Length");
+        let partial = read_all(resp)
+            .await
+            .expect_err("body shorter than Content-Length");
         assert_eq!(partial.len(), 500);
     }
-    let whole = read_all(api.get_file(Some(&token), url).await).await.unwrap();
+    let whole = read_all(api.get_file(Some(&token), url).await)
+        .await
+        .unwrap();
     assert_eq!(sha256_hex(&whole), files[0]["sha256"].as_str().unwrap());
     assert_eq!(sim.counters().injected_short_bodies, 2);
     sim.shutdown().await;
@@ -215,9 +232,15 @@ async fn stuck_requests_stay_put_until_released() {
         .unwrap();
         let api = Api::new(&sim);
         let token = api.access().await;
-        let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+        let id = api
+            .create_id(&token, "x", &body("csv", &guide_columns()))
+            .await;
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let want = if stage == Stage::Pending { "PENDING" } else { "PROCESSING" };
+        let want = if stage == Stage::Pending {
+            "PENDING"
+        } else {
+            "PROCESSING"
+        };
         for _ in 0..3 {
             assert_eq!(api.status_json(&token, &id).await["status"], want);
         }
@@ -266,7 +289,9 @@ async fn requests_expire_by_retention_and_by_control() {
     let url = files[0]["downloadUrl"].as_str().unwrap();
     assert_eq!(api.get_file(Some(&token), url).await.status(), 404);
     // The same X-Request-Id after expiry makes a new request.
-    let again = api.create(&token, "x", &body("csv", &guide_columns())).await;
+    let again = api
+        .create(&token, "x", &body("csv", &guide_columns()))
+        .await;
     assert_eq!(again.status(), 201);
     sim.shutdown().await;
 
@@ -290,7 +315,9 @@ async fn access_tokens_are_revoked_after_n_data_calls_and_by_control() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
     assert_eq!(api.status(&token, &id).await.status(), 200);
     assert_eq!(api.status(&token, &id).await.status(), 401);
     let fresh = api.access().await;
@@ -312,7 +339,10 @@ async fn refresh_tokens_are_invalidated_after_n_data_calls_and_by_control() {
     .unwrap();
     let api = Api::new(&sim);
     let t = api.token().await;
-    let (access, rt) = (t["access_token"].as_str().unwrap(), t["refresh_token"].as_str().unwrap());
+    let (access, rt) = (
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
     let refresh = |rt: String| {
         let api = &api;
         async move {
@@ -325,13 +355,20 @@ async fn refresh_tokens_are_invalidated_after_n_data_calls_and_by_control() {
             .await
         }
     };
-    api.create_id(access, "x", &body("csv", &guide_columns())).await;
+    api.create_id(access, "x", &body("csv", &guide_columns()))
+        .await;
     api.status(access, "any").await;
     let refused = refresh(rt.to_owned()).await;
     assert_eq!(refused.status(), 400);
-    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
 
-    let rt2 = api.token().await["refresh_token"].as_str().unwrap().to_owned();
+    let rt2 = api.token().await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     sim.control().invalidate_refresh_tokens();
     assert_eq!(refresh(rt2).await.status(), 400);
     let c = sim.counters();
@@ -354,10 +391,17 @@ async fn the_manifest_grows_between_polls() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
     let mut listed = Vec::new();
     for _ in 0..5 {
-        listed.push(api.status_json(&token, &id).await["files"].as_array().unwrap().len());
+        listed.push(
+            api.status_json(&token, &id).await["files"]
+                .as_array()
+                .unwrap()
+                .len(),
+        );
     }
     assert_eq!(listed, [0, 1, 2, 3, 3]);
     sim.shutdown().await;
@@ -375,7 +419,9 @@ async fn the_manifest_grows_between_polls() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
     let first = api.status_json(&token, &id).await;
     assert_eq!(first["files"].as_array().unwrap().len(), 1);
     let url2 = format!("/api/v2/data/download/requests/{id}/files/2");
@@ -408,7 +454,11 @@ async fn parts_can_live_on_another_origin_behind_presigned_urls() {
     assert_eq!(api.get_file(None, &forged).await.status(), 403);
     let c = sim.counters();
     assert_eq!(
-        (c.other_origin_requests, c.other_origin_with_auth, c.other_origin_bad_signature),
+        (
+            c.other_origin_requests,
+            c.other_origin_with_auth,
+            c.other_origin_bad_signature
+        ),
         (3, 1, 1)
     );
     sim.shutdown().await;
@@ -447,10 +497,16 @@ async fn bandwidth_is_capped_per_response() {
     let size = files[0]["fileSize"].as_u64().unwrap();
     assert!(size > 4000, "{size}");
     let started = Instant::now();
-    let (_, bytes) = api.download(&token, files[0]["downloadUrl"].as_str().unwrap()).await;
+    let (_, bytes) = api
+        .download(&token, files[0]["downloadUrl"].as_str().unwrap())
+        .await;
     let floor = Duration::from_secs_f64(size as f64 / 20_000.0 * 0.9);
     assert_eq!(bytes.len() as u64, size);
-    assert!(started.elapsed() >= floor, "{:?} < {floor:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= floor,
+        "{:?} < {floor:?}",
+        started.elapsed()
+    );
     sim.shutdown().await;
 }
 
@@ -467,7 +523,9 @@ async fn ranges_resume_a_part_unless_disabled() {
         let token = api.access().await;
         let (_, files) = ready(&api, &token).await;
         let url = api.url(files[0]["downloadUrl"].as_str().unwrap());
-        let (_, whole) = api.download(&token, files[0]["downloadUrl"].as_str().unwrap()).await;
+        let (_, whole) = api
+            .download(&token, files[0]["downloadUrl"].as_str().unwrap())
+            .await;
         let resp = api
             .http
             .get(&url)

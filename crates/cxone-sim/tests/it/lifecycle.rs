@@ -26,7 +26,10 @@ async fn create_is_idempotent_per_x_request_id_and_recorded() {
     let c = sim.counters();
     assert_eq!((c.creates, c.creates_new), (3, 2));
     let log = sim.creates();
-    assert_eq!(log.iter().map(|r| r.status).collect::<Vec<_>>(), [201, 200, 201]);
+    assert_eq!(
+        log.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [201, 200, 201]
+    );
     assert_eq!(log[1].x_request_id.as_deref(), Some("xid-1"));
     assert_eq!(log[0].body, b);
     assert_eq!(log[1].request_id.as_deref(), id1.as_str());
@@ -70,7 +73,10 @@ async fn invalid_creates_name_the_field() {
         .await
         .unwrap();
     assert_eq!(missing_header.status(), 400);
-    assert_eq!(missing_header.json::<Value>().await.unwrap()["field"], "X-Request-Id");
+    assert_eq!(
+        missing_header.json::<Value>().await.unwrap()["field"],
+        "X-Request-Id"
+    );
     assert_eq!(sim.counters().creates_invalid, 10);
     assert_eq!(sim.counters().creates_new, 0);
     sim.shutdown().await;
@@ -104,8 +110,13 @@ async fn status_goes_pending_processing_completed() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
-    assert_eq!(statuses(&api, &token, &id, 100).await, ["PENDING", "PROCESSING", "COMPLETED"]);
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
+    assert_eq!(
+        statuses(&api, &token, &id, 100).await,
+        ["PENDING", "PROCESSING", "COMPLETED"]
+    );
     let s = api.status_json(&token, &id).await;
     assert_eq!(s["id"], id.as_str());
     assert!(s["createdAt"].as_str().unwrap().ends_with('Z'));
@@ -127,8 +138,13 @@ async fn skip_pending_never_says_pending() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
-    assert_eq!(statuses(&api, &token, &id, 100).await, ["PROCESSING", "COMPLETED"]);
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
+    assert_eq!(
+        statuses(&api, &token, &id, 100).await,
+        ["PROCESSING", "COMPLETED"]
+    );
     sim.shutdown().await;
 }
 
@@ -143,7 +159,9 @@ async fn completed_can_come_with_no_files_first() {
     .unwrap();
     let api = Api::new(&sim);
     let token = api.access().await;
-    let id = api.create_id(&token, "x", &body("csv", &guide_columns())).await;
+    let id = api
+        .create_id(&token, "x", &body("csv", &guide_columns()))
+        .await;
     let mut listed = Vec::new();
     for _ in 0..4 {
         let s = api.status_json(&token, &id).await;

@@ -16,8 +16,16 @@ pub fn day() -> NaiveDate {
 
 pub fn guide_columns() -> Vec<String> {
     [
-        "CallId", "StartTime", "EndTime", "Duration", "AgentName", "QueueName", "Disposition",
-        "CallDirection", "CustomerNumber", "AgentNumber",
+        "CallId",
+        "StartTime",
+        "EndTime",
+        "Duration",
+        "AgentName",
+        "QueueName",
+        "Disposition",
+        "CallDirection",
+        "CustomerNumber",
+        "AgentNumber",
     ]
     .map(String::from)
     .to_vec()
@@ -90,7 +98,10 @@ impl Api {
     }
 
     pub async fn access(&self) -> String {
-        self.token().await["access_token"].as_str().unwrap().to_owned()
+        self.token().await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn create(&self, token: &str, xid: &str, body: &Value) -> reqwest::Response {
@@ -162,7 +173,11 @@ impl Api {
     }
 
     /// Downloads a part completely; panics on a transport error.
-    pub async fn download(&self, token: &str, download_url: &str) -> (reqwest::header::HeaderMap, Vec<u8>) {
+    pub async fn download(
+        &self,
+        token: &str,
+        download_url: &str,
+    ) -> (reqwest::header::HeaderMap, Vec<u8>) {
         let resp = self.get_file(Some(token), download_url).await;
         assert_eq!(resp.status(), 200);
         let headers = resp.headers().clone();
@@ -211,11 +226,15 @@ pub fn json_row(v: &Value) -> BTreeMap<String, String> {
 /// Runs the whole create → poll → download of a CSV day and returns each part's bytes.
 pub async fn fetch_day(api: &Api, format: &str, columns: &[String]) -> (Value, Vec<Vec<u8>>) {
     let token = api.access().await;
-    let id = api.create_id(&token, "xid-fetch", &body(format, columns)).await;
+    let id = api
+        .create_id(&token, "xid-fetch", &body(format, columns))
+        .await;
     let status = api.wait_done(&token, &id).await;
     let mut parts = Vec::new();
     for f in status["files"].as_array().unwrap() {
-        let (_, bytes) = api.download(&token, f["downloadUrl"].as_str().unwrap()).await;
+        let (_, bytes) = api
+            .download(&token, f["downloadUrl"].as_str().unwrap())
+            .await;
         parts.push(bytes);
     }
     (status, parts)

@@ -61,7 +61,8 @@ pub enum ScenarioError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scenario {
-    /// Seeds every generated value (rows, header shuffles, request ids are random).
+    /// Seeds every generated value (rows, extra-column values, the header shuffle, URL
+    /// signatures). Request ids and tokens are random.
     pub seed: u64,
     pub client_id: String,
     pub client_secret: Secret,
@@ -71,7 +72,8 @@ pub struct Scenario {
     /// When false the `client_credentials` grant is refused (`unauthorized_client`), so a
     /// client whose refresh token dies cannot bootstrap again.
     pub allow_client_credentials: bool,
-    /// Access-token lifetime; fractional so tests can use 1–2 s.
+    /// Access-token lifetime; fractional so tests can use 1–2 s. `expires_in` reports it
+    /// rounded down to whole seconds.
     pub access_ttl_secs: f64,
     /// Rows in a day unless `rows_per_date` says otherwise.
     pub rows_per_day: u64,
@@ -271,6 +273,8 @@ pub struct Faults {
     pub bandwidth_bytes_per_sec: Option<u64>,
     /// Honour `Range: bytes=N-` (206). When false the full body comes back with 200.
     pub range_support: bool,
+    /// Answer creates with `{"requestId": …}` instead of `{"id": …}` (both occur).
+    pub create_answers_request_id: bool,
 }
 
 impl Default for Faults {
@@ -287,6 +291,7 @@ impl Default for Faults {
             traversal_file_names: false,
             bandwidth_bytes_per_sec: None,
             range_support: true,
+            create_answers_request_id: false,
         }
     }
 }

@@ -308,7 +308,10 @@ fn create_inner(
             st.counters.creates_body_mismatch += 1;
         }
         return (
-            json(StatusCode::OK, &CreateAnswer { id: id.clone() }),
+            json(
+                StatusCode::OK,
+                &CreateAnswer::new(id.clone(), tenant.scenario.faults.create_answers_request_id),
+            ),
             Some(id),
         );
     }
@@ -356,7 +359,10 @@ fn create_inner(
     st.counters.creates_new += 1;
     tracing::debug!(request_id = %id, generation, "download request created");
     (
-        json(StatusCode::CREATED, &CreateAnswer { id: id.clone() }),
+        json(
+            StatusCode::CREATED,
+            &CreateAnswer::new(id.clone(), tenant.scenario.faults.create_answers_request_id),
+        ),
         Some(id),
     )
 }

@@ -23,10 +23,27 @@ pub(crate) struct OAuthError {
     pub error_description: String,
 }
 
-/// Create answer: `{"id": …}`.
+/// Create answer: `{"id": …}`, or `{"requestId": …}` when the scenario says so.
 #[derive(Serialize)]
-pub(crate) struct CreateAnswer {
-    pub id: String,
+#[serde(untagged)]
+pub(crate) enum CreateAnswer {
+    Id {
+        id: String,
+    },
+    RequestId {
+        #[serde(rename = "requestId")]
+        request_id: String,
+    },
+}
+
+impl CreateAnswer {
+    pub(crate) fn new(id: String, request_id_key: bool) -> Self {
+        if request_id_key {
+            CreateAnswer::RequestId { request_id: id }
+        } else {
+            CreateAnswer::Id { id }
+        }
+    }
 }
 
 /// A data-endpoint error; `field` names the offending request field on 400s.

@@ -276,7 +276,7 @@ async fn the_first_generations_of_a_day_fail() {
 #[tokio::test]
 async fn requests_expire_by_retention_and_by_control() {
     let sim = Simulator::start(Scenario {
-        retention_secs: 0.2,
+        retention_secs: 1.0,
         ..quick()
     })
     .await
@@ -284,7 +284,7 @@ async fn requests_expire_by_retention_and_by_control() {
     let api = Api::new(&sim);
     let token = api.access().await;
     let (id, files) = ready(&api, &token).await;
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(1050)).await;
     assert_eq!(api.status(&token, &id).await.status(), 404);
     let url = files[0]["downloadUrl"].as_str().unwrap();
     assert_eq!(api.get_file(Some(&token), url).await.status(), 404);

@@ -102,8 +102,8 @@ async fn statuses(api: &Api, token: &str, id: &str, polls: usize) -> Vec<String>
 #[tokio::test]
 async fn status_goes_pending_processing_completed() {
     let sim = Simulator::start(Scenario {
-        pending_ms: 100,
-        processing_ms: 100,
+        pending_ms: 150,
+        processing_ms: 150,
         ..quick()
     })
     .await
@@ -180,5 +180,30 @@ async fn unknown_request_is_404() {
     let token = api.access().await;
     assert_eq!(api.status(&token, "nope").await.status(), 404);
     assert_eq!(sim.counters().not_found, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_can_answer_with_request_id() {
+    let sim = Simulator::start(Scenario {
+        faults: cxone_sim::Faults {
+            create_answers_request_id: true,
+            ..cxone_sim::Faults::default()
+        },
+        ..quick()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&sim);
+    let token = api.access().await;
+    let answer: Value = api
+        .create(&token, "x", &body("csv", &guide_columns()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(answer.get("id").is_none());
+    let id = answer["requestId"].as_str().unwrap();
+    assert_eq!(api.status_json(&token, id).await["id"], id);
     sim.shutdown().await;
 }

@@ -1,14 +1,94 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Merge the N downloaded parts of a CXone Data Download export into the one file that is
+//! published, mapping columns by name and enforcing the expected [`Schema`] (DESIGN.md §2,
+//! the guide's "Edge Case 3: Column Schema Drift").
+//!
+//! Pure and synchronous: parts come in as [`std::io::Read`], the merged file goes out to a
+//! [`std::io::Write`]; one record is in memory at a time whatever the size of a part.
+//!
+//! # Layout
+//! - [`schema`]: [`Schema`], [`ColumnType`], [`Format`]; the schema indexed for hot loops.
+//! - `types`: what each [`ColumnType`] accepts, on raw bytes.
+//! - `mapping`: missing-column rules, the rename hint, JSON string writing.
+//! - `csv_parts`: CSV parts → CSV with a trailing `extra_columns` column.
+//! - `json_parts` (+ `utf8`): JSON array / NDJSON parts → NDJSON.
+//! - [`Halt`]: why a day cannot be published; [`MergeReport`]: what a merge saw.
+//!
+//! # Contract
+//! - Output CSV: one header `columns…,extra_columns`, LF line ends, no BOM, values exactly as
+//!   received (only the quoting CSV requires). `extra_columns` is empty or a JSON object of the
+//!   row's unconfigured columns (strings, in the part's header order).
+//! - Output NDJSON: one object per record with the configured keys in order (absent → `null`)
+//!   and `"extra_columns": {…}` last.
+//! - A non-critical configured column absent from a part is published empty and reported; a
+//!   critical one halts with a rename hint. A value failing its column type halts when the
+//!   column is critical; otherwise it is published empty and kept in `extra_columns` under
+//!   `invalid:<Column>`.
+//! - On `Err`, whatever was written to `out` is incomplete: write to a temporary file and
+//!   discard it.
+
+mod csv_parts;
+mod halt;
+mod json_parts;
+mod mapping;
+mod report;
+pub mod schema;
+mod types;
+mod utf8;
+
+use std::io::{Read, Write};
+
+pub use halt::{Halt, OUTPUT};
+pub use report::{MergeReport, PartReport};
+pub use schema::{ColumnType, EXTRA_COLUMNS, Format, Schema, SchemaError, UnknownColumnType};
+
+use report::Tally;
+use schema::Resolved;
+
+/// One downloaded part, in manifest order.
+pub struct PartInput<'a> {
+    /// How the part is named in messages, e.g. `part 2 (cdr_export_20240515_part002.csv)`.
+    pub name: String,
+    /// The part's bytes.
+    pub reader: Box<dyn Read + 'a>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl<'a> PartInput<'a> {
+    /// A part named `name` read from `reader`.
+    pub fn new(name: impl Into<String>, reader: impl Read + 'a) -> Self {
+        PartInput {
+            name: name.into(),
+            reader: Box::new(reader),
+        }
     }
+}
+
+impl std::fmt::Debug for PartInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartInput")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Merges `parts` (in manifest order) into `out` in `format`, validating as it streams.
+///
+/// Zero parts, or only empty parts, give just the header (CSV) or nothing (NDJSON).
+pub fn merge(
+    schema: &Schema,
+    format: Format,
+    parts: Vec<PartInput<'_>>,
+    out: &mut dyn Write,
+) -> Result<MergeReport, Halt> {
+    let schema = Resolved::new(schema)?;
+    let mut tally = Tally::new(&schema);
+    match format {
+        Format::Csv => csv_parts::merge(&schema, parts, out, &mut tally)?,
+        Format::Json => json_parts::merge(&schema, parts, out, &mut tally)?,
+    }
+    Ok(tally.finish())
+}
+
+/// Validates one file exactly as [`merge`] would, writing nothing (`cdrsync schema check FILE`).
+pub fn check(schema: &Schema, format: Format, input: PartInput<'_>) -> Result<MergeReport, Halt> {
+    merge(schema, format, vec![input], &mut std::io::sink())
 }

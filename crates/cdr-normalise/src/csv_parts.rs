@@ -13,8 +13,8 @@ use csv::{ByteRecord, ReaderBuilder, Terminator, WriterBuilder};
 use crate::halt::{Halt, OUTPUT};
 use crate::mapping::{check_missing, json_key, push_json_str};
 use crate::report::{PartReport, Tally};
-use crate::schema::{ColumnType, EXTRA_COLUMNS, Resolved};
-use crate::{PartInput, types};
+use crate::schema::{ColumnType, Resolved, EXTRA_COLUMNS};
+use crate::{types, PartInput};
 
 const BUFFER: usize = 256 * 1024;
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
@@ -196,16 +196,23 @@ fn merge_part(
             extra.push(if extra.is_empty() { b'{' } else { b',' });
             extra.extend_from_slice(&slot.key);
             // Validated as UTF-8 above; the fallback is unreachable.
-            push_json_str(extra, std::str::from_utf8(&record[slot.field]).unwrap_or_default());
+            push_json_str(
+                extra,
+                std::str::from_utf8(&record[slot.field]).unwrap_or_default(),
+            );
         }
         if !extra.is_empty() {
             extra.push(b'}');
         }
 
-        let values = plan.sources.iter().enumerate().map(|(pos, field)| match field {
-            Some(field) if !invalid[pos] => &record[*field],
-            _ => &b""[..],
-        });
+        let values = plan
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(pos, field)| match field {
+                Some(field) if !invalid[pos] => &record[*field],
+                _ => &b""[..],
+            });
         writer
             .write_record(values.chain([extra.as_slice()]))
             .map_err(output_error)?;

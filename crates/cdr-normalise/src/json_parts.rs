@@ -17,12 +17,12 @@ use std::io::{self, Write};
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::halt::{Halt, OUTPUT, sample};
+use crate::halt::{sample, Halt, OUTPUT};
 use crate::mapping::{check_missing, json_key, push_json_str};
 use crate::report::{PartReport, Tally};
-use crate::schema::{EXTRA_COLUMNS, Resolved};
-use crate::utf8::{Utf8Reader, is_not_utf8};
-use crate::{PartInput, types};
+use crate::schema::{Resolved, EXTRA_COLUMNS};
+use crate::utf8::{is_not_utf8, Utf8Reader};
+use crate::{types, PartInput};
 
 const BUFFER: usize = 256 * 1024;
 
@@ -323,8 +323,12 @@ impl<'s> PartState<'s> {
 /// each record stays on one NDJSON line.
 fn push_raw(line: &mut Vec<u8>, raw: &RawValue) {
     let text = raw.get().as_bytes();
-    if matches!(text.first(), Some(b'{' | b'[')) && text.iter().any(|b| matches!(b, b'\n' | b'\r')) {
-        line.extend(text.iter().map(|&b| if matches!(b, b'\n' | b'\r') { b' ' } else { b }));
+    if matches!(text.first(), Some(b'{' | b'[')) && text.iter().any(|b| matches!(b, b'\n' | b'\r'))
+    {
+        line.extend(
+            text.iter()
+                .map(|&b| if matches!(b, b'\n' | b'\r') { b' ' } else { b }),
+        );
     } else {
         line.extend_from_slice(text);
     }
@@ -402,7 +406,10 @@ struct KeyName<'a>(&'a std::collections::HashMap<String, usize>);
 impl<'de> DeserializeSeed<'de> for KeyName<'_> {
     type Value = Result<usize, String>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }

@@ -39,7 +39,7 @@ use std::io::{Read, Write};
 
 pub use halt::{Halt, OUTPUT};
 pub use report::{MergeReport, PartReport};
-pub use schema::{ColumnType, EXTRA_COLUMNS, Format, Schema, SchemaError, UnknownColumnType};
+pub use schema::{ColumnType, Format, Schema, SchemaError, UnknownColumnType, EXTRA_COLUMNS};
 
 use report::Tally;
 use schema::Resolved;

@@ -139,13 +139,23 @@ mod tests {
             closest_rename("Duration", ["DurationMs"].into_iter()),
             Some("DurationMs".into())
         );
-        assert_eq!(closest_rename("CallId", ["ContactId", "Skill"].into_iter()), None);
+        assert_eq!(
+            closest_rename("CallId", ["ContactId", "Skill"].into_iter()),
+            None
+        );
         assert_eq!(closest_rename("A", std::iter::empty()), None);
     }
 
     #[test]
     fn json_strings_round_trip_through_serde_json() {
-        for s in ["plain", "q\"uote", "back\\slash", "line\r\nbreak", "\u{1}\u{1f}\t", "é😀"] {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "line\r\nbreak",
+            "\u{1}\u{1f}\t",
+            "é😀",
+        ] {
             let mut out = Vec::new();
             push_json_str(&mut out, s);
             let back: String = serde_json::from_slice(&out).unwrap();

@@ -6,6 +6,7 @@
 //! to `extra_columns`), and every row is written through that plan. Memory stays flat: one
 //! record at a time.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 
 use csv::{ByteRecord, ReaderBuilder, Terminator, WriterBuilder};
@@ -77,8 +78,9 @@ impl PartPlan {
         let mut sources = vec![None; schema.len()];
         let mut extras = Vec::new();
         let mut unknown = Vec::new();
+        let mut names = HashSet::with_capacity(header.len());
         for (field, name) in header.iter().enumerate() {
-            if header[..field].contains(name) {
+            if !names.insert(*name) {
                 return Err(Halt::DuplicateColumn {
                     part: part.to_owned(),
                     column: (*name).to_owned(),

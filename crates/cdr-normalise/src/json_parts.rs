@@ -76,7 +76,11 @@ fn merge_part(
     };
 
     let mut state = PartState::new(schema, keys, &name, out, tally);
-    let mut de = serde_json::Deserializer::from_reader(reader);
+    // serde_json reads byte by byte; std reads bytes from a `BufReader` without a call per
+    // byte. The UTF-8 error still surfaces exactly at the bad byte: the buffer holds only
+    // the valid bytes before it.
+    let mut de =
+        serde_json::Deserializer::from_reader(io::BufReader::with_capacity(64 * 1024, reader));
     let parsed = if first == b'[' {
         de.deserialize_seq(Records(&mut state))
             .and_then(|()| de.end())

@@ -1,17 +1,94 @@
-//! STUB (replaced by the normaliser helper's work at merge).
-use std::collections::BTreeMap;
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType { Int, Decimal, Bool, Date, Timestamp, String }
-#[derive(Debug, Clone, Copy)]
-pub enum Format { Csv, Json }
-pub struct Schema { pub columns: Vec<String>, pub critical: Vec<String>, pub types: BTreeMap<String, ColumnType> }
-pub struct PartInput<'a> { pub name: String, pub reader: Box<dyn std::io::Read + 'a> }
-#[derive(Debug, Clone)]
-pub struct PartReport { pub columns_seen: Vec<String>, pub rows: u64 }
-#[derive(Debug, Clone)]
-pub struct MergeReport { pub rows: u64, pub parts: Vec<PartReport>, pub added: Vec<String>, pub missing: Vec<String>, pub type_violations: BTreeMap<String,u64>, pub warnings: Vec<String> }
-#[derive(Debug, thiserror::Error)]
-#[error("halt")]
-pub struct Halt;
-impl Halt { pub fn is_data_halt(&self) -> bool { true } }
-pub fn merge(_schema: &Schema, _format: Format, _parts: Vec<PartInput<'_>>, _out: &mut dyn std::io::Write) -> Result<MergeReport, Halt> { todo!() }
+//! Merge the N downloaded parts of a CXone Data Download export into the one file that is
+//! published, mapping columns by name and enforcing the expected [`Schema`] (DESIGN.md §2,
+//! the guide's "Edge Case 3: Column Schema Drift").
+//!
+//! Pure and synchronous: parts come in as [`std::io::Read`], the merged file goes out to a
+//! [`std::io::Write`]; one record is in memory at a time whatever the size of a part.
+//!
+//! # Layout
+//! - [`schema`]: [`Schema`], [`ColumnType`], [`Format`]; the schema indexed for hot loops.
+//! - `types`: what each [`ColumnType`] accepts, on raw bytes.
+//! - `mapping`: missing-column rules, the rename hint, JSON string writing.
+//! - `csv_parts`: CSV parts → CSV with a trailing `extra_columns` column.
+//! - `json_parts` (+ `utf8`): JSON array / NDJSON parts → NDJSON.
+//! - [`Halt`]: why a day cannot be published; [`MergeReport`]: what a merge saw.
+//!
+//! # Contract
+//! - Output CSV: one header `columns…,extra_columns`, LF line ends, no BOM, values exactly as
+//!   received (only the quoting CSV requires). `extra_columns` is empty or a JSON object of the
+//!   row's unconfigured columns (strings, in the part's header order).
+//! - Output NDJSON: one object per record with the configured keys in order (absent → `null`)
+//!   and `"extra_columns": {…}` last.
+//! - A non-critical configured column absent from a part is published empty and reported; a
+//!   critical one halts with a rename hint. A value failing its column type halts when the
+//!   column is critical; otherwise it is published empty and kept in `extra_columns` under
+//!   `invalid:<Column>`.
+//! - On `Err`, whatever was written to `out` is incomplete: write to a temporary file and
+//!   discard it.
+
+mod csv_parts;
+mod halt;
+mod json_parts;
+mod mapping;
+mod report;
+pub mod schema;
+mod types;
+mod utf8;
+
+use std::io::{Read, Write};
+
+pub use halt::{Halt, OUTPUT};
+pub use report::{MergeReport, PartReport};
+pub use schema::{ColumnType, Format, Schema, SchemaError, UnknownColumnType, EXTRA_COLUMNS};
+
+use report::Tally;
+use schema::Resolved;
+
+/// One downloaded part, in manifest order.
+pub struct PartInput<'a> {
+    /// How the part is named in messages, e.g. `part 2 (cdr_export_20240515_part002.csv)`.
+    pub name: String,
+    /// The part's bytes.
+    pub reader: Box<dyn Read + 'a>,
+}
+
+impl<'a> PartInput<'a> {
+    /// A part named `name` read from `reader`.
+    pub fn new(name: impl Into<String>, reader: impl Read + 'a) -> Self {
+        PartInput {
+            name: name.into(),
+            reader: Box::new(reader),
+        }
+    }
+}
+
+impl std::fmt::Debug for PartInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartInput")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Merges `parts` (in manifest order) into `out` in `format`, validating as it streams.
+///
+/// Zero parts, or only empty parts, give just the header (CSV) or nothing (NDJSON).
+pub fn merge(
+    schema: &Schema,
+    format: Format,
+    parts: Vec<PartInput<'_>>,
+    out: &mut dyn Write,
+) -> Result<MergeReport, Halt> {
+    let schema = Resolved::new(schema)?;
+    let mut tally = Tally::new(&schema);
+    match format {
+        Format::Csv => csv_parts::merge(&schema, parts, out, &mut tally)?,
+        Format::Json => json_parts::merge(&schema, parts, out, &mut tally)?,
+    }
+    Ok(tally.finish())
+}
+
+/// Validates one file exactly as [`merge`] would, writing nothing (`cdrsync schema check FILE`).
+pub fn check(schema: &Schema, format: Format, input: PartInput<'_>) -> Result<MergeReport, Halt> {
+    merge(schema, format, vec![input], &mut std::io::sink())
+}

@@ -1,23 +1,68 @@
 //! Configuration (DESIGN.md §3): TOML, `CDRSYNC_<SECTION>_<KEY>` environment overrides,
 //! unknown keys rejected by name, durations like `15s`/`1h30m`, relative paths resolved
 //! against the config file's folder, secrets as references (`env:`, `file:`…).
-//! (Loading being implemented.)
+//!
+//! Loading runs in three steps, like ripgrep's flags: the TOML is read into a table and
+//! every key is checked against [`KEYS`] (an unknown key is an error naming its dotted
+//! path, with the closest known key suggested); environment overrides are laid over it;
+//! the table is deserialised into raw `#[serde(deny_unknown_fields)]` structs and then
+//! validated into [`Config`], whose values are ready to use (absolute paths, parsed URLs
+//! and durations). Every error is a [`ConfigError`]: one sentence naming the file (or
+//! environment variable) and the key; the CLI maps it to exit 78.
+//!
+//! # Environment overrides
+//! `CDRSYNC_<SECTION>_<KEY>` (upper case) replaces `[section] key`, e.g.
+//! `CDRSYNC_POLL_INITIAL=1s`, `CDRSYNC_CXONE_BASE_URL=https://…`. An empty variable counts
+//! as unset (so `VAR=` in a compose file does not blank a key). Lists (`job.columns`,
+//! `job.critical`) are comma-separated (`CallId,StartTime`) or a TOML array
+//! (`["CallId", "StartTime"]`); `job.types` is `Name=type,Name=type` or a TOML inline table.
+//! Numbers are plain (`CDRSYNC_POLL_FACTOR=2`). A variable whose section is known but whose
+//! key is not (`CDRSYNC_POLL_INTIAL`) is an error when loading with [`Config::load_default`]
+//! or [`Config::load_with_vars`]; variables of other `CDRSYNC_` names (`CDRSYNC_CONFIG`,
+//! `CDRSYNC_LOG`) are left to the CLI.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use crate::secrets::{self, SecretRef};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
+use url::Url;
 
 /// A column type of the expected schema.
-pub use cdr_normalise::ColumnType;
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OldColumnType {
+pub enum ColumnType {
     Int,
     Decimal,
     Bool,
     Date,
     Timestamp,
     String,
+}
+
+impl ColumnType {
+    /// All types with their config names.
+    pub const ALL: [(&'static str, ColumnType); 6] = [
+        ("int", ColumnType::Int),
+        ("decimal", ColumnType::Decimal),
+        ("bool", ColumnType::Bool),
+        ("date", ColumnType::Date),
+        ("timestamp", ColumnType::Timestamp),
+        ("string", ColumnType::String),
+    ];
+
+    /// Parses a config type name (`int`, `decimal`, `bool`, `date`, `timestamp`, `string`).
+    pub fn parse(name: &str) -> Option<ColumnType> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    }
+
+    /// The config name of the type.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("string")
+    }
 }
 
 /// The validated, ready-to-run configuration.
@@ -38,13 +83,15 @@ pub struct CxoneConfig {
     pub base_url: url::Url,
     pub token_url: url::Url,
     pub client_id: String,
-    /// A secret reference such as `env:CXONE_CLIENT_SECRET` (resolved by `secrets`).
+    /// A secret reference such as `env:CXONE_CLIENT_SECRET` (resolved by `secrets`);
+    /// a relative `file:` path has been made absolute.
     pub client_secret: String,
     /// For the `password` bootstrap grant.
     pub username: Option<String>,
-    /// A secret reference.
+    /// A secret reference (relative `file:` made absolute).
     pub password: Option<String>,
-    /// A writable secret reference: where the rotating refresh token lives.
+    /// A writable secret reference: where the rotating refresh token lives. Always
+    /// `file:/absolute/path` after validation.
     pub refresh_token: String,
     pub refresh_margin: Duration,
     pub connect_timeout: Duration,
@@ -95,7 +142,1605 @@ pub struct AlertConfig {
     pub webhook_url: Option<url::Url>,
 }
 
-/// STUB
+// ---------------------------------------------------------------------------------------
+// Defaults (the guide's, DESIGN.md §1 and §3)
+// ---------------------------------------------------------------------------------------
+
+/// The guide's ten columns, the default `job.columns`.
+pub const DEFAULT_COLUMNS: [&str; 10] = [
+    "CallId",
+    "StartTime",
+    "EndTime",
+    "Duration",
+    "AgentName",
+    "QueueName",
+    "Disposition",
+    "CallDirection",
+    "CustomerNumber",
+    "AgentNumber",
+];
+
+/// The column the merge appends for unknown columns; it cannot be configured.
+pub const EXTRA_COLUMNS: &str = "extra_columns";
+
+/// The lowest poll interval against a real (non-loopback) host.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(15);
+
+const DEFAULT_REFRESH_MARGIN: &str = "300s";
+const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
+const DEFAULT_READ_TIMEOUT: &str = "60s";
+/// Matches `cxone::RetryPolicy::default()`.
+const DEFAULT_MAX_RETRIES: u32 = 6;
+const DEFAULT_REPORT_TYPE: &str = "callDetailRecords";
+const DEFAULT_REPORT_ID: &str = "default";
+const DEFAULT_FORMAT: &str = "csv";
+const DEFAULT_CONCURRENCY: usize = 4;
+const DEFAULT_STAGING_DIR: &str = ".cdrsync-staging";
+const DEFAULT_POLL_INITIAL: &str = "15s";
+const DEFAULT_POLL_FACTOR: f64 = 1.5;
+const DEFAULT_POLL_MAX: &str = "120s";
+const DEFAULT_STALE_AFTER: &str = "45m";
+const DEFAULT_MAX_GENERATIONS: u32 = 3;
+const DEFAULT_DOWNLOAD_ATTEMPTS: u32 = 5;
+const DEFAULT_STATE_URL: &str = "sqlite://./cdrsync-state.db";
+const DEFAULT_SINK_KIND: &str = "dir";
+const DEFAULT_SINK_PATH: &str = "./cdr-out";
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// A configuration that cannot run. Display is one sentence naming the file (or the
+/// environment variable) and the key. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
-#[error("config")]
-pub struct ConfigError;
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin} is not valid TOML at line {line}, column {column}: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}: unknown key `{key}`{}", hint(suggestion))]
+    UnknownKey {
+        origin: String,
+        key: String,
+        suggestion: Option<String>,
+    },
+    #[error(
+        "unknown environment variable {var}: it names no config key{}",
+        hint(suggestion)
+    )]
+    UnknownEnv {
+        var: String,
+        suggestion: Option<String>,
+    },
+    #[error("{origin}: `{key}` is required")]
+    Missing { origin: String, key: String },
+    #[error("{origin}: `{key}` {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+fn hint(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => String::new(),
+    }
+}
+
+impl ConfigError {
+    /// The dotted key (or environment variable) the error is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::UnknownKey { key, .. }
+            | ConfigError::Missing { key, .. }
+            | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::UnknownEnv { var, .. } => Some(var),
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Durations
+// ---------------------------------------------------------------------------------------
+
+/// Parses `50ms`, `15s`, `45m`, `2h`, `1h30m`, `1m30s500ms`: whole numbers each followed by a
+/// unit (`h`, `m`, `s`, `ms`), largest unit first, each unit at most once.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "write a whole number with a unit, like `50ms`, `15s`, `45m` or `1h30m`";
+    let bad = || format!("is not a duration: `{s}`; {EXPECTED}");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    // Rank of the last unit seen: units must strictly decrease (h, m, s, ms).
+    let mut last_rank = usize::MAX;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let (rank, millis_per_unit) = match unit {
+            "h" => (3, 3_600_000u64),
+            "m" => (2, 60_000),
+            "s" => (1, 1_000),
+            "ms" => (0, 1),
+            _ => return Err(bad()),
+        };
+        if rank >= last_rank {
+            return Err(bad());
+        }
+        last_rank = rank;
+        let millis = number.checked_mul(millis_per_unit).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(millis))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Renders a duration the way the config writes it (`1h30m`, `15s`, `50ms`, `0s`).
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// The known keys
+// ---------------------------------------------------------------------------------------
+
+/// What a key holds, for type checks and for reading it from an environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Str,
+    Duration,
+    Float,
+    UInt,
+    List,
+    Map,
+}
+
+/// Every section and key the config accepts.
+pub const KEYS: &[(&str, &[(&str, KeyKind)])] = &[
+    (
+        "cxone",
+        &[
+            ("base_url", KeyKind::Str),
+            ("token_url", KeyKind::Str),
+            ("client_id", KeyKind::Str),
+            ("client_secret", KeyKind::Str),
+            ("username", KeyKind::Str),
+            ("password", KeyKind::Str),
+            ("refresh_token", KeyKind::Str),
+            ("refresh_margin", KeyKind::Duration),
+            ("connect_timeout", KeyKind::Duration),
+            ("read_timeout", KeyKind::Duration),
+            ("max_retries", KeyKind::UInt),
+        ],
+    ),
+    (
+        "job",
+        &[
+            ("report_type", KeyKind::Str),
+            ("report_id", KeyKind::Str),
+            ("format", KeyKind::Str),
+            ("columns", KeyKind::List),
+            ("critical", KeyKind::List),
+            ("types", KeyKind::Map),
+            ("concurrency", KeyKind::UInt),
+            ("staging_dir", KeyKind::Str),
+        ],
+    ),
+    (
+        "poll",
+        &[
+            ("initial", KeyKind::Duration),
+            ("factor", KeyKind::Float),
+            ("max", KeyKind::Duration),
+            ("stale_after", KeyKind::Duration),
+            ("max_generations", KeyKind::UInt),
+            ("download_attempts", KeyKind::UInt),
+        ],
+    ),
+    ("state", &[("url", KeyKind::Str)]),
+    ("sink", &[("kind", KeyKind::Str), ("path", KeyKind::Str)]),
+    ("alert", &[("webhook_url", KeyKind::Str)]),
+];
+
+fn section_keys(section: &str) -> Option<&'static [(&'static str, KeyKind)]> {
+    KEYS.iter().find(|(s, _)| *s == section).map(|(_, k)| *k)
+}
+
+/// The environment variable that overrides `section.key`.
+pub fn env_var_name(section: &str, key: &str) -> String {
+    format!("CDRSYNC_{}_{}", section.to_uppercase(), key.to_uppercase())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The known dotted key closest to `dotted` (`pol.intial` → `poll.initial`; a bare
+/// `base_url` at top level → `cxone.base_url`), if any is close enough to be a typo.
+fn suggest_key(dotted: &str) -> Option<String> {
+    let leaf = dotted.rsplit('.').next().unwrap_or(dotted).to_lowercase();
+    let dotted = dotted.to_lowercase();
+    let limit = 2.max(leaf.len() / 3);
+    KEYS.iter()
+        .flat_map(|(s, keys)| keys.iter().map(move |(k, _)| (*s, *k)))
+        .map(|(s, k)| {
+            let full = format!("{s}.{k}");
+            let score = levenshtein(&dotted, &full).min(levenshtein(&leaf, k));
+            (score, full)
+        })
+        .filter(|(score, _)| *score <= limit)
+        .min_by_key(|(score, _)| *score)
+        .map(|(_, full)| full)
+}
+
+/// Checks `CDRSYNC_*` variable names: one whose section is known but whose key is not
+/// (`CDRSYNC_POLL_INTIAL`) is an error naming it. Other `CDRSYNC_` names (`CDRSYNC_CONFIG`,
+/// `CDRSYNC_LOG`) belong to the CLI and pass.
+pub fn check_env_names<S: AsRef<str>>(
+    names: impl IntoIterator<Item = S>,
+) -> Result<(), ConfigError> {
+    for name in names {
+        let name = name.as_ref();
+        let Some(rest) = name.strip_prefix("CDRSYNC_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        let section = section.to_lowercase();
+        let Some(keys) = section_keys(&section) else {
+            continue;
+        };
+        let key = key.to_lowercase();
+        if !keys.iter().any(|(k, _)| *k == key) {
+            let suggestion = keys
+                .iter()
+                .map(|(k, _)| (levenshtein(&key, k), *k))
+                .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+                .min_by_key(|(d, _)| *d)
+                .map(|(_, k)| env_var_name(&section, k));
+            return Err(ConfigError::UnknownEnv {
+                var: name.to_string(),
+                suggestion,
+            });
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw, as written
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    cxone: RawCxone,
+    #[serde(default)]
+    job: RawJob,
+    #[serde(default)]
+    poll: RawPoll,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    sink: RawSink,
+    #[serde(default)]
+    alert: RawAlert,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCxone {
+    base_url: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+    refresh_margin: Option<String>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+    max_retries: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    report_type: Option<String>,
+    report_id: Option<String>,
+    format: Option<String>,
+    columns: Option<Vec<String>>,
+    critical: Option<Vec<String>>,
+    types: Option<BTreeMap<String, String>>,
+    concurrency: Option<u32>,
+    staging_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    initial: Option<String>,
+    factor: Option<f64>,
+    max: Option<String>,
+    stale_after: Option<String>,
+    max_generations: Option<u32>,
+    download_attempts: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    kind: Option<String>,
+    path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    webhook_url: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------
+
+/// Where each value came from, so an error names the file or the environment variable.
+struct Origins {
+    file: String,
+    from_env: HashMap<String, String>,
+}
+
+impl Origins {
+    fn of(&self, key: &str) -> String {
+        match self.from_env.get(key) {
+            Some(var) => format!("environment variable {var}"),
+            None => self.file.clone(),
+        }
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.of(key),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn missing(&self, key: &str) -> ConfigError {
+        ConfigError::Missing {
+            origin: self.of(key),
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the config file at `path` with overrides looked up through `env`.
+    ///
+    /// `env` is only asked for known `CDRSYNC_<SECTION>_<KEY>` names, so unknown variables
+    /// go unnoticed here; [`Config::load_default`] and [`Config::load_with_vars`] also
+    /// check for those.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base_dir = absolute
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        parse(
+            &text,
+            format!("config file {}", absolute.display()),
+            &base_dir,
+            env,
+        )
+    }
+
+    /// Loads with overrides from `vars` (all of them; unknown `CDRSYNC_<SECTION>_…` names
+    /// are errors).
+    pub fn load_with_vars(
+        path: &Path,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        check_env_names(vars.keys())?;
+        Config::load(path, &|name| vars.get(name).cloned())
+    }
+
+    /// Loads with overrides from the process environment.
+    pub fn load_default(path: &Path) -> Result<Config, ConfigError> {
+        // Non-UTF-8 variables cannot be config values; skipping them avoids a panic in vars().
+        let vars: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Config::load_with_vars(path, &vars)
+    }
+
+    /// Parses config text as if it were a file in `base_dir` (for tests and the demo).
+    pub fn from_toml_str(
+        s: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+        parse(
+            s,
+            format!("config text (in {})", base_dir.display()),
+            &base_dir,
+            env,
+        )
+    }
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn parse(
+    text: &str,
+    origin: String,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e: toml::de::Error| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
+        ConfigError::Syntax {
+            origin: origin.clone(),
+            line,
+            column,
+            message: e.message().trim_end_matches('\n').to_string(),
+        }
+    })?;
+    let mut origins = Origins {
+        file: origin,
+        from_env: HashMap::new(),
+    };
+    check_table(&mut table, &origins)?;
+    apply_env(&mut table, env, &mut origins)?;
+    let raw: RawConfig = toml::Value::Table(table).try_into().map_err(|e| {
+        // check_table has already caught unknown keys and wrong types; this is a backstop.
+        ConfigError::Invalid {
+            origin: origins.file.clone(),
+            key: "config".into(),
+            message: format!("cannot be read: {}", e.message()),
+        }
+    })?;
+    validate(raw, base_dir, &origins)
+}
+
+/// Rejects unknown sections and keys, and values of the wrong type, naming the dotted key.
+/// Integers given for float keys are widened so serde sees a float.
+fn check_table(table: &mut toml::Table, origins: &Origins) -> Result<(), ConfigError> {
+    for (section, value) in table.iter_mut() {
+        let Some(keys) = section_keys(section) else {
+            let key = match value.as_table().and_then(|t| t.keys().next()) {
+                Some(first) => format!("{section}.{first}"),
+                None => section.clone(),
+            };
+            return Err(ConfigError::UnknownKey {
+                origin: origins.file.clone(),
+                suggestion: suggest_key(&key),
+                key,
+            });
+        };
+        let toml::Value::Table(inner) = value else {
+            return Err(origins.invalid(section, "must be a table (a `[section]` header)"));
+        };
+        for (key, value) in inner.iter_mut() {
+            let dotted = format!("{section}.{key}");
+            let Some((_, kind)) = keys.iter().find(|(k, _)| k == key) else {
+                return Err(ConfigError::UnknownKey {
+                    origin: origins.file.clone(),
+                    suggestion: suggest_key(&dotted),
+                    key: dotted,
+                });
+            };
+            check_value(&dotted, *kind, value, origins)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_value(
+    dotted: &str,
+    kind: KeyKind,
+    value: &mut toml::Value,
+    origins: &Origins,
+) -> Result<(), ConfigError> {
+    use toml::Value as V;
+    let ok = match (kind, &*value) {
+        (KeyKind::Str, V::String(_)) => true,
+        (KeyKind::Duration, V::String(_)) => true,
+        (KeyKind::Duration, V::Integer(_)) => {
+            return Err(origins.invalid(
+                dotted,
+                "needs a unit: write it as a string like \"15s\", \"45m\" or \"1h30m\"",
+            ));
+        }
+        (KeyKind::Float, V::Float(_)) => true,
+        (KeyKind::Float, V::Integer(i)) => {
+            *value = V::Float(*i as f64);
+            true
+        }
+        (KeyKind::UInt, V::Integer(i)) => {
+            if *i < 0 || *i > i64::from(u32::MAX) {
+                return Err(origins.invalid(dotted, format!("is {i}, out of range")));
+            }
+            true
+        }
+        (KeyKind::List, V::Array(items)) => items.iter().all(V::is_str),
+        (KeyKind::Map, V::Table(t)) => {
+            if let Some((name, _)) = t.iter().find(|(_, v)| !v.is_str()) {
+                return Err(origins.invalid(
+                    &format!("{dotted}.{name}"),
+                    "must be a type name in quotes, e.g. \"int\"",
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match kind {
+        KeyKind::Str => "must be a string",
+        KeyKind::Duration => "must be a duration string like \"15s\"",
+        KeyKind::Float => "must be a number",
+        KeyKind::UInt => "must be a whole number",
+        KeyKind::List => "must be a list of strings",
+        KeyKind::Map => "must be a table of column name = type name",
+    };
+    Err(origins.invalid(dotted, expected))
+}
+
+/// Lays `CDRSYNC_<SECTION>_<KEY>` values over the table.
+fn apply_env(
+    table: &mut toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+    origins: &mut Origins,
+) -> Result<(), ConfigError> {
+    for (section, keys) in KEYS {
+        for (key, kind) in *keys {
+            let var = env_var_name(section, key);
+            let Some(text) = env(&var).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let dotted = format!("{section}.{key}");
+            origins.from_env.insert(dotted.clone(), var.clone());
+            let mut value =
+                env_value(*kind, &text).map_err(|message| origins.invalid(&dotted, message))?;
+            check_value(&dotted, *kind, &mut value, origins)?;
+            let section_table = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = section_table {
+                t.insert(key.to_string(), value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads an environment variable's text as a value of `kind`.
+fn env_value(kind: KeyKind, text: &str) -> Result<toml::Value, String> {
+    use toml::Value as V;
+    // `x = <text>` parsed as TOML, for the array and inline-table spellings.
+    let as_toml = |text: &str| -> Result<V, String> {
+        let t: toml::Table = format!("x = {text}")
+            .parse()
+            .map_err(|e: toml::de::Error| {
+                format!("is not valid TOML: {}", e.message().trim_end())
+            })?;
+        Ok(t.get("x").cloned().unwrap_or(V::Boolean(false)))
+    };
+    match kind {
+        KeyKind::Str | KeyKind::Duration => Ok(V::String(text.to_string())),
+        KeyKind::Float => text
+            .trim()
+            .parse::<f64>()
+            .map(V::Float)
+            .map_err(|_| format!("is not a number: `{text}`")),
+        KeyKind::UInt => text
+            .trim()
+            .parse::<i64>()
+            .map(V::Integer)
+            .map_err(|_| format!("is not a whole number: `{text}`")),
+        KeyKind::List if text.trim_start().starts_with('[') => as_toml(text),
+        KeyKind::List => Ok(V::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| V::String(s.to_string()))
+                .collect(),
+        )),
+        KeyKind::Map if text.trim_start().starts_with('{') => as_toml(text),
+        KeyKind::Map => {
+            let mut t = toml::Table::new();
+            for pair in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (name, ty) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("has `{pair}`; write Name=type,Name=type"))?;
+                t.insert(name.trim().to_string(), V::String(ty.trim().to_string()));
+            }
+            Ok(V::Table(t))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------
+
+/// `127.0.0.0/8`, `::1` or `localhost`: hosts where plain http and short poll intervals
+/// are allowed (tests, the simulator).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Parses an http(s) URL and insists on https unless the host is loopback. The URL is not
+/// echoed when it carries credentials.
+fn parse_http_url(key: &str, text: &str, origins: &Origins) -> Result<Url, ConfigError> {
+    let url = Url::parse(text)
+        .map_err(|e| origins.invalid(key, format!("is not a URL ({e}): `{text}`")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(origins.invalid(
+            key,
+            "must not carry a user name or password; use the credential keys instead",
+        ));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(origins.invalid(
+                key,
+                format!(
+                    "must use https: plain http is only allowed to a loopback host, not `{text}`"
+                ),
+            ));
+        }
+        other => {
+            return Err(origins.invalid(key, format!("must be an https URL, not `{other}:`")));
+        }
+    }
+    if url.host().is_none() {
+        return Err(origins.invalid(key, format!("has no host: `{text}`")));
+    }
+    Ok(url)
+}
+
+/// `base_dir.join(p)` for relative `p`, without `.` components (`./cdr-out` → `{base}/cdr-out`).
+fn resolve_path(base_dir: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    };
+    joined
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+fn duration(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+    origins: &Origins,
+) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    parse_duration(&text).map_err(|m| origins.invalid(key, m))
+}
+
+fn non_empty(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+    origins: &Origins,
+) -> Result<String, ConfigError> {
+    let v = value.unwrap_or_else(|| default.to_string());
+    if v.trim().is_empty() {
+        return Err(origins.invalid(key, "must not be empty"));
+    }
+    Ok(v)
+}
+
+/// Checks a secret reference's shape and makes a relative `file:` absolute.
+fn secret_reference(
+    key: &str,
+    text: &str,
+    base_dir: &Path,
+    origins: &Origins,
+) -> Result<String, ConfigError> {
+    let reference =
+        SecretRef::parse(text).map_err(|e| origins.invalid(key, format!("is wrong: {e}")))?;
+    Ok(reference.resolved_against(base_dir).to_string())
+}
+
+fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config, ConfigError> {
+    let cxone = validate_cxone(raw.cxone, base_dir, origins)?;
+    let job = validate_job(raw.job, base_dir, origins)?;
+    let poll = validate_poll(raw.poll, is_loopback(&cxone.base_url), origins)?;
+
+    let url = raw
+        .state
+        .url
+        .unwrap_or_else(|| DEFAULT_STATE_URL.to_string());
+    let state = match url.split_once("://") {
+        Some(("sqlite", "")) => {
+            return Err(origins.invalid(
+                "state.url",
+                "has no database path: write sqlite://./cdrsync-state.db",
+            ));
+        }
+        // `sqlite:///abs` leaves `/abs`: absolute; `sqlite://./x` and `sqlite://x` are relative.
+        Some(("sqlite", path)) => StateConfig::Sqlite {
+            path: resolve_path(base_dir, path),
+        },
+        Some((scheme @ ("postgres" | "postgresql"), _)) => {
+            return Err(origins.invalid(
+                "state.url",
+                format!("uses `{scheme}://`, which is not supported yet; use sqlite://PATH"),
+            ));
+        }
+        _ => {
+            return Err(origins.invalid(
+                "state.url",
+                format!("must be a sqlite://PATH URL, not `{url}`"),
+            ));
+        }
+    };
+
+    let kind = raw
+        .sink
+        .kind
+        .unwrap_or_else(|| DEFAULT_SINK_KIND.to_string());
+    let sink = match kind.as_str() {
+        "dir" => SinkConfig::Dir {
+            path: resolve_path(
+                base_dir,
+                &non_empty("sink.path", raw.sink.path, DEFAULT_SINK_PATH, origins)?,
+            ),
+        },
+        "s3" | "azure" | "gcs" | "postgres" => {
+            return Err(origins.invalid(
+                "sink.kind",
+                format!("is `{kind}`, which is not supported yet; use `dir`"),
+            ));
+        }
+        other => {
+            return Err(origins.invalid(
+                "sink.kind",
+                format!("is `{other}`; expected one of dir, s3, azure, gcs, postgres"),
+            ));
+        }
+    };
+
+    let webhook_url = match raw.alert.webhook_url.filter(|u| !u.is_empty()) {
+        Some(u) => Some(parse_http_url("alert.webhook_url", &u, origins)?),
+        None => None,
+    };
+
+    Ok(Config {
+        base_dir: base_dir.to_path_buf(),
+        cxone,
+        job,
+        poll,
+        state,
+        sink,
+        alert: AlertConfig { webhook_url },
+    })
+}
+
+fn validate_cxone(
+    raw: RawCxone,
+    base_dir: &Path,
+    origins: &Origins,
+) -> Result<CxoneConfig, ConfigError> {
+    let base_text = raw
+        .base_url
+        .ok_or_else(|| origins.missing("cxone.base_url"))?;
+    let base_url = parse_http_url("cxone.base_url", &base_text, origins)?;
+    let token_url = match raw.token_url {
+        Some(t) => parse_http_url("cxone.token_url", &t, origins)?,
+        None => parse_http_url(
+            "cxone.base_url",
+            &format!("{}/api/v2/oauth/token", base_text.trim_end_matches('/')),
+            origins,
+        )?,
+    };
+    let client_id = raw
+        .client_id
+        .ok_or_else(|| origins.missing("cxone.client_id"))?;
+    if client_id.trim().is_empty() {
+        return Err(origins.invalid("cxone.client_id", "must not be empty"));
+    }
+    let client_secret = raw
+        .client_secret
+        .ok_or_else(|| origins.missing("cxone.client_secret"))?;
+    let client_secret = secret_reference("cxone.client_secret", &client_secret, base_dir, origins)?;
+    let password = raw
+        .password
+        .map(|p| secret_reference("cxone.password", &p, base_dir, origins))
+        .transpose()?;
+    match (&raw.username, &password) {
+        (Some(_), None) => return Err(origins.missing("cxone.password")),
+        (None, Some(_)) => return Err(origins.missing("cxone.username")),
+        _ => {}
+    }
+    let refresh_token = raw
+        .refresh_token
+        .ok_or_else(|| origins.missing("cxone.refresh_token"))?;
+    let refresh_token = secrets::check_token_store_reference(&refresh_token)
+        .map_err(|e| origins.invalid("cxone.refresh_token", format!("is wrong: {e}")))?
+        .resolved_against(base_dir)
+        .to_string();
+    let connect_timeout = duration(
+        "cxone.connect_timeout",
+        raw.connect_timeout,
+        DEFAULT_CONNECT_TIMEOUT,
+        origins,
+    )?;
+    let read_timeout = duration(
+        "cxone.read_timeout",
+        raw.read_timeout,
+        DEFAULT_READ_TIMEOUT,
+        origins,
+    )?;
+    for (key, d) in [
+        ("cxone.connect_timeout", connect_timeout),
+        ("cxone.read_timeout", read_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(origins.invalid(key, "must be longer than 0s"));
+        }
+    }
+    Ok(CxoneConfig {
+        base_url,
+        token_url,
+        client_id,
+        client_secret,
+        username: raw.username,
+        password,
+        refresh_token,
+        refresh_margin: duration(
+            "cxone.refresh_margin",
+            raw.refresh_margin,
+            DEFAULT_REFRESH_MARGIN,
+            origins,
+        )?,
+        connect_timeout,
+        read_timeout,
+        max_retries: raw.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+    })
+}
+
+fn validate_job(raw: RawJob, base_dir: &Path, origins: &Origins) -> Result<JobConfig, ConfigError> {
+    let report_type = non_empty(
+        "job.report_type",
+        raw.report_type,
+        DEFAULT_REPORT_TYPE,
+        origins,
+    )?;
+    let report_id = non_empty("job.report_id", raw.report_id, DEFAULT_REPORT_ID, origins)?;
+    let format = raw.format.unwrap_or_else(|| DEFAULT_FORMAT.to_string());
+    if format != "csv" && format != "json" {
+        return Err(origins.invalid(
+            "job.format",
+            format!("is `{format}`; expected `csv` or `json`"),
+        ));
+    }
+    let columns = raw
+        .columns
+        .unwrap_or_else(|| DEFAULT_COLUMNS.iter().map(|c| c.to_string()).collect());
+    if columns.is_empty() {
+        return Err(origins.invalid("job.columns", "must name at least one column"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &columns {
+        if c.trim().is_empty() {
+            return Err(origins.invalid("job.columns", "contains an empty column name"));
+        }
+        if c == EXTRA_COLUMNS {
+            return Err(origins.invalid(
+                "job.columns",
+                "must not contain `extra_columns`: cdrsync adds that column itself",
+            ));
+        }
+        if !seen.insert(c.as_str()) {
+            return Err(origins.invalid("job.columns", format!("names `{c}` twice")));
+        }
+    }
+    let critical = raw.critical.unwrap_or_else(|| columns.clone());
+    if let Some(c) = critical.iter().find(|c| !columns.contains(c)) {
+        return Err(origins.invalid(
+            "job.critical",
+            format!("names `{c}`, which is not in job.columns"),
+        ));
+    }
+    let mut types = BTreeMap::new();
+    for (name, ty) in raw.types.unwrap_or_default() {
+        let key = format!("job.types.{name}");
+        if !columns.contains(&name) {
+            return Err(
+                origins.invalid(&key, format!("names `{name}`, which is not in job.columns"))
+            );
+        }
+        let parsed = ColumnType::parse(&ty).ok_or_else(|| {
+            origins.invalid(
+                &key,
+                format!("is `{ty}`; expected one of int, decimal, bool, date, timestamp, string"),
+            )
+        })?;
+        types.insert(name, parsed);
+    }
+    let concurrency = raw.concurrency.map_or(DEFAULT_CONCURRENCY, |c| c as usize);
+    if concurrency == 0 {
+        return Err(origins.invalid("job.concurrency", "must be at least 1"));
+    }
+    let staging_dir = resolve_path(
+        base_dir,
+        &non_empty(
+            "job.staging_dir",
+            raw.staging_dir,
+            DEFAULT_STAGING_DIR,
+            origins,
+        )?,
+    );
+    Ok(JobConfig {
+        report_type,
+        report_id,
+        format,
+        columns,
+        critical,
+        types,
+        concurrency,
+        staging_dir,
+    })
+}
+
+fn validate_poll(
+    raw: RawPoll,
+    loopback: bool,
+    origins: &Origins,
+) -> Result<PollConfig, ConfigError> {
+    let initial = duration("poll.initial", raw.initial, DEFAULT_POLL_INITIAL, origins)?;
+    if initial.is_zero() {
+        return Err(origins.invalid("poll.initial", "must be longer than 0s"));
+    }
+    if initial < MIN_POLL_INTERVAL && !loopback {
+        return Err(origins.invalid(
+            "poll.initial",
+            format!(
+                "is {}, below the 15s floor that applies to every non-loopback cxone.base_url",
+                format_duration(initial)
+            ),
+        ));
+    }
+    let factor = raw.factor.unwrap_or(DEFAULT_POLL_FACTOR);
+    if !factor.is_finite() || factor < 1.0 {
+        return Err(origins.invalid("poll.factor", format!("is {factor}; it must be at least 1")));
+    }
+    let max = duration("poll.max", raw.max, DEFAULT_POLL_MAX, origins)?;
+    if max < initial {
+        return Err(origins.invalid(
+            "poll.max",
+            format!(
+                "is {}, shorter than poll.initial ({})",
+                format_duration(max),
+                format_duration(initial)
+            ),
+        ));
+    }
+    let stale_after = duration(
+        "poll.stale_after",
+        raw.stale_after,
+        DEFAULT_STALE_AFTER,
+        origins,
+    )?;
+    if stale_after.is_zero() {
+        return Err(origins.invalid("poll.stale_after", "must be longer than 0s"));
+    }
+    let max_generations = raw.max_generations.unwrap_or(DEFAULT_MAX_GENERATIONS);
+    if max_generations == 0 {
+        return Err(origins.invalid("poll.max_generations", "must be at least 1"));
+    }
+    let download_attempts = raw.download_attempts.unwrap_or(DEFAULT_DOWNLOAD_ATTEMPTS);
+    if download_attempts == 0 {
+        return Err(origins.invalid("poll.download_attempts", "must be at least 1"));
+    }
+    Ok(PollConfig {
+        initial,
+        factor,
+        max,
+        stale_after,
+        max_generations,
+        download_attempts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[cxone]
+base_url = "https://api.example.com"
+client_id = "cid"
+client_secret = "env:CXONE_CLIENT_SECRET"
+refresh_token = "file:secrets/refresh_token"
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("/etc/cdrsync"), &no_env)
+    }
+
+    /// BASE with `section.key = <toml literal>` pairs set (or replaced).
+    fn with(pairs: &[(&str, &str)]) -> String {
+        let mut table: toml::Table = BASE.parse().unwrap();
+        for (dotted, literal) in pairs {
+            let (section, key) = dotted.split_once('.').unwrap();
+            let value: toml::Table = format!("v = {literal}").parse().unwrap();
+            table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap()
+                .insert(key.to_string(), value["v"].clone());
+        }
+        toml::to_string(&table).unwrap()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        load_str(&with(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_the_guide_defaults() {
+        let c = load_str(BASE).unwrap();
+        assert_eq!(c.base_dir, Path::new("/etc/cdrsync"));
+        assert_eq!(c.cxone.base_url.as_str(), "https://api.example.com/");
+        assert_eq!(
+            c.cxone.token_url.as_str(),
+            "https://api.example.com/api/v2/oauth/token"
+        );
+        assert_eq!(c.cxone.client_secret, "env:CXONE_CLIENT_SECRET");
+        assert_eq!(
+            c.cxone.refresh_token,
+            "file:/etc/cdrsync/secrets/refresh_token"
+        );
+        assert_eq!(c.cxone.refresh_margin, Duration::from_secs(300));
+        assert_eq!(c.cxone.max_retries, 6);
+        assert_eq!(c.job.report_type, "callDetailRecords");
+        assert_eq!(c.job.report_id, "default");
+        assert_eq!(c.job.format, "csv");
+        assert_eq!(c.job.columns, DEFAULT_COLUMNS);
+        assert_eq!(c.job.critical, c.job.columns);
+        assert!(c.job.types.is_empty());
+        assert_eq!(c.job.concurrency, 4);
+        assert_eq!(
+            c.job.staging_dir,
+            Path::new("/etc/cdrsync/.cdrsync-staging")
+        );
+        assert_eq!(c.poll.initial, Duration::from_secs(15));
+        assert_eq!(c.poll.factor, 1.5);
+        assert_eq!(c.poll.max, Duration::from_secs(120));
+        assert_eq!(c.poll.stale_after, Duration::from_secs(45 * 60));
+        assert_eq!(c.poll.max_generations, 3);
+        assert_eq!(c.poll.download_attempts, 5);
+        let StateConfig::Sqlite { path } = &c.state;
+        assert_eq!(path, Path::new("/etc/cdrsync/cdrsync-state.db"));
+        let SinkConfig::Dir { path } = &c.sink;
+        assert_eq!(path, Path::new("/etc/cdrsync/cdr-out"));
+        assert!(c.alert.webhook_url.is_none());
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let text = r#"
+[cxone]
+base_url = "https://api.nice-incontact.com"
+token_url = "https://auth.example.com/oauth/token"
+client_id = "abc"
+client_secret = "env:CXONE_CLIENT_SECRET"
+username = "svc"
+password = "file:/run/secrets/pw"
+refresh_token = "file:./secrets/refresh_token"
+refresh_margin = "300s"
+connect_timeout = "5s"
+read_timeout = "1m30s"
+max_retries = 2
+
+[job]
+report_type = "callDetailRecords"
+report_id = "default"
+format = "json"
+columns = ["CallId", "StartTime", "EndTime", "Duration"]
+critical = ["CallId", "StartTime"]
+types = { Duration = "int", StartTime = "timestamp" }
+concurrency = 8
+staging_dir = "/var/tmp/cdr"
+
+[poll]
+initial = "15s"
+factor = 2
+max = "2m"
+stale_after = "1h30m"
+max_generations = 1
+download_attempts = 1
+
+[state]
+url = "sqlite:///var/lib/cdrsync/state.db"
+
+[sink]
+kind = "dir"
+path = "../out"
+
+[alert]
+webhook_url = "https://hooks.example.com/x"
+"#;
+        let c = load_str(text).unwrap();
+        assert_eq!(
+            c.cxone.token_url.as_str(),
+            "https://auth.example.com/oauth/token"
+        );
+        assert_eq!(c.cxone.password.as_deref(), Some("file:/run/secrets/pw"));
+        assert_eq!(c.cxone.read_timeout, Duration::from_secs(90));
+        assert_eq!(c.job.format, "json");
+        assert_eq!(c.job.critical, ["CallId", "StartTime"]);
+        assert_eq!(c.job.types["Duration"], ColumnType::Int);
+        assert_eq!(c.job.types["StartTime"], ColumnType::Timestamp);
+        assert_eq!(c.job.staging_dir, Path::new("/var/tmp/cdr"));
+        assert_eq!(c.poll.factor, 2.0);
+        assert_eq!(c.poll.stale_after, Duration::from_secs(5400));
+        let StateConfig::Sqlite { path } = &c.state;
+        assert_eq!(path, Path::new("/var/lib/cdrsync/state.db"));
+        let SinkConfig::Dir { path } = &c.sink;
+        assert_eq!(path, Path::new("/etc/cdrsync/../out"));
+        assert!(c.alert.webhook_url.is_some());
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("50ms", 50),
+            ("15s", 15_000),
+            ("45m", 2_700_000),
+            ("2h", 7_200_000),
+            ("1h30m", 5_400_000),
+            ("1m30s500ms", 90_500),
+            ("0s", 0),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+            assert_eq!(
+                parse_duration(&format_duration(Duration::from_millis(ms)))
+                    .unwrap()
+                    .as_millis(),
+                ms as u128
+            );
+        }
+        for bad in [
+            "",
+            "15",
+            "s",
+            "1.5s",
+            "15 s",
+            " 15s",
+            "15sec",
+            "-1s",
+            "30m1h",
+            "1s1s",
+            "1d",
+            "99999999999999999999h",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("`{bad}`")) && e.contains("1h30m"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err(&[("poll.stale_after", "\"forever\"")]);
+        assert!(
+            e.contains("`poll.stale_after` is not a duration: `forever`"),
+            "{e}"
+        );
+        let e = err(&[("poll.initial", "15")]);
+        assert!(e.contains("`poll.initial` needs a unit"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_a_suggestion() {
+        let cases = [
+            (
+                format!("{BASE}[poll]\nintial = \"15s\"\n"),
+                "unknown key `poll.intial`; did you mean `poll.initial`?",
+            ),
+            (
+                format!("{BASE}[pol]\nintial = \"15s\"\n"),
+                "unknown key `pol.intial`; did you mean `poll.initial`?",
+            ),
+            (
+                format!("stale_afer = \"1h\"\n{BASE}"),
+                "unknown key `stale_afer`; did you mean `poll.stale_after`?",
+            ),
+            (
+                format!("{BASE}[job]\ncolumnz = []\n"),
+                "unknown key `job.columnz`; did you mean `job.columns`?",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = load_str(&text).unwrap_err();
+            assert!(matches!(e, ConfigError::UnknownKey { .. }));
+            let msg = e.to_string();
+            assert!(msg.starts_with("config text (in /etc/cdrsync): "), "{msg}");
+            assert!(msg.ends_with(expected), "{msg}");
+        }
+        let e = load_str(&format!("{BASE}[sink]\nbucket_policy_xyz = \"a\"\n")).unwrap_err();
+        assert_eq!(e.key(), Some("sink.bucket_policy_xyz"));
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_file_and_resolves_against_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdrsync.toml");
+        std::fs::write(&path, format!("{BASE}[pol]\nx = 1\n")).unwrap();
+        let e = Config::load(&path, &no_env).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "config file {}: unknown key `pol.x`",
+                path.display()
+            )),
+            "{e}"
+        );
+
+        std::fs::write(
+            &path,
+            format!("{BASE}[state]\nurl = \"sqlite://state/db.sqlite\"\n"),
+        )
+        .unwrap();
+        let c = Config::load(&path, &no_env).unwrap();
+        assert_eq!(c.base_dir, dir.path());
+        let StateConfig::Sqlite { path: db } = &c.state;
+        assert_eq!(db, &dir.path().join("state/db.sqlite"));
+        assert_eq!(
+            c.cxone.refresh_token,
+            format!(
+                "file:{}",
+                dir.path().join("secrets/refresh_token").display()
+            )
+        );
+
+        let missing = dir.path().join("nope.toml");
+        let e = Config::load(&missing, &no_env).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot read config file {}", missing.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let e = load_str("[cxone]\nbase_url = \"https://x\"\nclient_id = \n").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConfigError::Syntax { line: 3, .. }), "{msg}");
+        assert!(msg.contains("is not valid TOML at line 3"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_every_kind_of_key() {
+        let vars: BTreeMap<String, String> = [
+            ("CDRSYNC_CXONE_BASE_URL", "http://127.0.0.1:8080"),
+            ("CDRSYNC_POLL_INITIAL", "50ms"),
+            ("CDRSYNC_POLL_MAX", "1s"),
+            ("CDRSYNC_POLL_FACTOR", "2"),
+            ("CDRSYNC_POLL_MAX_GENERATIONS", "7"),
+            ("CDRSYNC_JOB_COLUMNS", "CallId, StartTime,Duration"),
+            ("CDRSYNC_JOB_CRITICAL", r#"["CallId"]"#),
+            ("CDRSYNC_JOB_TYPES", "Duration=int,StartTime=timestamp"),
+            ("CDRSYNC_SINK_PATH", "/data/cdr"),
+            ("CDRSYNC_ALERT_WEBHOOK_URL", ""),
+            ("CDRSYNC_CONFIG", "/elsewhere.toml"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, with(&[("poll.initial", "\"30s\"")])).unwrap();
+        let c = Config::load_with_vars(&path, &vars).unwrap();
+        assert_eq!(c.cxone.base_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            c.cxone.token_url.as_str(),
+            "http://127.0.0.1:8080/api/v2/oauth/token"
+        );
+        assert_eq!(c.poll.initial, Duration::from_millis(50));
+        assert_eq!(c.poll.max, Duration::from_secs(1));
+        assert_eq!(c.poll.factor, 2.0);
+        assert_eq!(c.poll.max_generations, 7);
+        assert_eq!(c.job.columns, ["CallId", "StartTime", "Duration"]);
+        assert_eq!(c.job.critical, ["CallId"]);
+        assert_eq!(c.job.types.len(), 2);
+        let SinkConfig::Dir { path } = &c.sink;
+        assert_eq!(path, Path::new("/data/cdr"));
+        assert!(
+            c.alert.webhook_url.is_none(),
+            "an empty variable counts as unset"
+        );
+
+        let inline = |name: &str| {
+            (name == "CDRSYNC_JOB_TYPES").then(|| "{ CallId = \"string\" }".to_string())
+        };
+        let c = Config::from_toml_str(BASE, Path::new("/x"), &inline).unwrap();
+        assert_eq!(c.job.types["CallId"], ColumnType::String);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let env = |name: &str| (name == "CDRSYNC_POLL_INITIAL").then(|| "1s".to_string());
+        let e = Config::from_toml_str(BASE, Path::new("/x"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("environment variable CDRSYNC_POLL_INITIAL: `poll.initial` is 1s, below the 15s floor"), "{e}");
+        let env =
+            |name: &str| (name == "CDRSYNC_POLL_DOWNLOAD_ATTEMPTS").then(|| "many".to_string());
+        let e = Config::from_toml_str(BASE, Path::new("/x"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CDRSYNC_POLL_DOWNLOAD_ATTEMPTS: `poll.download_attempts` is not a whole number: `many`"), "{e}");
+
+        let e = check_env_names(["PATH", "CDRSYNC_LOG", "CDRSYNC_POLL_INTIAL"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown environment variable CDRSYNC_POLL_INTIAL: it names no config key; did you mean `CDRSYNC_POLL_INITIAL`?"
+        );
+        assert!(check_env_names(["CDRSYNC_SINK_KIND", "CDRSYNC_CONFIG", "CDRSYNC_X_Y"]).is_ok());
+    }
+
+    #[test]
+    fn https_is_required_except_on_loopback() {
+        for base in [
+            "http://127.0.0.1:9000",
+            "http://127.3.2.1",
+            "http://[::1]:8080",
+            "http://localhost:1",
+            "https://x.example",
+        ] {
+            load_str(&with(&[("cxone.base_url", &format!("\"{base}\""))])).unwrap();
+        }
+        let e = err(&[("cxone.base_url", "\"http://api.example.com\"")]);
+        assert!(e.contains("`cxone.base_url` must use https"), "{e}");
+        let e = err(&[("cxone.token_url", "\"http://auth.example.com/t\"")]);
+        assert!(e.contains("`cxone.token_url` must use https"), "{e}");
+        let e = err(&[("alert.webhook_url", "\"http://hooks.example.com\"")]);
+        assert!(e.contains("`alert.webhook_url` must use https"), "{e}");
+        let e = err(&[("cxone.base_url", "\"ftp://x\"")]);
+        assert!(e.contains("must be an https URL"), "{e}");
+        let e = err(&[("cxone.base_url", "\"https://user:hunter2@x.example\"")]);
+        assert!(
+            e.contains("must not carry a user name or password") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn poll_floor_applies_to_real_hosts_only() {
+        let e = err(&[("poll.initial", "\"5s\"")]);
+        assert!(e.ends_with("`poll.initial` is 5s, below the 15s floor that applies to every non-loopback cxone.base_url"), "{e}");
+        let c = load_str(&with(&[
+            ("cxone.base_url", "\"http://127.0.0.1:1\""),
+            ("poll.initial", "\"10ms\""),
+            ("poll.max", "\"40ms\""),
+        ]))
+        .unwrap();
+        assert_eq!(c.poll.initial, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn each_invalid_value_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("job.format", "\"xml\"")],
+                "`job.format` is `xml`; expected `csv` or `json`",
+            ),
+            (
+                &[("job.columns", "[]")],
+                "`job.columns` must name at least one column",
+            ),
+            (
+                &[("job.columns", r#"["A", "B", "A"]"#)],
+                "`job.columns` names `A` twice",
+            ),
+            (
+                &[("job.columns", r#"["A", "extra_columns"]"#)],
+                "`job.columns` must not contain `extra_columns`",
+            ),
+            (
+                &[("job.columns", r#"["A"]"#), ("job.critical", r#"["B"]"#)],
+                "`job.critical` names `B`, which is not in job.columns",
+            ),
+            (
+                &[
+                    ("job.columns", r#"["A"]"#),
+                    ("job.types", r#"{ B = "int" }"#),
+                ],
+                "`job.types.B` names `B`",
+            ),
+            (
+                &[
+                    ("job.columns", r#"["A"]"#),
+                    ("job.types", r#"{ A = "integer" }"#),
+                ],
+                "`job.types.A` is `integer`; expected one of",
+            ),
+            (
+                &[("job.columns", "\"A\"")],
+                "`job.columns` must be a list of strings",
+            ),
+            (
+                &[("job.concurrency", "0")],
+                "`job.concurrency` must be at least 1",
+            ),
+            (
+                &[("job.concurrency", "-1")],
+                "`job.concurrency` is -1, out of range",
+            ),
+            (
+                &[("poll.factor", "0.5")],
+                "`poll.factor` is 0.5; it must be at least 1",
+            ),
+            (
+                &[("poll.max", "\"10s\"")],
+                "`poll.max` is 10s, shorter than poll.initial (15s)",
+            ),
+            (
+                &[("poll.max_generations", "0")],
+                "`poll.max_generations` must be at least 1",
+            ),
+            (
+                &[("poll.download_attempts", "0")],
+                "`poll.download_attempts` must be at least 1",
+            ),
+            (
+                &[("poll.stale_after", "\"0s\"")],
+                "`poll.stale_after` must be longer than 0s",
+            ),
+            (
+                &[("sink.kind", "\"s3\"")],
+                "`sink.kind` is `s3`, which is not supported yet; use `dir`",
+            ),
+            (
+                &[("sink.kind", "\"ftp\"")],
+                "`sink.kind` is `ftp`; expected one of",
+            ),
+            (
+                &[("state.url", "\"postgres://db/cdr\"")],
+                "`state.url` uses `postgres://`, which is not supported yet",
+            ),
+            (
+                &[("state.url", "\"./state.db\"")],
+                "`state.url` must be a sqlite://PATH URL",
+            ),
+            (
+                &[("cxone.client_secret", "\"vault:kv/cdr#s\"")],
+                "`cxone.client_secret` is wrong: secret references of kind `vault:` are not supported yet",
+            ),
+            (
+                &[("cxone.refresh_token", "\"env:RT\"")],
+                "`cxone.refresh_token` is wrong: `env:RT` cannot hold the refresh token",
+            ),
+            (
+                &[("cxone.username", "\"svc\"")],
+                "`cxone.password` is required",
+            ),
+            (
+                &[("cxone.read_timeout", "\"0s\"")],
+                "`cxone.read_timeout` must be longer than 0s",
+            ),
+            (
+                &[("cxone.max_retries", "\"3\"")],
+                "`cxone.max_retries` must be a whole number",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let e = err(pairs);
+            assert!(e.contains(expected), "expected `{expected}` in: {e}");
+            assert!(e.starts_with("config text (in /etc/cdrsync): `"), "{e}");
+        }
+        let e = load_str("[cxone]\nbase_url = \"https://x\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config text (in /etc/cdrsync): `cxone.client_id` is required"
+        );
+        let e = load_str("poll = 3\n").unwrap_err();
+        assert!(e.to_string().contains("`poll` must be a table"), "{e}");
+    }
+
+    #[test]
+    fn a_literal_secret_is_refused_and_never_echoed() {
+        let e = load_str(&with(&[("cxone.client_secret", "\"hunter2\"")])).unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(
+            shown.contains("`cxone.client_secret` is wrong: the value is not a secret reference"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -322,7 +322,7 @@ impl Job {
             self.save(key, rec, JobState::Polling).await?;
         }
         let cfg = &self.config.poll;
-        let loopback = is_loopback(&self.config.cxone.base_url);
+        let loopback = crate::config::is_loopback(&self.config.cxone.base_url);
         let mut backoff = PollBackoff::new(cfg.initial, cfg.factor, cfg.max, loopback, seed());
         let mut guard = ManifestGuard::default();
         let mut last: Option<(String, Vec<FileEntry>)> = None;
@@ -546,7 +546,12 @@ pub fn schema_of(config: &Config) -> cdr_normalise::Schema {
     cdr_normalise::Schema {
         columns: config.job.columns.clone(),
         critical: config.job.critical.clone(),
-        types: config.job.types.clone(),
+        types: config
+            .job
+            .types
+            .iter()
+            .map(|(column, t)| (column.clone(), t.as_str().parse().expect("config type names are the normaliser's")))
+            .collect(),
     }
 }
 
@@ -593,16 +598,6 @@ fn merge_to_file(
     let file = buffered.into_inner().map_err(|e| MergeError::Io(e.into_error()))?;
     file.sync_all().map_err(MergeError::Io)?;
     Ok((report, bytes, sha))
-}
-
-/// Loopback hosts may poll faster than 15 s (tests, the demo); nothing else may.
-pub fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 fn seed() -> u64 {

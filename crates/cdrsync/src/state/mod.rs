@@ -104,7 +104,10 @@ pub enum Lease {
     /// We hold it until `expires` (renew before then).
     Acquired { expires: DateTime<Utc> },
     /// Someone else does.
-    HeldBy { owner: String, expires: DateTime<Utc> },
+    HeldBy {
+        owner: String,
+        expires: DateTime<Utc>,
+    },
 }
 
 /// Persists job records and day leases.
@@ -116,7 +119,12 @@ pub trait JobStore: Send + Sync {
     /// The most recent days, newest first.
     async fn recent(&self, limit: usize) -> Result<Vec<(JobKey, JobRecord)>, StateError>;
     /// Takes the lease of `key` for `owner` if it is free, expired or already ours; renews it.
-    async fn acquire_lease(&self, key: &JobKey, owner: &str, ttl: Duration) -> Result<Lease, StateError>;
+    async fn acquire_lease(
+        &self,
+        key: &JobKey,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StateError>;
     /// Gives the lease back (no error if it is not ours any more).
     async fn release_lease(&self, key: &JobKey, owner: &str) -> Result<(), StateError>;
     /// Names the store for messages, e.g. `sqlite:///var/lib/cdrsync/state.db`.

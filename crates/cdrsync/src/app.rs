@@ -18,14 +18,14 @@ pub const SCOPE: &str = "data:download:read data:download:write offline";
 /// Opens the configured job store.
 pub fn open_store(config: &Config) -> Result<Arc<dyn JobStore>, JobError> {
     match &config.state {
-        StateConfig::Sqlite { path } => Ok(Arc::new(SqliteJobStore::open(path)?)),
+        StateConfig::Sqlite { path } => Ok(SqliteJobStore::open(path)?),
     }
 }
 
 /// Opens the configured sink.
 pub fn open_sink(config: &Config) -> Result<Arc<dyn Sink>, JobError> {
     match &config.sink {
-        SinkConfig::Dir { path } => Ok(Arc::new(DirSink::new(path.clone()))),
+        SinkConfig::Dir { path } => Ok(DirSink::new(path.clone())),
     }
 }
 

@@ -203,13 +203,12 @@ impl Downloader {
         if response.offset != have {
             have = 0; // the server ignored `Range`: take the whole part again
         }
-        if let (Some(total), Some(size)) = (response.total_length, entry.file_size) {
-            if total != size {
+        if let (Some(total), Some(size)) = (response.total_length, entry.file_size)
+            && total != size {
                 return Err(AttemptError::Corrupt(format!(
                     "the server announces {total} bytes but the manifest's fileSize is {size}"
                 )));
             }
-        }
         let mut hasher = Sha256::new();
         let mut file = if have > 0 {
             hash_prefix(path, have, &mut hasher).await.map_err(AttemptError::Io)?;
@@ -255,14 +254,13 @@ impl Downloader {
         }
         result?;
         flushed.map_err(AttemptError::Io)?;
-        if let Some(size) = entry.file_size {
-            if received != size {
+        if let Some(size) = entry.file_size
+            && received != size {
                 // Fewer bytes than announced and the connection closed cleanly: a short body.
                 return Err(AttemptError::Resumable(format!(
                     "{received} of {size} bytes arrived"
                 )));
             }
-        }
         let sha: [u8; 32] = hasher.finalize().into();
         let want = entry.sha256.as_deref().map(|s| {
             parse_hex_sha256(s).ok_or_else(|| format!("the manifest's sha256 `{s}` is not hex"))
@@ -270,15 +268,14 @@ impl Downloader {
         if let Some(Err(bad)) = &want {
             return Err(AttemptError::Corrupt(bad.clone()));
         }
-        if let Some(Ok(want)) = want {
-            if want != sha {
+        if let Some(Ok(want)) = want
+            && want != sha {
                 return Err(AttemptError::Corrupt(format!(
                     "SHA-256 {} does not match the manifest's {}",
                     hex_lower(&sha),
                     hex_lower(&want)
                 )));
             }
-        }
         if let Some(digest) = response.content_digest {
             // Content-Digest covers the representation sent; on a 206 it is not comparable.
             if response.offset == 0 && digest != sha {

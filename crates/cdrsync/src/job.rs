@@ -93,8 +93,8 @@ impl Job {
     pub async fn run(&self, date: NaiveDate, force: bool) -> Result<Outcome, JobError> {
         let key = self.key(date);
         let result = self.run_leased(&key, force).await;
-        if let Err(error) = &result {
-            if let Some(event) = error.alert_event() {
+        if let Err(error) = &result
+            && let Some(event) = error.alert_event() {
                 let request_id = match self.store.load(&key).await {
                     Ok(Some(r)) => r.request_id,
                     _ => None,
@@ -103,17 +103,15 @@ impl Job {
                     .send(&Alert::new(event, error.to_string(), date, request_id))
                     .await;
             }
-        }
         result
     }
 
     async fn run_leased(&self, key: &JobKey, force: bool) -> Result<Outcome, JobError> {
         // A day already done is a no-op: no lease, no request, nothing rewritten.
-        if !force {
-            if let Some(done) = self.already_done(key).await? {
+        if !force
+            && let Some(done) = self.already_done(key).await? {
                 return Ok(done);
             }
-        }
         match self.store.acquire_lease(key, &self.owner, LEASE_TTL).await? {
             Lease::Acquired { .. } => {}
             Lease::HeldBy { owner, .. } => {
@@ -172,11 +170,10 @@ impl Job {
             }
         };
         // Re-check under the lease: another run may have finished the day meanwhile.
-        if !force && rec.state == JobState::Done {
-            if let Some(m) = self.sink.manifest(key).await? {
+        if !force && rec.state == JobState::Done
+            && let Some(m) = self.sink.manifest(key).await? {
                 return Ok(Outcome::AlreadyDone(m));
             }
-        }
         if force || matches!(rec.state, JobState::Done | JobState::Failed) {
             next_generation(&mut rec);
         }
@@ -530,11 +527,10 @@ impl Job {
             .staging_dir
             .join(&key.report_type)
             .join(format!("date={}", key.date));
-        if let Err(e) = tokio::fs::remove_dir_all(&day_staging).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
+        if let Err(e) = tokio::fs::remove_dir_all(&day_staging).await
+            && e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!("could not remove staging {}: {e}", day_staging.display());
             }
-        }
         rec.finished_at = Some(Utc::now());
         rec.reason = None;
         self.save(key, rec, JobState::Done).await

@@ -7,7 +7,7 @@
 //! - [`window`]: [`window::Window`], the UTC day, and the `X-Request-Id` of a day.
 //! - [`state`]: the [`state::JobStore`] trait (records + leases) and its SQLite backend.
 //! - [`sink`]: the [`sink::Sink`] trait and its `dir` backend.
-//! - [`manifest`]: `_manifest.json`.
+//! - [`manifest`]: the `_manifest.json` written beside each published day.
 //! - [`poll`]: the polling backoff and the manifest guard.
 //! - [`download`]: bounded-concurrency, verified part downloads into staging.
 //! - [`digest`]: SHA-256 helpers shared by download and publish.

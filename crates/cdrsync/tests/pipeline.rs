@@ -96,7 +96,7 @@ async fn a_crash_after_requested_resumes_the_same_request() {
         .await;
     assert!(crashed.is_err());
     assert_eq!(h.sim.counters().creates, 1);
-    let first = h.sim.creates()[0].x_request_id.clone();
+    let first = h.sim.creates()[0].x_request_id.clone().unwrap();
 
     h.run(date).await.expect("the rerun finishes the day");
     let c = h.sim.counters();

@@ -204,12 +204,7 @@ impl SqliteJobStore {
             .map_err(|e| fail(e.to_string()))?;
         // WAL: readers (`cdrsync status`) never block the running job. FULL: a commit is on
         // disk when `save` returns, which the state machine relies on after every step.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(|e| fail(format!("cannot enable WAL: {e}")))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(fail(format!("journal mode is {mode}, not wal")));
-        }
+        enable_wal(&conn).map_err(|e| fail(format!("cannot enable WAL: {e}")))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| fail(e.to_string()))?;
         migrate(&mut conn).map_err(fail)?;
@@ -244,6 +239,29 @@ impl SqliteJobStore {
         .await
         .map_err(|e| fail(format!("database task failed: {e}")))?
         .map_err(fail)
+    }
+}
+
+/// Switches the file to WAL (a persistent property of the file, so only its first opener
+/// changes anything). SQLite answers a mode change that races another connection's with
+/// SQLITE_BUSY without consulting the busy handler, so busy answers are retried here, within
+/// the same budget as `busy_timeout`.
+fn enable_wal(conn: &Connection) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let mode =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0));
+        match mode {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => return Err(format!("the journal mode stayed {mode}")),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -522,6 +540,25 @@ mod tests {
     }
 
     #[test]
+    fn many_processes_can_open_a_fresh_file_at_once() {
+        // The first open of a file switches it to WAL and creates the schema; openers that
+        // race it must wait for it, not fail with "database is locked".
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("fresh.db");
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || SqliteJobStore::open(&path).map(drop))
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn two_processes_compete_for_one_lease_and_exactly_one_wins() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shared.db");
@@ -542,8 +579,10 @@ mod tests {
                         .build()
                         .unwrap();
                     rt.block_on(async {
-                        let store = SqliteJobStore::open(&path).unwrap();
+                        let store = SqliteJobStore::open(&path);
+                        // Wait even if open failed, so the others are not left hanging.
                         barrier.wait();
+                        let store = store.unwrap();
                         let owner = format!("worker-{i}");
                         let lease = store
                             .acquire_lease(&key, &owner, Duration::from_secs(60))

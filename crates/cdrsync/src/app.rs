@@ -18,21 +18,21 @@ pub const SCOPE: &str = "data:download:read data:download:write offline";
 /// Opens the configured job store.
 pub fn open_store(config: &Config) -> Result<Arc<dyn JobStore>, JobError> {
     match &config.state {
-        StateConfig::Sqlite { path } => Ok(SqliteJobStore::open(path)?),
+        StateConfig::Sqlite { path } => Ok(Arc::new(SqliteJobStore::open(path)?)),
     }
 }
 
 /// Opens the configured sink.
 pub fn open_sink(config: &Config) -> Result<Arc<dyn Sink>, JobError> {
     match &config.sink {
-        SinkConfig::Dir { path } => Ok(DirSink::new(path.clone())),
+        SinkConfig::Dir { path } => Ok(Arc::new(DirSink::new(path.clone()))),
     }
 }
 
 /// Resolves a secret reference from the config (relative `file:` paths against its folder).
 async fn secret(reference: &str, config: &Config) -> Result<cxone::Secret, JobError> {
     let r = SecretRef::parse(reference)?.resolved_against(&config.base_dir);
-    Ok(secrets::resolve(&r).await?)
+    Ok(secrets::resolve(&r)?)
 }
 
 /// Builds the job for `config`.

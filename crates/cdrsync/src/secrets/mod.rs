@@ -130,27 +130,22 @@ impl std::fmt::Display for SecretRef {
 }
 
 /// Reads the secret a reference points at, from the process environment or the file.
-pub async fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
-    resolve_with_env(reference, &|name| std::env::var_os(name)).await
+///
+/// Synchronous: it runs once per secret at start-up and reads at most one small file, so
+/// callers in async code may call it directly.
+pub fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
+    resolve_with_env(reference, &|name| std::env::var_os(name))
 }
 
-/// [`resolve`] with an injectable environment (for tests; editions ≥ 2024 make
+/// [`resolve`] with an injectable environment (for tests: editions ≥ 2024 make
 /// `set_var` unsafe, and tests run in parallel threads).
-pub async fn resolve_with_env(
+pub fn resolve_with_env(
     reference: &SecretRef,
     lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Secret, SecretError> {
     match reference {
         SecretRef::Env(name) => env::read(name, lookup),
-        SecretRef::File(path) => {
-            let owned = path.clone();
-            tokio::task::spawn_blocking(move || file::read_secret_file(&owned))
-                .await
-                .map_err(|e| SecretError::FileRead {
-                    path: path.clone(),
-                    source: std::io::Error::other(e),
-                })?
-        }
+        SecretRef::File(path) => file::read_secret_file(path),
     }
 }
 
@@ -255,20 +250,34 @@ mod tests {
         assert_eq!(store.describe(), "file:/srv/c/tok");
     }
 
-    #[tokio::test]
-    async fn resolve_env_names_the_variable_never_the_value() {
+    #[test]
+    fn resolve_env_names_the_variable_never_the_value() {
         let lookup = |name: &str| (name == "SET").then(|| "hunter2".into());
-        let s = resolve_with_env(&SecretRef::Env("SET".into()), &lookup)
-            .await
-            .unwrap();
+        let s = resolve_with_env(&SecretRef::Env("SET".into()), &lookup).unwrap();
         assert_eq!(s.expose(), "hunter2");
         assert!(!format!("{s:?} {s}").contains("hunter2"));
-        let err = resolve_with_env(&SecretRef::Env("CXONE_MISSING".into()), &lookup)
-            .await
-            .unwrap_err();
+        let err = resolve_with_env(&SecretRef::Env("CXONE_MISSING".into()), &lookup).unwrap_err();
         assert_eq!(
             err.to_string(),
             "environment variable CXONE_MISSING is not set"
         );
+    }
+
+    #[test]
+    fn resolve_reads_an_owner_only_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client_secret");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let r = SecretRef::parse("file:client_secret")
+            .unwrap()
+            .resolved_against(dir.path());
+        assert_eq!(resolve(&r).unwrap().expose(), "hunter2");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            resolve(&r),
+            Err(SecretError::FileMode { mode: 0o640, .. })
+        ));
     }
 }

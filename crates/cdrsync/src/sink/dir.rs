@@ -1,3 +1,501 @@
-//! stub
-pub struct DirSink;
-impl DirSink { pub fn new(_p: std::path::PathBuf) -> std::sync::Arc<dyn super::Sink> { todo!() } }
+//! The `dir` sink: a Hive-style folder tree that DuckDB, Spark and Athena read directly
+//! (DESIGN.md §3): `{root}/{report_type}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`) with
+//! `_manifest.json` beside it, written last.
+//!
+//! A reader must see the old day or the new one, never a mix. A folder cannot be swapped
+//! atomically, so a replacement runs in an order that keeps the manifest honest:
+//! 1. the new data is brought into the day folder under a hidden temp name (renamed from
+//!    staging when on the same filesystem, else copied) and fsynced;
+//! 2. the old `_manifest.json` is removed (the day now reads as "not published");
+//! 3. the data is renamed over the old data file, and a data file of the other format
+//!    (`cdr.csv` vs `cdr.ndjson`) is removed;
+//! 4. the new manifest is written (temp, fsync, rename) and the folder fsynced.
+//!
+//! A crash at any point leaves either a complete day with its manifest or a day without a
+//! manifest, which [`Sink::manifest`] reports as absent, so the job publishes it again.
+//! Temp names start with `.`, which Hive-style readers skip. A successful publish consumes
+//! the staged file (renamed, or copied then removed); a failed one leaves it in place.
+
+use super::{Sink, SinkError};
+use crate::manifest::Manifest;
+use crate::state::JobKey;
+use async_trait::async_trait;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// The manifest's file name.
+pub const MANIFEST_NAME: &str = "_manifest.json";
+
+/// The data file names the job publishes; publishing one removes the other.
+pub const DATA_NAMES: [&str; 2] = ["cdr.csv", "cdr.ndjson"];
+
+/// Publishes days into a folder tree.
+#[derive(Debug, Clone)]
+pub struct DirSink {
+    root: PathBuf,
+}
+
+impl DirSink {
+    /// A sink rooted at `root` (created on first publish).
+    pub fn new(root: PathBuf) -> Self {
+        DirSink { root }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The day's folder: `{root}/{report_type}/date=YYYY-MM-DD`.
+    pub fn day_dir(&self, key: &JobKey) -> PathBuf {
+        self.root
+            .join(&key.report_type)
+            .join(format!("date={}", key.date.format("%Y-%m-%d")))
+    }
+
+    fn error(&self, key: &JobKey, message: impl std::fmt::Display) -> SinkError {
+        SinkError {
+            sink: format!("dir:{}", self.root.display()),
+            message: format!("{key}: {message}"),
+        }
+    }
+
+    /// The day folder, after checking that the key cannot escape the root.
+    fn checked_day_dir(&self, key: &JobKey) -> Result<PathBuf, SinkError> {
+        if !is_plain_name(&key.report_type) {
+            return Err(self.error(
+                key,
+                format!("report type `{}` cannot be a folder name", key.report_type),
+            ));
+        }
+        Ok(self.day_dir(key))
+    }
+}
+
+/// One normal path component that readers do not skip: no `/`, `..`, or leading `.`/`_`.
+fn is_plain_name(name: &str) -> bool {
+    let mut components = Path::new(name).components();
+    matches!(components.next(), Some(Component::Normal(_)))
+        && components.next().is_none()
+        && !name.starts_with('.')
+        && !name.starts_with('_')
+}
+
+/// A hidden, unique temp name in `dir` for `name`.
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(
+        ".{name}.tmp.{}.{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn remove_if_present(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `dir` and any missing parents, fsyncing each parent whose entries changed so the
+/// new folders survive a crash.
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dirs(parent)?;
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(parent),
+            // Another publisher created it in the meantime.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    } else {
+        fs::create_dir_all(dir)
+    }
+}
+
+/// Where the staged data sits while a publish runs, so a failure can undo the move.
+enum Staged {
+    /// Renamed from `from` (same filesystem): rename back on failure.
+    Moved { from: PathBuf, temp: PathBuf },
+    /// Copied: remove on failure.
+    Copied { temp: PathBuf },
+}
+
+impl Staged {
+    fn temp(&self) -> &Path {
+        match self {
+            Staged::Moved { temp, .. } | Staged::Copied { temp } => temp,
+        }
+    }
+
+    /// Best effort: puts things back as they were before the publish.
+    fn undo(&self) {
+        match self {
+            Staged::Moved { from, temp } => {
+                let _ = fs::rename(temp, from);
+            }
+            Staged::Copied { temp } => {
+                let _ = fs::remove_file(temp);
+            }
+        }
+    }
+}
+
+/// Brings `data` into `day` under a temp name, durably.
+fn stage_into(data: &Path, day: &Path, data_name: &str) -> io::Result<Staged> {
+    let temp = temp_path(day, data_name);
+    let staged = match fs::rename(data, &temp) {
+        Ok(()) => Staged::Moved {
+            from: data.to_path_buf(),
+            temp,
+        },
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            let copied = Staged::Copied { temp };
+            if let Err(e) = fs::copy(data, copied.temp()) {
+                copied.undo();
+                return Err(e);
+            }
+            copied
+        }
+        Err(e) => return Err(e),
+    };
+    // Whoever wrote the staged file may not have fsynced it; the rename of step 3 must not
+    // reach the disk before the bytes do.
+    let synced = OpenOptions::new()
+        .write(true)
+        .open(staged.temp())
+        .and_then(|f| f.sync_all());
+    if let Err(e) = synced {
+        staged.undo();
+        return Err(e);
+    }
+    Ok(staged)
+}
+
+/// Writes `bytes` to `dir/name` via a hidden temp file, fsync and rename.
+fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let temp = temp_path(dir, name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// The replacement sequence of the module docs, run on a blocking thread.
+fn publish_blocking(
+    day: &Path,
+    data: &Path,
+    data_name: &str,
+    manifest_json: &[u8],
+) -> Result<(), String> {
+    create_dirs(day).map_err(|e| format!("cannot create {}: {e}", day.display()))?;
+    let staged = stage_into(data, day, data_name).map_err(|e| {
+        format!(
+            "cannot bring {} into {}: {e}",
+            data.display(),
+            day.display()
+        )
+    })?;
+
+    let manifest_path = day.join(MANIFEST_NAME);
+    let unpublish = remove_if_present(&manifest_path).and_then(|_| sync_dir(day));
+    if let Err(e) = unpublish {
+        staged.undo();
+        return Err(format!(
+            "cannot remove the old {}: {e}",
+            manifest_path.display()
+        ));
+    }
+    let target = day.join(data_name);
+    if let Err(e) = fs::rename(staged.temp(), &target) {
+        staged.undo();
+        return Err(format!(
+            "cannot rename the data into {}: {e}",
+            target.display()
+        ));
+    }
+    // From here the new data is in place: a failure leaves a day without a manifest,
+    // which reads as unpublished and is published again by the next run.
+    for other in DATA_NAMES.iter().filter(|n| **n != data_name) {
+        let stale = day.join(other);
+        remove_if_present(&stale)
+            .map_err(|e| format!("cannot remove the stale {}: {e}", stale.display()))?;
+    }
+    write_file_atomically(day, MANIFEST_NAME, manifest_json)
+        .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))?;
+    sync_dir(day).map_err(|e| format!("cannot fsync {}: {e}", day.display()))?;
+    // A publish consumes the staged file either way, so callers see one behaviour.
+    if let Staged::Copied { .. } = staged {
+        let _ = fs::remove_file(data);
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Sink for DirSink {
+    async fn manifest(&self, key: &JobKey) -> Result<Option<Manifest>, SinkError> {
+        let path = self.checked_day_dir(key)?.join(MANIFEST_NAME);
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || fs::read(&path))
+                .await
+                .map_err(|e| self.error(key, format!("file task failed: {e}")))?
+        };
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.error(key, format!("cannot read {}: {e}", path.display()))),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            self.error(
+                key,
+                format!("{} is not a valid manifest: {e}", path.display()),
+            )
+        })
+    }
+
+    async fn publish(
+        &self,
+        key: &JobKey,
+        data: &Path,
+        data_name: &str,
+        manifest: &Manifest,
+    ) -> Result<(), SinkError> {
+        if !DATA_NAMES.contains(&data_name) {
+            return Err(self.error(
+                key,
+                format!(
+                    "data file name `{data_name}` is not one of {}",
+                    DATA_NAMES.join(", ")
+                ),
+            ));
+        }
+        let day = self.checked_day_dir(key)?;
+        let mut manifest_json = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| self.error(key, format!("cannot encode the manifest: {e}")))?;
+        manifest_json.push(b'\n');
+        let (data, data_name) = (data.to_path_buf(), data_name.to_string());
+        tokio::task::spawn_blocking(move || {
+            publish_blocking(&day, &data, &data_name, &manifest_json)
+        })
+        .await
+        .map_err(|e| self.error(key, format!("file task failed: {e}")))?
+        .map_err(|message| self.error(key, message))
+    }
+
+    fn location(&self, key: &JobKey) -> String {
+        self.day_dir(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::conformance::{
+        DayFiles, run_sink_conformance, run_sink_conformance_with_reader, sample_manifest,
+    };
+    use chrono::NaiveDate;
+    use futures_util::FutureExt;
+
+    fn key(date: &str) -> JobKey {
+        JobKey {
+            report_type: "callDetailRecords".into(),
+            report_id: "default".into(),
+            date: NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+        }
+    }
+
+    /// Every file in the day folder, hidden ones included: the suite checks that no temp
+    /// file is left behind and no second copy exists.
+    fn read_day(sink: &DirSink, key: &JobKey) -> DayFiles {
+        let dir = sink.day_dir(key);
+        let mut files = DayFiles::new();
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries {
+                let entry = entry.unwrap();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                files.insert(name, fs::read(entry.path()).unwrap());
+            }
+        }
+        files
+    }
+
+    #[tokio::test]
+    async fn dir_sink_passes_the_sink_conformance_suite() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let sink = DirSink::new(root.path().join("out"));
+        run_sink_conformance(&sink, staging.path()).await;
+    }
+
+    #[tokio::test]
+    async fn dir_sink_passes_the_suite_with_its_files_inspected() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let sink = DirSink::new(root.path().to_path_buf());
+        let reader = {
+            let sink = sink.clone();
+            move |key: &JobKey| {
+                let files = read_day(&sink, key);
+                async move { files }.boxed()
+            }
+        };
+        run_sink_conformance_with_reader(&sink, staging.path(), &reader).await;
+    }
+
+    #[tokio::test]
+    async fn layout_is_hive_style() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let sink = DirSink::new(root.path().to_path_buf());
+        let k = key("2024-05-15");
+        let data = staging.path().join("merged.csv");
+        fs::write(&data, "CallId,extra_columns\r\n1,\r\n").unwrap();
+        sink.publish(&k, &data, "cdr.csv", &sample_manifest(1, b"x"))
+            .await
+            .unwrap();
+        let day = root.path().join("callDetailRecords/date=2024-05-15");
+        assert_eq!(sink.location(&k), day.display().to_string());
+        assert_eq!(
+            fs::read(day.join("cdr.csv")).unwrap(),
+            b"CallId,extra_columns\r\n1,\r\n"
+        );
+        let text = fs::read_to_string(day.join(MANIFEST_NAME)).unwrap();
+        assert!(
+            text.starts_with("{\n  \"request_id\""),
+            "pretty JSON: {text}"
+        );
+        assert!(
+            !data.exists(),
+            "a same-filesystem publish renames the staged file"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_staged_file_on_another_filesystem_is_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        // tmpfs at /dev/shm is another device than the temp dir on most Linux hosts; where
+        // it is not, the rename path (tested above) is the one that runs.
+        let Ok(staging) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("no /dev/shm: cross-filesystem copy not exercised");
+            return;
+        };
+        let other_device =
+            fs::metadata(staging.path()).unwrap().dev() != fs::metadata(root.path()).unwrap().dev();
+        let sink = DirSink::new(root.path().to_path_buf());
+        let k = key("2024-05-15");
+        let data = staging.path().join("merged.csv");
+        fs::write(&data, "CallId\r\n7\r\n").unwrap();
+        sink.publish(&k, &data, "cdr.csv", &sample_manifest(1, b"x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            fs::read(sink.day_dir(&k).join("cdr.csv")).unwrap(),
+            b"CallId\r\n7\r\n"
+        );
+        assert!(
+            !data.exists(),
+            "the staged file is consumed (other device: {other_device})"
+        );
+        let names: Vec<_> = fs::read_dir(sink.day_dir(&k))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "no temp file left behind: {names:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unparseable_manifest_is_an_error_naming_its_path() {
+        let root = tempfile::tempdir().unwrap();
+        let sink = DirSink::new(root.path().to_path_buf());
+        let k = key("2024-05-15");
+        fs::create_dir_all(sink.day_dir(&k)).unwrap();
+        let path = sink.day_dir(&k).join(MANIFEST_NAME);
+        fs::write(&path, "{ not json").unwrap();
+        let err = sink.manifest(&k).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("not a valid manifest"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_keeps_the_staged_file_and_leaves_no_temp() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let sink = DirSink::new(root.path().to_path_buf());
+        let k = key("2024-05-15");
+        let data = staging.path().join("merged.csv");
+        fs::write(&data, "CallId\r\n1\r\n").unwrap();
+        // A folder where the data file should go makes the final rename fail.
+        fs::create_dir_all(sink.day_dir(&k).join("cdr.csv/blocker")).unwrap();
+        let err = sink
+            .publish(&k, &data, "cdr.csv", &sample_manifest(1, b"x"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot rename the data into"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read(&data).unwrap(),
+            b"CallId\r\n1\r\n",
+            "staged file moved back"
+        );
+        let names: Vec<_> = fs::read_dir(sink.day_dir(&k))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["cdr.csv"], "no temp file left behind");
+        assert!(sink.manifest(&k).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn names_that_escape_the_root_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let sink = DirSink::new(root.path().to_path_buf());
+        let data = staging.path().join("m.csv");
+        fs::write(&data, "x").unwrap();
+        let m = sample_manifest(1, b"x");
+        for report_type in ["..", "a/b", ".hidden", "_x", ""] {
+            let k = JobKey {
+                report_type: report_type.into(),
+                ..key("2024-05-15")
+            };
+            let err = sink.publish(&k, &data, "cdr.csv", &m).await.unwrap_err();
+            assert!(err.to_string().contains("cannot be a folder name"), "{err}");
+        }
+        for name in ["../cdr.csv", "_manifest.json", "cdr.parquet"] {
+            let err = sink
+                .publish(&key("2024-05-15"), &data, name, &m)
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("is not one of cdr.csv, cdr.ndjson"),
+                "{err}"
+            );
+        }
+        assert!(data.exists());
+    }
+}

@@ -4,6 +4,7 @@
 //! small trait: `publish` must replace a day as a whole (never append a second copy) and
 //! write the manifest last.
 
+pub mod conformance;
 pub mod dir;
 
 use crate::manifest::Manifest;

@@ -4,6 +4,7 @@
 //! Backends: [`sqlite`] (the default, `sqlite://path`). A PostgreSQL store shared by many
 //! workers fits the same trait.
 
+pub mod conformance;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -1,0 +1,219 @@
+//! The behaviour every [`Sink`] backend must show, as one suite each backend's tests run
+//! (`dir` now; object stores and PostgreSQL next). It panics, with a message saying which
+//! promise broke.
+//!
+//! [`run_sink_conformance`] checks what the trait itself can see: publish, the manifest
+//! round trip, replacing a day, days independent of each other.
+//! [`run_sink_conformance_with_reader`] also looks at what a reader of the destination
+//! sees (every object of the day, hidden ones included), to check that a replacement leaves
+//! exactly one data file and the manifest, with no second copy and no temp file.
+//! Run either against an empty destination.
+
+use super::Sink;
+use crate::manifest::{Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
+use crate::state::JobKey;
+use crate::window::Window;
+use chrono::{NaiveDate, TimeZone, Utc};
+use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Every object a reader sees in one day's location: name → bytes.
+pub type DayFiles = BTreeMap<String, Vec<u8>>;
+
+/// Reads a day's objects as a reader of the destination would.
+pub type DayReader<'a> = &'a (dyn Fn(&JobKey) -> BoxFuture<'static, DayFiles> + Sync);
+
+const MANIFEST_NAME: &str = "_manifest.json";
+
+fn key(date: &str) -> JobKey {
+    JobKey {
+        report_type: "callDetailRecords".into(),
+        report_id: "default".into(),
+        date: NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+    }
+}
+
+/// A complete manifest for a published file holding `data`.
+pub fn sample_manifest(generation: u32, data: &[u8]) -> Manifest {
+    let window = Window::for_date(NaiveDate::from_ymd_opt(2024, 5, 15).unwrap());
+    Manifest {
+        request_id: format!("req-{generation}"),
+        x_request_id: "ea27a4f9-ea54-54bd-b615-c0d643346808".into(),
+        generation,
+        window: ManifestWindow {
+            from: window.from_date(),
+            to: window.to_date(),
+        },
+        parts: vec![ManifestPart {
+            file_name: "cdr_export_20240515_part001.csv".into(),
+            bytes: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+            rows: 1,
+            columns_seen: vec!["CallId".into()],
+        }],
+        rows: 1,
+        bytes: data.len() as u64,
+        sha256: hex::encode(Sha256::digest(data)),
+        columns: vec!["CallId".into(), "extra_columns".into()],
+        extra_columns_seen: vec![],
+        schema: SchemaOutcome::default(),
+        created_at: Utc.with_ymd_and_hms(2024, 5, 16, 2, 0, 0).unwrap(),
+    }
+}
+
+/// Writes `data` as a new staged file (the sink may consume it).
+fn stage(staging: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = staging.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+/// Runs the trait-level checks against `sink`; `staging` is a writable local folder.
+pub async fn run_sink_conformance(sink: &dyn Sink, staging: &Path) {
+    run_suite(sink, staging, None).await;
+}
+
+/// [`run_sink_conformance`] plus checks of what a reader of the destination sees.
+pub async fn run_sink_conformance_with_reader(
+    sink: &dyn Sink,
+    staging: &Path,
+    reader: DayReader<'_>,
+) {
+    run_suite(sink, staging, Some(reader)).await;
+}
+
+/// Asserts that the day holds exactly `data_name` with `data` and a manifest equal to
+/// `manifest`, and nothing else.
+async fn assert_day(
+    reader: DayReader<'_>,
+    key: &JobKey,
+    data_name: &str,
+    data: &[u8],
+    manifest: &Manifest,
+    what: &str,
+) {
+    let files = reader(key).await;
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    let mut expected = vec![data_name, MANIFEST_NAME];
+    expected.sort_unstable();
+    assert_eq!(
+        names, expected,
+        "{what}: the day must hold exactly the data file and the manifest"
+    );
+    assert_eq!(
+        files[data_name], data,
+        "{what}: the data file must hold the published bytes"
+    );
+    let written: Manifest = serde_json::from_slice(&files[MANIFEST_NAME])
+        .unwrap_or_else(|e| panic!("{what}: the manifest must be valid JSON: {e}"));
+    assert_eq!(
+        &written, manifest,
+        "{what}: the stored manifest must be the published one"
+    );
+}
+
+async fn run_suite(sink: &dyn Sink, staging: &Path, reader: Option<DayReader<'_>>) {
+    let day = key("2024-05-15");
+    let next_day = key("2024-05-16");
+    assert!(
+        sink.location(&day).contains("2024-05-15"),
+        "location() must name the day: {}",
+        sink.location(&day)
+    );
+    assert_eq!(
+        sink.manifest(&day).await.unwrap(),
+        None,
+        "an unpublished day has no manifest"
+    );
+
+    // Publish and read back.
+    let first = b"CallId,extra_columns\r\n1,\r\n".as_slice();
+    let m1 = sample_manifest(1, first);
+    sink.publish(&day, &stage(staging, "first.csv", first), "cdr.csv", &m1)
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.manifest(&day).await.unwrap().as_ref(),
+        Some(&m1),
+        "manifest must round-trip"
+    );
+    if let Some(reader) = reader {
+        assert_day(reader, &day, "cdr.csv", first, &m1, "first publish").await;
+    }
+
+    // Replace the day: new content, one copy, the new manifest.
+    let second = b"CallId,extra_columns\r\n1,\r\n2,\r\n".as_slice();
+    let m2 = sample_manifest(2, second);
+    sink.publish(&day, &stage(staging, "second.csv", second), "cdr.csv", &m2)
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.manifest(&day).await.unwrap().as_ref(),
+        Some(&m2),
+        "a replaced day must carry the new manifest"
+    );
+    if let Some(reader) = reader {
+        assert_day(reader, &day, "cdr.csv", second, &m2, "replacement").await;
+    }
+
+    // Another day leaves the first intact.
+    let other = b"CallId,extra_columns\r\n9,\r\n".as_slice();
+    let m3 = sample_manifest(1, other);
+    sink.publish(
+        &next_day,
+        &stage(staging, "other.csv", other),
+        "cdr.csv",
+        &m3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sink.manifest(&next_day).await.unwrap().as_ref(), Some(&m3));
+    assert_eq!(
+        sink.manifest(&day).await.unwrap().as_ref(),
+        Some(&m2),
+        "publishing one day must not touch another"
+    );
+    if let Some(reader) = reader {
+        assert_day(reader, &day, "cdr.csv", second, &m2, "after another day").await;
+        assert_day(reader, &next_day, "cdr.csv", other, &m3, "the other day").await;
+    }
+
+    // Switching format replaces the day too: no stale file of the old format remains.
+    let json = b"{\"CallId\":\"1\",\"extra_columns\":{}}\n".as_slice();
+    let m4 = sample_manifest(3, json);
+    sink.publish(
+        &day,
+        &stage(staging, "third.ndjson", json),
+        "cdr.ndjson",
+        &m4,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sink.manifest(&day).await.unwrap().as_ref(), Some(&m4));
+    if let Some(reader) = reader {
+        assert_day(reader, &day, "cdr.ndjson", json, &m4, "format switch").await;
+    }
+
+    // Re-publishing identical content is harmless (a retried publish).
+    sink.publish(
+        &day,
+        &stage(staging, "again.ndjson", json),
+        "cdr.ndjson",
+        &m4,
+    )
+    .await
+    .unwrap();
+    if let Some(reader) = reader {
+        assert_day(
+            reader,
+            &day,
+            "cdr.ndjson",
+            json,
+            &m4,
+            "identical re-publish",
+        )
+        .await;
+    }
+}

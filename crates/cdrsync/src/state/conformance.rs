@@ -1,0 +1,240 @@
+//! The behaviour every [`JobStore`] backend must show, as one suite each backend's tests run
+//! (SQLite now; PostgreSQL next). It panics, with a message saying which promise broke.
+//!
+//! Run it against an empty store: `recent` is checked for exact contents. Lease expiry is
+//! tested with a zero ttl (a lease that is already over), so no test sleeps.
+
+use super::{JobKey, JobRecord, JobState, JobStore, Lease};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use std::time::Duration;
+
+fn key(report_type: &str, date: &str) -> JobKey {
+    JobKey {
+        report_type: report_type.into(),
+        report_id: "default".into(),
+        date: NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+    }
+}
+
+/// A timestamp with nanoseconds, so a store that truncates precision is caught.
+fn at(secs: i64, nanos: u32) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, nanos).unwrap()
+}
+
+/// A record with every optional field set to a distinctive value.
+fn full_record(date: NaiveDate) -> JobRecord {
+    JobRecord {
+        date,
+        state: JobState::Downloading,
+        generation: 3,
+        x_request_id: Some("6f1c8a52-5a9e-5c4e-9a43-2f1d2b0c9e11".into()),
+        request_id: Some("req-éü-42".into()),
+        files_json: Some(r#"[{"fileName":"cdr_part001.csv","fileSize":123}]"#.into()),
+        parts: Some(7),
+        rows: Some(u64::from(u32::MAX) + 5),
+        requested_at: Some(at(1_715_731_200, 123_456_789)),
+        completed_at: Some(at(1_715_731_900, 1)),
+        queue_wait_secs: Some(700.25),
+        started_at: at(1_715_731_100, 999_999_999),
+        updated_at: at(1_715_732_000, 500),
+        finished_at: Some(at(1_715_733_000, 0)),
+        reason: Some("part 2 of 7: sha256 mismatch, retrying".into()),
+    }
+}
+
+/// Runs every check against `store`, which must start empty.
+pub async fn run_job_store_conformance(store: &dyn JobStore) {
+    let name = store.describe();
+    assert!(!name.is_empty(), "describe() must name the store");
+
+    // Round trip of every field, and of the all-None record.
+    let day = key("callDetailRecords", "2024-05-15");
+    assert_eq!(
+        store.load(&day).await.unwrap(),
+        None,
+        "{name}: a new store must be empty"
+    );
+    let full = full_record(day.date);
+    store.save(&day, &full).await.unwrap();
+    assert_eq!(
+        store.load(&day).await.unwrap().as_ref(),
+        Some(&full),
+        "{name}: load must return every field exactly as saved"
+    );
+    let sparse = JobRecord::planned(day.date, at(1_715_800_000, 42));
+    store.save(&day, &sparse).await.unwrap();
+    assert_eq!(
+        store.load(&day).await.unwrap().as_ref(),
+        Some(&sparse),
+        "{name}: save must replace the record, clearing fields that are now None"
+    );
+    for state in [
+        JobState::Planned,
+        JobState::Requested,
+        JobState::Polling,
+        JobState::Waiting,
+        JobState::Downloading,
+        JobState::Verified,
+        JobState::Published,
+        JobState::Done,
+        JobState::Failed,
+    ] {
+        let record = JobRecord {
+            state,
+            ..sparse.clone()
+        };
+        store.save(&day, &record).await.unwrap();
+        assert_eq!(
+            store.load(&day).await.unwrap().map(|r| r.state),
+            Some(state),
+            "{name}: state {state:?} must round-trip"
+        );
+    }
+
+    // Keys differ by every component.
+    let other_id = JobKey {
+        report_id: "custom".into(),
+        ..day.clone()
+    };
+    let other_type = key("agentSessions", "2024-05-15");
+    assert_eq!(
+        store.load(&other_id).await.unwrap(),
+        None,
+        "{name}: report_id is part of the key"
+    );
+    assert_eq!(
+        store.load(&other_type).await.unwrap(),
+        None,
+        "{name}: report_type is part of the key"
+    );
+
+    // recent(): newest date first, limited, one entry per key.
+    let dates = ["2024-05-13", "2024-05-16", "2024-05-14"];
+    for d in dates {
+        let k = key("callDetailRecords", d);
+        store
+            .save(&k, &JobRecord::planned(k.date, at(1_715_800_000, 0)))
+            .await
+            .unwrap();
+    }
+    let recent = store.recent(10).await.unwrap();
+    let listed: Vec<String> = recent.iter().map(|(k, _)| k.date.to_string()).collect();
+    assert_eq!(
+        listed,
+        ["2024-05-16", "2024-05-15", "2024-05-14", "2024-05-13"],
+        "{name}: recent() must list each day once, newest first"
+    );
+    for (k, r) in &recent {
+        assert_eq!(
+            k.date, r.date,
+            "{name}: recent() must pair each key with its record"
+        );
+        assert_eq!(k.report_type, "callDetailRecords");
+        assert_eq!(k.report_id, "default");
+    }
+    assert_eq!(
+        store.recent(2).await.unwrap().len(),
+        2,
+        "{name}: recent() must honour the limit"
+    );
+    assert_eq!(
+        store.recent(2).await.unwrap()[0].0.date.to_string(),
+        "2024-05-16"
+    );
+    assert!(
+        store.recent(0).await.unwrap().is_empty(),
+        "{name}: recent(0) is empty"
+    );
+
+    // Leases.
+    let ttl = Duration::from_secs(60);
+    let before = Utc::now();
+    let Lease::Acquired { expires } = store.acquire_lease(&day, "alpha", ttl).await.unwrap() else {
+        panic!("{name}: a free lease must be acquired");
+    };
+    assert!(
+        expires >= before + chrono::Duration::seconds(59),
+        "{name}: the lease must last its ttl"
+    );
+    match store.acquire_lease(&day, "beta", ttl).await.unwrap() {
+        Lease::HeldBy {
+            owner,
+            expires: held_until,
+        } => {
+            assert_eq!(owner, "alpha", "{name}: HeldBy must name the holder");
+            assert_eq!(held_until, expires, "{name}: HeldBy must say until when");
+        }
+        other => panic!("{name}: a held lease must not be granted to another owner: {other:?}"),
+    }
+    let Lease::Acquired { expires: renewed } =
+        store.acquire_lease(&day, "alpha", ttl).await.unwrap()
+    else {
+        panic!("{name}: the holder must be able to renew");
+    };
+    assert!(
+        renewed >= expires,
+        "{name}: renewing must not shorten the lease"
+    );
+    assert!(
+        matches!(
+            store.acquire_lease(&other_id, "beta", ttl).await.unwrap(),
+            Lease::Acquired { .. }
+        ),
+        "{name}: leases are per key"
+    );
+
+    // Release: by someone else is a no-op; by the holder frees it.
+    store.release_lease(&day, "beta").await.unwrap();
+    assert!(
+        matches!(
+            store.acquire_lease(&day, "gamma", ttl).await.unwrap(),
+            Lease::HeldBy { .. }
+        ),
+        "{name}: only the holder can release a lease"
+    );
+    store.release_lease(&day, "alpha").await.unwrap();
+    store.release_lease(&day, "alpha").await.unwrap();
+    assert!(
+        matches!(
+            store.acquire_lease(&day, "gamma", ttl).await.unwrap(),
+            Lease::Acquired { .. }
+        ),
+        "{name}: a released lease must be free"
+    );
+
+    // Expiry: a zero ttl lease is over at once and goes to the next asker.
+    let Lease::Acquired { .. } = store
+        .acquire_lease(&other_type, "delta", Duration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("{name}: a free lease must be acquired whatever the ttl");
+    };
+    assert!(
+        matches!(
+            store
+                .acquire_lease(&other_type, "epsilon", ttl)
+                .await
+                .unwrap(),
+            Lease::Acquired { .. }
+        ),
+        "{name}: an expired lease must go to the next asker"
+    );
+    assert!(
+        matches!(store.acquire_lease(&other_type, "delta", ttl).await.unwrap(), Lease::HeldBy { owner, .. } if owner == "epsilon"),
+        "{name}: the old holder of an expired lease has lost it"
+    );
+    // Releasing a lease we lost does not free the new holder's.
+    store.release_lease(&other_type, "delta").await.unwrap();
+    assert!(
+        matches!(store.acquire_lease(&other_type, "zeta", ttl).await.unwrap(), Lease::HeldBy { owner, .. } if owner == "epsilon"),
+        "{name}: releasing a lost lease must not free the new holder's"
+    );
+
+    // Leases do not touch records.
+    assert_eq!(
+        store.load(&day).await.unwrap().map(|r| r.state),
+        Some(JobState::Failed),
+        "{name}: leases must not change records"
+    );
+}

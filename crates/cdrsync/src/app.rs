@@ -36,7 +36,11 @@ async fn secret(reference: &str, config: &Config) -> Result<cxone::Secret, JobEr
 }
 
 /// Builds the job for `config`.
-pub async fn build_job(config: Config, progress: ProgressBar, hooks: Hooks) -> Result<Job, JobError> {
+pub async fn build_job(
+    config: Config,
+    progress: ProgressBar,
+    hooks: Hooks,
+) -> Result<Job, JobError> {
     let cx = &config.cxone;
     let client_secret = secret(&cx.client_secret, &config).await?;
     let password = match &cx.password {

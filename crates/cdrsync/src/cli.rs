@@ -12,7 +12,11 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "cdrsync", version, about = "Land each UTC day of NICE CXone Call Detail Records in your warehouse, exactly once.")]
+#[command(
+    name = "cdrsync",
+    version,
+    about = "Land each UTC day of NICE CXone Call Detail Records in your warehouse, exactly once."
+)]
 pub struct Cli {
     /// Log lines as text or JSON (one object per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -103,7 +107,10 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let progress = progress_bar();
     init_logging(cli.log_format, cli.verbose, &progress);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -179,7 +186,9 @@ fn init_logging(format: LogFormat, verbose: u8, bar: &ProgressBar) {
         .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }
 
@@ -244,7 +253,10 @@ async fn backfill(
     progress: ProgressBar,
 ) -> Result<(), JobError> {
     let config = Config::load_default(config_path)?;
-    let (from, to) = (crate::window::parse_date(from)?, crate::window::parse_date(to)?);
+    let (from, to) = (
+        crate::window::parse_date(from)?,
+        crate::window::parse_date(to)?,
+    );
     let job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
     let mut day = from;
     while day <= to {
@@ -329,21 +341,44 @@ fn schema_check(file: &std::path::Path, config_path: &std::path::Path) -> Result
         reader: Box::new(std::io::BufReader::new(reader)),
     };
     let date = chrono::Utc::now().date_naive();
-    let report = cdr_normalise::check(&schema, format, input).map_err(|halt| JobError::Halt { date, halt })?;
+    let report = cdr_normalise::check(&schema, format, input)
+        .map_err(|halt| JobError::Halt { date, halt })?;
     print!("{}", describe_report(&schema, &report));
     Ok(())
 }
 
 /// The human-readable schema diff of a checked file.
-pub fn describe_report(schema: &cdr_normalise::Schema, report: &cdr_normalise::MergeReport) -> String {
+pub fn describe_report(
+    schema: &cdr_normalise::Schema,
+    report: &cdr_normalise::MergeReport,
+) -> String {
     let mut out = String::new();
-    let seen = report.parts.first().map(|p| p.columns_seen.clone()).unwrap_or_default();
+    let seen = report
+        .parts
+        .first()
+        .map(|p| p.columns_seen.clone())
+        .unwrap_or_default();
     out.push_str(&format!("rows: {}\n", report.rows));
     out.push_str(&format!("columns in file: {}\n", seen.join(", ")));
-    out.push_str(&format!("expected columns: {}\n", schema.columns.join(", ")));
-    let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
-    out.push_str(&format!("added (go to extra_columns): {}\n", list(&report.added)));
-    out.push_str(&format!("missing (published empty): {}\n", list(&report.missing)));
+    out.push_str(&format!(
+        "expected columns: {}\n",
+        schema.columns.join(", ")
+    ));
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    out.push_str(&format!(
+        "added (go to extra_columns): {}\n",
+        list(&report.added)
+    ));
+    out.push_str(&format!(
+        "missing (published empty): {}\n",
+        list(&report.missing)
+    ));
     if report.type_violations.is_empty() {
         out.push_str("type violations: none\n");
     } else {

@@ -64,7 +64,12 @@ fn write_secret_once(path: &Path, value: &str) -> Result<(), JobError> {
 }
 
 /// Runs the demo.
-pub async fn run(dir: &Path, rows: u64, date: Option<&str>, progress: ProgressBar) -> Result<(), JobError> {
+pub async fn run(
+    dir: &Path,
+    rows: u64,
+    date: Option<&str>,
+    progress: ProgressBar,
+) -> Result<(), JobError> {
     let date = crate::cli::resolve_date(date)?;
     let scenario = cxone_sim::Scenario {
         rows_per_day: rows,
@@ -91,21 +96,47 @@ pub async fn run(dir: &Path, rows: u64, date: Option<&str>, progress: ProgressBa
     let location = job.sink.location(&key);
     println!();
     match &outcome {
-        Outcome::Published(_) => println!("cdrsync demo: {date} landed and verified in {:.1?}", started.elapsed()),
-        Outcome::AlreadyDone(_) => println!("cdrsync demo: {date} was already done — an idempotent no-op"),
+        Outcome::Published(_) => println!(
+            "cdrsync demo: {date} landed and verified in {:.1?}",
+            started.elapsed()
+        ),
+        Outcome::AlreadyDone(_) => {
+            println!("cdrsync demo: {date} was already done — an idempotent no-op")
+        }
     }
-    println!("  data        {location}/{}", if m.columns.is_empty() { "" } else { "cdr.csv" });
+    let data_name = if job.config.job.format == "json" {
+        "cdr.ndjson"
+    } else {
+        "cdr.csv"
+    };
+    println!("  data        {location}/{data_name}");
     println!("  manifest    {location}/_manifest.json");
-    println!("  request     {} (X-Request-Id {}, generation {})", m.request_id, m.x_request_id, m.generation);
-    println!("  parts       {} ({} bytes fetched, every part's SHA-256 checked)", m.parts.len(), m.parts.iter().map(|p| p.bytes).sum::<u64>());
-    println!("  rows        {} (simulator generated {})", m.rows, sim.row_count(date));
+    println!(
+        "  request     {} (X-Request-Id {}, generation {})",
+        m.request_id, m.x_request_id, m.generation
+    );
+    println!(
+        "  parts       {} ({} bytes fetched, every part's SHA-256 checked)",
+        m.parts.len(),
+        m.parts.iter().map(|p| p.bytes).sum::<u64>()
+    );
+    println!(
+        "  rows        {} (simulator generated {})",
+        m.rows,
+        sim.row_count(date)
+    );
     println!("  published   {} bytes, sha256 {}", m.bytes, m.sha256);
-    println!("  this run    {} create(s), {} status poll(s), {} part download(s), {} token grant(s)",
-        counters.creates, counters.status_polls, counters.downloads_total, counters.token_grants);
+    println!(
+        "  this run    {} create(s), {} status poll(s), {} part download(s), {} token grant(s)",
+        counters.creates, counters.status_polls, counters.downloads_total, counters.token_grants
+    );
     println!("  config      {}", config_path.display());
     println!();
     println!("Run `cdrsync demo` again: the day is done, so nothing is requested or rewritten.");
-    println!("`cdrsync status --config {}` shows the day's history.", config_path.display());
+    println!(
+        "`cdrsync status --config {}` shows the day's history.",
+        config_path.display()
+    );
     sim.shutdown().await;
     Ok(())
 }

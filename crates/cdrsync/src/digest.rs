@@ -82,7 +82,10 @@ mod tests {
             sha,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(parse_hex_sha256(&sha.to_uppercase()).map(|b| hex_lower(&b)), Some(sha));
+        assert_eq!(
+            parse_hex_sha256(&sha.to_uppercase()).map(|b| hex_lower(&b)),
+            Some(sha)
+        );
         assert_eq!(parse_hex_sha256("xyz"), None);
     }
 }

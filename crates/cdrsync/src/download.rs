@@ -136,11 +136,19 @@ impl Downloader {
                 Err(AttemptError::Fatal(e)) => return Err(PartError::Fatal(e)),
                 Err(AttemptError::Io(e)) => return Err(io(e)),
                 Err(AttemptError::Resumable(why)) => {
-                    tracing::warn!(part = index + 1, attempt, "part broke off, will resume: {why}");
+                    tracing::warn!(
+                        part = index + 1,
+                        attempt,
+                        "part broke off, will resume: {why}"
+                    );
                     last = why;
                 }
                 Err(AttemptError::Corrupt(why)) => {
-                    tracing::warn!(part = index + 1, attempt, "part rejected, will refetch: {why}");
+                    tracing::warn!(
+                        part = index + 1,
+                        attempt,
+                        "part rejected, will refetch: {why}"
+                    );
                     let _ = tokio::fs::remove_file(&path).await;
                     last = why;
                 }
@@ -183,14 +191,18 @@ impl Downloader {
         let mut have = match tokio::fs::metadata(path).await {
             Ok(m) if m.len() <= expected_size => m.len(),
             Ok(_) => {
-                tokio::fs::remove_file(path).await.map_err(AttemptError::Io)?;
+                tokio::fs::remove_file(path)
+                    .await
+                    .map_err(AttemptError::Io)?;
                 0
             }
             Err(_) => 0,
         };
         if have == expected_size && have > 0 {
             // Everything arrived last time but verification failed or never ran: start over.
-            tokio::fs::remove_file(path).await.map_err(AttemptError::Io)?;
+            tokio::fs::remove_file(path)
+                .await
+                .map_err(AttemptError::Io)?;
             have = 0;
         }
         let mut response = match self.client.download(&entry.download_url, have).await {
@@ -204,21 +216,26 @@ impl Downloader {
             have = 0; // the server ignored `Range`: take the whole part again
         }
         if let (Some(total), Some(size)) = (response.total_length, entry.file_size)
-            && total != size {
-                return Err(AttemptError::Corrupt(format!(
-                    "the server announces {total} bytes but the manifest's fileSize is {size}"
-                )));
-            }
+            && total != size
+        {
+            return Err(AttemptError::Corrupt(format!(
+                "the server announces {total} bytes but the manifest's fileSize is {size}"
+            )));
+        }
         let mut hasher = Sha256::new();
         let mut file = if have > 0 {
-            hash_prefix(path, have, &mut hasher).await.map_err(AttemptError::Io)?;
+            hash_prefix(path, have, &mut hasher)
+                .await
+                .map_err(AttemptError::Io)?;
             tokio::fs::OpenOptions::new()
                 .append(true)
                 .open(path)
                 .await
                 .map_err(AttemptError::Io)?
         } else {
-            tokio::fs::File::create(path).await.map_err(AttemptError::Io)?
+            tokio::fs::File::create(path)
+                .await
+                .map_err(AttemptError::Io)?
         };
         self.progress.inc(have);
         let mut received = have;
@@ -255,12 +272,13 @@ impl Downloader {
         result?;
         flushed.map_err(AttemptError::Io)?;
         if let Some(size) = entry.file_size
-            && received != size {
-                // Fewer bytes than announced and the connection closed cleanly: a short body.
-                return Err(AttemptError::Resumable(format!(
-                    "{received} of {size} bytes arrived"
-                )));
-            }
+            && received != size
+        {
+            // Fewer bytes than announced and the connection closed cleanly: a short body.
+            return Err(AttemptError::Resumable(format!(
+                "{received} of {size} bytes arrived"
+            )));
+        }
         let sha: [u8; 32] = hasher.finalize().into();
         let want = entry.sha256.as_deref().map(|s| {
             parse_hex_sha256(s).ok_or_else(|| format!("the manifest's sha256 `{s}` is not hex"))
@@ -269,13 +287,14 @@ impl Downloader {
             return Err(AttemptError::Corrupt(bad.clone()));
         }
         if let Some(Ok(want)) = want
-            && want != sha {
-                return Err(AttemptError::Corrupt(format!(
-                    "SHA-256 {} does not match the manifest's {}",
-                    hex_lower(&sha),
-                    hex_lower(&want)
-                )));
-            }
+            && want != sha
+        {
+            return Err(AttemptError::Corrupt(format!(
+                "SHA-256 {} does not match the manifest's {}",
+                hex_lower(&sha),
+                hex_lower(&want)
+            )));
+        }
         if let Some(digest) = response.content_digest {
             // Content-Digest covers the representation sent; on a 206 it is not comparable.
             if response.offset == 0 && digest != sha {

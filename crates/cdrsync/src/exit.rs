@@ -52,7 +52,9 @@ pub enum JobError {
         date: chrono::NaiveDate,
         owner: String,
     },
-    #[error("{date}: CXone failed the export {generations} times (last: {last}); giving up for this run")]
+    #[error(
+        "{date}: CXone failed the export {generations} times (last: {last}); giving up for this run"
+    )]
     GenerationsExhausted {
         date: chrono::NaiveDate,
         generations: u32,
@@ -128,7 +130,9 @@ pub fn api_exit_code(error: &cxone::Error) -> ExitCode {
         cxone::Error::Unavailable { .. } | cxone::Error::Transfer { .. } => ExitCode::Unavailable,
         // A 400 on create means our request is wrong (columns, dates): configuration.
         cxone::Error::Rejected { status: 400, .. } => ExitCode::Config,
-        cxone::Error::Rejected { status: 401 | 403, .. } => ExitCode::NoPerm,
+        cxone::Error::Rejected {
+            status: 401 | 403, ..
+        } => ExitCode::NoPerm,
         cxone::Error::Store(_) => ExitCode::Config,
         _ => ExitCode::Unavailable,
     }

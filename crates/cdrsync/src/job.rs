@@ -94,25 +94,29 @@ impl Job {
         let key = self.key(date);
         let result = self.run_leased(&key, force).await;
         if let Err(error) = &result
-            && let Some(event) = error.alert_event() {
-                let request_id = match self.store.load(&key).await {
-                    Ok(Some(r)) => r.request_id,
-                    _ => None,
-                };
-                self.alerter
-                    .send(&Alert::new(event, error.to_string(), date, request_id))
-                    .await;
-            }
+            && let Some(event) = error.alert_event()
+        {
+            let request_id = match self.store.load(&key).await {
+                Ok(Some(r)) => r.request_id,
+                _ => None,
+            };
+            self.alerter
+                .send(&Alert::new(event, error.to_string(), date, request_id))
+                .await;
+        }
         result
     }
 
     async fn run_leased(&self, key: &JobKey, force: bool) -> Result<Outcome, JobError> {
         // A day already done is a no-op: no lease, no request, nothing rewritten.
-        if !force
-            && let Some(done) = self.already_done(key).await? {
-                return Ok(done);
-            }
-        match self.store.acquire_lease(key, &self.owner, LEASE_TTL).await? {
+        if !force && let Some(done) = self.already_done(key).await? {
+            return Ok(done);
+        }
+        match self
+            .store
+            .acquire_lease(key, &self.owner, LEASE_TTL)
+            .await?
+        {
             Lease::Acquired { .. } => {}
             Lease::HeldBy { owner, .. } => {
                 return Err(JobError::LeaseHeld {
@@ -170,10 +174,12 @@ impl Job {
             }
         };
         // Re-check under the lease: another run may have finished the day meanwhile.
-        if !force && rec.state == JobState::Done
-            && let Some(m) = self.sink.manifest(key).await? {
-                return Ok(Outcome::AlreadyDone(m));
-            }
+        if !force
+            && rec.state == JobState::Done
+            && let Some(m) = self.sink.manifest(key).await?
+        {
+            return Ok(Outcome::AlreadyDone(m));
+        }
         if force || matches!(rec.state, JobState::Done | JobState::Failed) {
             next_generation(&mut rec);
         }
@@ -181,7 +187,10 @@ impl Job {
         rec.finished_at = None;
         let mut generations_this_run = 1;
         loop {
-            if let Some(outcome) = self.advance(key, &mut rec, &mut generations_this_run).await? {
+            if let Some(outcome) = self
+                .advance(key, &mut rec, &mut generations_this_run)
+                .await?
+            {
                 return Ok(outcome);
             }
             if self.hooks.stop_after == Some(rec.state) {
@@ -191,7 +200,12 @@ impl Job {
     }
 
     /// Persists `rec` in `state`.
-    async fn save(&self, key: &JobKey, rec: &mut JobRecord, state: JobState) -> Result<(), JobError> {
+    async fn save(
+        &self,
+        key: &JobKey,
+        rec: &mut JobRecord,
+        state: JobState,
+    ) -> Result<(), JobError> {
         rec.state = state;
         rec.updated_at = Utc::now();
         self.store.save(key, rec).await?;
@@ -232,7 +246,11 @@ impl Job {
                     columns: cfg.job.columns.clone(),
                 };
                 self.progress.set_message(format!("{date}: requesting"));
-                let created = self.client.create_request(&x_id, &body).await.map_err(api)?;
+                let created = self
+                    .client
+                    .create_request(&x_id, &body)
+                    .await
+                    .map_err(api)?;
                 tracing::info!(
                     date = %date, request_id = %created.id, x_request_id = %x_id,
                     generation = rec.generation, new = created.new, "export requested"
@@ -311,7 +329,10 @@ impl Job {
     /// Polls the request until its files may be downloaded, it is gone, or it is stale.
     async fn poll(&self, key: &JobKey, rec: &mut JobRecord) -> Result<PollEnd, JobError> {
         let date = key.date;
-        let request_id = rec.request_id.clone().expect("a requested day has a request id");
+        let request_id = rec
+            .request_id
+            .clone()
+            .expect("a requested day has a request id");
         if rec.state != JobState::Polling {
             if rec.state == JobState::Waiting {
                 tracing::info!(date = %date, request_id = %request_id, "resuming a WAITING request");
@@ -351,8 +372,10 @@ impl Job {
             let seen = (name.clone(), status.files.clone());
             if last.as_ref() != Some(&seen) {
                 tracing::info!(date = %date, request_id = %request_id, status = %name, files = status.files.len(), "status");
-                self.progress
-                    .set_message(format!("{date}: {name}, {} file(s) listed", status.files.len()));
+                self.progress.set_message(format!(
+                    "{date}: {name}, {} file(s) listed",
+                    status.files.len()
+                ));
                 last = Some(seen);
                 last_change = Instant::now();
             }
@@ -417,7 +440,8 @@ impl Job {
             retry_delay: self.config.poll.initial.min(Duration::from_secs(2)),
             progress: self.progress.clone(),
         };
-        self.progress.set_message(format!("{date}: downloading {} part(s)", files.len()));
+        self.progress
+            .set_message(format!("{date}: downloading {} part(s)", files.len()));
         downloader.download_all(&files).await.map_err(|e| match e {
             crate::download::PartError::Exhausted {
                 part,
@@ -458,9 +482,11 @@ impl Job {
         self.progress.set_message(format!("{date}: merging"));
         let merge_parts = parts.clone();
         let merge_out = out_path.clone();
-        let merged = tokio::task::spawn_blocking(move || merge_to_file(&schema, format, &merge_parts, &merge_out))
-            .await
-            .expect("the merge task does not panic");
+        let merged = tokio::task::spawn_blocking(move || {
+            merge_to_file(&schema, format, &merge_parts, &merge_out)
+        })
+        .await
+        .expect("the merge task does not panic");
         let (report, bytes, sha256) = match merged {
             Ok(m) => m,
             Err(MergeError::Halt(halt)) => {
@@ -514,7 +540,9 @@ impl Job {
             created_at: Utc::now(),
         };
         self.progress.set_message(format!("{date}: publishing"));
-        self.sink.publish(key, &out_path, data_name, &manifest).await?;
+        self.sink
+            .publish(key, &out_path, data_name, &manifest)
+            .await?;
         tracing::info!(date = %date, location = %self.sink.location(key), rows = manifest.rows, "published");
         Ok(manifest)
     }
@@ -528,9 +556,10 @@ impl Job {
             .join(&key.report_type)
             .join(format!("date={}", key.date));
         if let Err(e) = tokio::fs::remove_dir_all(&day_staging).await
-            && e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("could not remove staging {}: {e}", day_staging.display());
-            }
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("could not remove staging {}: {e}", day_staging.display());
+        }
         rec.finished_at = Some(Utc::now());
         rec.reason = None;
         self.save(key, rec, JobState::Done).await
@@ -546,7 +575,14 @@ pub fn schema_of(config: &Config) -> cdr_normalise::Schema {
             .job
             .types
             .iter()
-            .map(|(column, t)| (column.clone(), t.as_str().parse().expect("config type names are the normaliser's")))
+            .map(|(column, t)| {
+                (
+                    column.clone(),
+                    t.as_str()
+                        .parse()
+                        .expect("config type names are the normaliser's"),
+                )
+            })
             .collect(),
     }
 }
@@ -587,11 +623,15 @@ fn merge_to_file(
         });
     }
     let file = std::fs::File::create(out).map_err(MergeError::Io)?;
-    let mut writer = crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
-    let report = cdr_normalise::merge(schema, format, inputs, &mut writer).map_err(MergeError::Halt)?;
+    let mut writer =
+        crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let report =
+        cdr_normalise::merge(schema, format, inputs, &mut writer).map_err(MergeError::Halt)?;
     writer.flush().map_err(MergeError::Io)?;
     let (buffered, bytes, sha) = writer.finish();
-    let file = buffered.into_inner().map_err(|e| MergeError::Io(e.into_error()))?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| MergeError::Io(e.into_error()))?;
     file.sync_all().map_err(MergeError::Io)?;
     Ok((report, bytes, sha))
 }

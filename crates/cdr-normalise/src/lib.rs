@@ -38,6 +38,7 @@ mod utf8;
 use std::io::{Read, Write};
 
 pub use halt::{Halt, OUTPUT};
+pub use mapping::edit_distance;
 pub use report::{MergeReport, PartReport};
 pub use schema::{ColumnType, Format, Schema, SchemaError, UnknownColumnType, EXTRA_COLUMNS};
 

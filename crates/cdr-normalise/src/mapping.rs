@@ -64,6 +64,14 @@ fn fold(name: &str) -> Vec<char> {
         .collect()
 }
 
+/// Edit distance between two names (insertions, deletions, substitutions of characters).
+/// Also used by the config loader to suggest the key a typo meant.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    levenshtein(&a, &b)
+}
+
 fn levenshtein(a: &[char], b: &[char]) -> usize {
     let mut previous: Vec<usize> = (0..=b.len()).collect();
     let mut current = vec![0; b.len() + 1];

@@ -28,42 +28,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
-/// A column type of the expected schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    Int,
-    Decimal,
-    Bool,
-    Date,
-    Timestamp,
-    String,
-}
-
-impl ColumnType {
-    /// All types with their config names.
-    pub const ALL: [(&'static str, ColumnType); 6] = [
-        ("int", ColumnType::Int),
-        ("decimal", ColumnType::Decimal),
-        ("bool", ColumnType::Bool),
-        ("date", ColumnType::Date),
-        ("timestamp", ColumnType::Timestamp),
-        ("string", ColumnType::String),
-    ];
-
-    /// Parses a config type name (`int`, `decimal`, `bool`, `date`, `timestamp`, `string`).
-    pub fn parse(name: &str) -> Option<ColumnType> {
-        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
-    }
-
-    /// The config name of the type.
-    pub fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, t)| *t == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("string")
-    }
-}
+/// A column type of the expected schema: the normaliser's own, so config and merge agree.
+pub use cdr_normalise::ColumnType;
 
 /// The validated, ready-to-run configuration.
 #[derive(Debug, Clone)]
@@ -384,25 +350,6 @@ pub fn env_var_name(section: &str, key: &str) -> String {
     format!("CDRSYNC_{}_{}", section.to_uppercase(), key.to_uppercase())
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 /// The known dotted key closest to `dotted` (`pol.intial` → `poll.initial`; a bare
 /// `base_url` at top level → `cxone.base_url`), if any is close enough to be a typo.
 fn suggest_key(dotted: &str) -> Option<String> {
@@ -413,7 +360,8 @@ fn suggest_key(dotted: &str) -> Option<String> {
         .flat_map(|(s, keys)| keys.iter().map(move |(k, _)| (*s, *k)))
         .map(|(s, k)| {
             let full = format!("{s}.{k}");
-            let score = levenshtein(&dotted, &full).min(levenshtein(&leaf, k));
+            let score = cdr_normalise::edit_distance(&dotted, &full)
+                .min(cdr_normalise::edit_distance(&leaf, k));
             (score, full)
         })
         .filter(|(score, _)| *score <= limit)
@@ -443,7 +391,7 @@ pub fn check_env_names<S: AsRef<str>>(
         if !keys.iter().any(|(k, _)| *k == key) {
             let suggestion = keys
                 .iter()
-                .map(|(k, _)| (levenshtein(&key, k), *k))
+                .map(|(k, _)| (cdr_normalise::edit_distance(&key, k), *k))
                 .filter(|(d, k)| *d <= 2.max(k.len() / 3))
                 .min_by_key(|(d, _)| *d)
                 .map(|(_, k)| env_var_name(&section, k));
@@ -834,15 +782,8 @@ fn env_value(kind: KeyKind, text: &str) -> Result<toml::Value, String> {
 // ---------------------------------------------------------------------------------------
 
 /// `127.0.0.0/8`, `::1` or `localhost`: hosts where plain http and short poll intervals
-/// are allowed (tests, the simulator).
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
+/// are allowed (tests, the simulator). The client's own definition, so both agree.
+pub use cxone::client::is_loopback;
 
 /// Parses an http(s) URL and insists on https unless the host is loopback. The URL is not
 /// echoed when it carries credentials.
@@ -1134,7 +1075,7 @@ fn validate_job(raw: RawJob, base_dir: &Path, origins: &Origins) -> Result<JobCo
                 origins.invalid(&key, format!("names `{name}`, which is not in job.columns"))
             );
         }
-        let parsed = ColumnType::parse(&ty).ok_or_else(|| {
+        let parsed = ty.parse::<ColumnType>().map_err(|_| {
             origins.invalid(
                 &key,
                 format!("is `{ty}`; expected one of int, decimal, bool, date, timestamp, string"),

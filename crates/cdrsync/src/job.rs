@@ -571,19 +571,7 @@ pub fn schema_of(config: &Config) -> cdr_normalise::Schema {
     cdr_normalise::Schema {
         columns: config.job.columns.clone(),
         critical: config.job.critical.clone(),
-        types: config
-            .job
-            .types
-            .iter()
-            .map(|(column, t)| {
-                (
-                    column.clone(),
-                    t.as_str()
-                        .parse()
-                        .expect("config type names are the normaliser's"),
-                )
-            })
-            .collect(),
+        types: config.job.types.clone(),
     }
 }
 

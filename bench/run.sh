@@ -51,7 +51,7 @@ TOML
   cat >"$b/baseline.sh" <<SH
 set -euo pipefail
 tok=\$(curl -sf -d grant_type=client_credentials -d client_id=demo-client -d client_secret=demo-secret -d 'scope=offline' $base/api/v2/oauth/token | jq -r .access_token)
-body='{"reportType":"callDetailRecords","reportId":"default","fromDate":"2024-05-16T00:00:00.000Z","toDate":"2024-05-16T23:59:59.999Z","format":"csv","columns":["CallId","StartTime","EndTime","Duration","AgentName","QueueName","Disposition","CallDirection","CustomerNumber","AgentNumber"]}'
+body='{"reportType":"callDetailRecords","reportId":"default","fromDate":"2024-05-15T00:00:00.000Z","toDate":"2024-05-15T23:59:59.999Z","format":"csv","columns":["CallId","StartTime","EndTime","Duration","AgentName","QueueName","Disposition","CallDirection","CustomerNumber","AgentNumber"]}'
 id=\$(curl -sf -H "Authorization: Bearer \$tok" -H 'Content-Type: application/json' -H "X-Request-Id: \$(cat /proc/sys/kernel/random/uuid)" -d "\$body" $base/api/v2/data/download/requests | jq -r .id)
 while :; do
   s=\$(curl -sf -H "Authorization: Bearer \$tok" $base/api/v2/data/download/requests/\$id)

@@ -6,6 +6,7 @@
 mod common;
 
 use cdrsync::job::Outcome;
+use common::schema::webhook::Webhook;
 use common::schema::*;
 use common::*;
 use cxone_sim::scenario::{JsonLayout, SchemaDrift};

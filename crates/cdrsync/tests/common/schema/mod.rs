@@ -16,7 +16,6 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use webhook::Webhook;
 
 /// A small, fast day: 700 rows in parts of 300 (3 parts: 300, 300, 100).
 pub fn small_day(drift: SchemaDrift) -> Scenario {

@@ -57,7 +57,11 @@ async fn a_csv_with_an_added_and_a_missing_non_critical_column_prints_the_diff()
         ),
         "verdict: OK (the pipeline would publish this)",
     ] {
-        assert!(lines.contains(&expected), "{expected:?} not in\n{}", out.stdout);
+        assert!(
+            lines.contains(&expected),
+            "{expected:?} not in\n{}",
+            out.stdout
+        );
     }
 }
 
@@ -77,7 +81,11 @@ async fn a_type_violation_in_a_non_critical_column_is_counted() {
     );
     let out = cdrsync(&h, &["schema", "check", file.to_str().unwrap()], &[]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("type violations in Duration: 2\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("type violations in Duration: 2\n"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains(&format!(
             "warning: column `Duration`: 2 value(s) are not an int (first: {}, line 2: `61234.5`)",
@@ -134,8 +142,14 @@ async fn a_csv_missing_a_critical_column_exits_65_with_the_rename_hint() {
     // With AgentName not critical the same file passes, as missing + added.
     let out = cdrsync(&h, &["schema", "check", file.to_str().unwrap()], &[]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("added (go to extra_columns): Agent_Name\n"));
-    assert!(out.stdout.contains("missing (published empty): AgentName\n"));
+    assert!(
+        out.stdout
+            .contains("added (go to extra_columns): Agent_Name\n")
+    );
+    assert!(
+        out.stdout
+            .contains("missing (published empty): AgentName\n")
+    );
 }
 
 /// One JSON record per configured column except those in `skip`, plus `extra`.
@@ -167,8 +181,14 @@ async fn json_files_are_checked_too() {
     let out = cdrsync(&h, &["schema", "check", file.to_str().unwrap()], &[]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("rows: 2\n"), "{}", out.stdout);
-    assert!(out.stdout.contains("added (go to extra_columns): Transferred\n"));
-    assert!(out.stdout.contains("missing (published empty): QueueName\n"));
+    assert!(
+        out.stdout
+            .contains("added (go to extra_columns): Transferred\n")
+    );
+    assert!(
+        out.stdout
+            .contains("missing (published empty): QueueName\n")
+    );
     assert!(out.stdout.contains("verdict: OK"));
 
     // NDJSON with the critical AgentName renamed: exit 65 with the hint.

@@ -116,7 +116,10 @@ async fn extra_columns_are_published_as_a_json_object_in_header_order() {
     for (part, header) in m["parts"].as_array().unwrap().iter().zip(&headers) {
         assert_eq!(&strings(&part["columns_seen"]), header);
     }
-    assert!(hook.bodies().is_empty(), "drift that publishes raises no alert");
+    assert!(
+        hook.bodies().is_empty(),
+        "drift that publishes raises no alert"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +270,10 @@ async fn drift_from_part_two_is_mapped_per_part_and_recorded_in_the_manifest() {
         ..SchemaDrift::default()
     })
     .await;
-    h.set("job", r#"types = { Duration = "int", StartTime = "timestamp" }"#);
+    h.set(
+        "job",
+        r#"types = { Duration = "int", StartTime = "timestamp" }"#,
+    );
     let date = day(DATE);
     publish_via_binary(&h, &[], 700).await;
 
@@ -297,7 +303,11 @@ async fn drift_from_part_two_is_mapped_per_part_and_recorded_in_the_manifest() {
                     _ => None,
                 })
                 .collect();
-            assert_eq!(ordered_object(&row["extra_columns"]), expected_extra, "row {i}");
+            assert_eq!(
+                ordered_object(&row["extra_columns"]),
+                expected_extra,
+                "row {i}"
+            );
         } else {
             assert_eq!(row["extra_columns"], "", "row {i}");
         }
@@ -312,7 +322,10 @@ async fn drift_from_part_two_is_mapped_per_part_and_recorded_in_the_manifest() {
     assert_eq!(rows, [300, 300, 100]);
     assert_eq!(strings(&m["schema"]["added"]), ["SkillName"]);
     assert_eq!(strings(&m["schema"]["missing"]), ["Disposition"]);
-    assert_eq!(m["schema"]["type_violations"], serde_json::json!({"Duration": 400}));
+    assert_eq!(
+        m["schema"]["type_violations"],
+        serde_json::json!({"Duration": 400})
+    );
     let warnings = strings(&m["schema"]["warnings"]);
     let missing: Vec<&String> = warnings
         .iter()
@@ -380,8 +393,14 @@ async fn a_type_change_in_a_non_critical_column_publishes_the_cell_empty() {
         }
     }
     let m = h.manifest(date);
-    assert_eq!(m["schema"]["type_violations"], serde_json::json!({"Duration": 700}));
-    assert!(strings(&m["schema"]["added"]).is_empty(), "invalid:… is not a column");
+    assert_eq!(
+        m["schema"]["type_violations"],
+        serde_json::json!({"Duration": 700})
+    );
+    assert!(
+        strings(&m["schema"]["added"]).is_empty(),
+        "invalid:… is not a column"
+    );
     assert!(strings(&m["extra_columns_seen"]).is_empty());
     let warnings = strings(&m["schema"]["warnings"]);
     assert!(
@@ -404,7 +423,10 @@ async fn bom_and_crlf_parts_publish_exact_rows_under_one_header() {
     let date = day(DATE);
     publish_via_binary(&h, &[], 700).await;
 
-    assert_eq!(without_extra(h.published_rows(date)), expected(&h.sim, date));
+    assert_eq!(
+        without_extra(h.published_rows(date)),
+        expected(&h.sim, date)
+    );
     let bytes = std::fs::read(h.day_dir(date).join("cdr.csv")).unwrap();
     let text = String::from_utf8(bytes).unwrap();
     let header = published_header().join(",");
@@ -426,7 +448,10 @@ async fn json_day_publishes_ndjson(layout: JsonLayout) {
     })
     .await;
     h.set("job", r#"format = "json""#);
-    h.set("job", r#"types = { Duration = "int", StartTime = "timestamp" }"#);
+    h.set(
+        "job",
+        r#"types = { Duration = "int", StartTime = "timestamp" }"#,
+    );
     let date = day(DATE);
     publish_via_binary(&h, &[], 700).await;
 
@@ -437,7 +462,11 @@ async fn json_day_publishes_ndjson(layout: JsonLayout) {
     assert_eq!(lines.len(), truth.len(), "{layout:?}");
     for (i, (line, want)) in lines.iter().zip(&truth).enumerate() {
         let keys: Vec<&str> = line.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, published_header(), "configured keys in order, row {i}");
+        assert_eq!(
+            keys,
+            published_header(),
+            "configured keys in order, row {i}"
+        );
         for (k, raw) in &line[..COLUMNS.len()] {
             let value: Box<serde_json::value::RawValue> =
                 serde_json::from_str(raw).expect("raw JSON");
@@ -556,7 +585,11 @@ async fn a_forced_rerun_that_halts_leaves_the_published_day_intact() {
         part_name(1, "csv")
     );
     assert!(out.stderr.contains(&message), "{}", out.stderr);
-    assert_eq!(h.sim.counters().creates, 2, "the day really was re-extracted");
+    assert_eq!(
+        h.sim.counters().creates,
+        2,
+        "the day really was re-extracted"
+    );
     let alerts = hook.bodies();
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["event"], "halted");
@@ -574,6 +607,67 @@ async fn a_forced_rerun_that_halts_leaves_the_published_day_intact() {
         .collect();
     let mut names = names;
     names.sort();
-    assert_eq!(names, ["_manifest.json", "cdr.csv"], "no stray files in the day");
+    assert_eq!(
+        names,
+        ["_manifest.json", "cdr.csv"],
+        "no stray files in the day"
+    );
     assert!(files_ending(h.dir.path(), ".merging").is_empty());
+}
+
+/// NDJSON with Duration in decimal ms: critical → halt naming the record; then, with the
+/// column made non-critical, a plain rerun publishes from the parts already verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_type_change_halts_when_critical_and_publishes_null_when_not() {
+    let (mut h, hook) = drifted(SchemaDrift {
+        json_layout: JsonLayout::Ndjson,
+        duration_as_decimal_ms: true,
+        ..SchemaDrift::default()
+    })
+    .await;
+    h.set("job", r#"format = "json""#);
+    h.set("job", r#"types = { Duration = "int" }"#);
+    let date = day(DATE);
+    let truth = h.sim.expected_rows(date, &columns());
+
+    let critical = [("CDRSYNC_JOB_CRITICAL", "CallId,StartTime,Duration")];
+    let error = run_with(&h, date, false, &critical)
+        .await
+        .expect_err("a decimal in an int critical column halts");
+    assert_halted(
+        &h,
+        &hook,
+        &error,
+        &format!(
+            "column `Duration` of {}, line 1: `{}` is not an int — did CXone change the column's type?",
+            part_name(1, "ndjson"),
+            truth[0]["Duration"]
+        ),
+    );
+    let downloads = h.sim.counters().downloads_total;
+
+    run_with(&h, date, false, &[])
+        .await
+        .expect("non-critical: published");
+    assert_eq!(
+        h.sim.counters().downloads_total,
+        downloads,
+        "the verified parts were merged again, not fetched again"
+    );
+    let lines = read_ndjson(&h.day_dir(date).join("cdr.ndjson"));
+    assert_eq!(lines.len(), 700);
+    for (line, want) in lines.iter().zip(&truth) {
+        assert_eq!(line[3], ("Duration".to_string(), "null".to_string()));
+        assert_eq!(
+            ordered_raw(&line[COLUMNS.len()].1),
+            [("invalid:Duration".to_string(), want["Duration"].clone())],
+            "the raw number, as received"
+        );
+    }
+    let m = h.manifest(date);
+    assert_eq!(
+        m["schema"]["type_violations"],
+        serde_json::json!({"Duration": 700})
+    );
+    assert_eq!(hook.bodies().len(), 1, "only the halt alerted");
 }

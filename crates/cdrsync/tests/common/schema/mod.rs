@@ -16,7 +16,6 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 /// A small, fast day: 700 rows in parts of 300 (3 parts: 300, 300, 100).
 pub fn small_day(drift: SchemaDrift) -> Scenario {
     Scenario {
@@ -125,18 +124,15 @@ pub fn literal(raw: &RawValue) -> String {
 
 /// The members of the JSON object `text`, in document order, values as [`literal`]s.
 pub fn ordered_object(text: &str) -> Vec<(String, String)> {
-    let Ordered(members) = serde_json::from_str(text)
-        .unwrap_or_else(|e| panic!("not a JSON object ({e}): {text}"));
-    members
-        .into_iter()
-        .map(|(k, v)| (k, literal(&v)))
-        .collect()
+    let Ordered(members) =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not a JSON object ({e}): {text}"));
+    members.into_iter().map(|(k, v)| (k, literal(&v))).collect()
 }
 
 /// The members of `text` with raw values (to tell `{}` and `null` apart from strings).
 pub fn ordered_raw(text: &str) -> Vec<(String, String)> {
-    let Ordered(members) = serde_json::from_str(text)
-        .unwrap_or_else(|e| panic!("not a JSON object ({e}): {text}"));
+    let Ordered(members) =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not a JSON object ({e}): {text}"));
     members
         .into_iter()
         .map(|(k, v)| (k, v.get().to_owned()))

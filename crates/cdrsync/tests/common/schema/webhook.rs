@@ -27,7 +27,9 @@ impl Webhook {
             .route("/alert", post(collect))
             .with_state(bodies.clone());
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("the webhook serves");
+            axum::serve(listener, app)
+                .await
+                .expect("the webhook serves");
         });
         Webhook {
             url: format!("http://{addr}/alert"),

@@ -487,6 +487,15 @@ impl Job {
         })
         .await
         .expect("the merge task does not panic");
+        if merged.is_err() {
+            // The normaliser's output is incomplete on any error: never leave a
+            // half-merged day lying in staging where it could be mistaken for one.
+            if let Err(e) = tokio::fs::remove_file(&out_path).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("could not remove {}: {e}", out_path.display());
+            }
+        }
         let (report, bytes, sha256) = match merged {
             Ok(m) => m,
             Err(MergeError::Halt(halt)) => {

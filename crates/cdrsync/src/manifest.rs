@@ -23,7 +23,8 @@ pub struct ManifestPart {
     pub sha256: String,
     /// Data rows in the part (header excluded).
     pub rows: u64,
-    /// Header names as the part sent them, in its order.
+    /// The part's columns as it sent them: its header in order (CSV), or every key in
+    /// first-seen order (JSON). Parts differ when the schema drifted mid-export.
     #[serde(default)]
     pub columns_seen: Vec<String>,
 }

@@ -340,13 +340,12 @@ fn schema_check(file: &std::path::Path, config_path: &std::path::Path) -> Result
         name: file.display().to_string(),
         reader: Box::new(std::io::BufReader::new(reader)),
     };
-    let date = chrono::Utc::now().date_naive();
     let report = cdr_normalise::check(&schema, format, input).map_err(|halt| {
         // stdout always ends with a verdict, so a script reading it alone is not misled.
         if halt.is_data_halt() {
             println!("verdict: HALT (the pipeline would publish nothing and exit 65): {halt}");
         }
-        JobError::Halt { date, halt }
+        JobError::FileHalt(halt)
     })?;
     print!("{}", describe_report(&schema, &report));
     Ok(())

@@ -38,6 +38,9 @@ pub enum JobError {
         date: chrono::NaiveDate,
         halt: cdr_normalise::Halt,
     },
+    /// `schema check` of a local file: the same halt, no day attached.
+    #[error(transparent)]
+    FileHalt(cdr_normalise::Halt),
     #[error(
         "{date}: request {request_id} has not changed for {stalled:?} (still {status}); the day is WAITING — run again later to resume the same request"
     )]
@@ -100,6 +103,8 @@ impl JobError {
             JobError::Secret(_) | JobError::Date(_) => ExitCode::Config,
             JobError::Halt { halt, .. } if halt.is_data_halt() => ExitCode::DataHalt,
             JobError::Halt { .. } => ExitCode::Other,
+            JobError::FileHalt(halt) if halt.is_data_halt() => ExitCode::DataHalt,
+            JobError::FileHalt(_) => ExitCode::Other,
             JobError::Waiting { .. } | JobError::LeaseHeld { .. } => ExitCode::TempFail,
             JobError::GenerationsExhausted { .. } | JobError::PartFailed { .. } => {
                 ExitCode::Unavailable
@@ -113,6 +118,7 @@ impl JobError {
     /// The alert event of DESIGN.md §3 this failure raises, if any.
     pub fn alert_event(&self) -> Option<&'static str> {
         match self.exit_code() {
+            _ if matches!(self, JobError::FileHalt(_)) => None,
             ExitCode::DataHalt => Some("halted"),
             ExitCode::TempFail if matches!(self, JobError::Waiting { .. }) => Some("waiting"),
             ExitCode::Unavailable => Some("failed"),

@@ -2,6 +2,8 @@
 //! it, and helpers to run the job in-process or through the real binary.
 #![allow(dead_code)]
 
+pub mod webhook;
+
 use cdrsync::config::Config;
 use cdrsync::exit::JobError;
 use cdrsync::job::{Hooks, Job, Outcome};

@@ -303,30 +303,30 @@ impl Job {
                         self.save(key, rec, JobState::Downloading).await?;
                     }
                     PollEnd::Gone(why) => {
-                        if *generations_this_run >= self.config.poll.max_generations {
-                            rec.reason = Some(why.clone());
-                            self.save(key, rec, JobState::Failed).await?;
-                            return Err(JobError::GenerationsExhausted {
-                                date,
-                                generations: *generations_this_run,
-                                last: why,
-                            });
-                        }
-                        tracing::warn!(date = %date, generation = rec.generation, "request gone ({why}); requesting the next generation");
-                        *generations_this_run += 1;
-                        tokio::time::sleep(self.config.poll.initial).await;
-                        next_generation(rec);
-                        rec.reason = Some(why);
-                        self.save(key, rec, JobState::Planned).await?;
+                        self.request_again(key, rec, generations_this_run, why)
+                            .await?;
                     }
                 }
             }
-            JobState::Downloading => {
-                self.download(key, rec).await?;
-                self.save(key, rec, JobState::Verified).await?;
-            }
+            JobState::Downloading => match self.download(key, rec).await {
+                Ok(_) => self.save(key, rec, JobState::Verified).await?,
+                Err(e) => {
+                    let why = self.expired_or(rec, e).await?;
+                    self.request_again(key, rec, generations_this_run, why)
+                        .await?;
+                }
+            },
             JobState::Verified => {
-                let manifest = self.merge_and_publish(key, rec).await?;
+                let manifest = match self.merge_and_publish(key, rec).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Staging was lost and the request expired meanwhile.
+                        let why = self.expired_or(rec, e).await?;
+                        self.request_again(key, rec, generations_this_run, why)
+                            .await?;
+                        return Ok(None);
+                    }
+                };
                 rec.rows = Some(manifest.rows);
                 self.save(key, rec, JobState::Published).await?;
                 if self.hooks.stop_after == Some(JobState::Published) {
@@ -352,6 +352,55 @@ impl Job {
             }
         }
         Ok(None)
+    }
+
+    /// The request is gone (FAILED or expired): records the next generation, or fails the
+    /// day when this run has used up `max_generations`.
+    async fn request_again(
+        &self,
+        key: &JobKey,
+        rec: &mut JobRecord,
+        generations_this_run: &mut u32,
+        why: String,
+    ) -> Result<(), JobError> {
+        let date = key.date;
+        if *generations_this_run >= self.config.poll.max_generations {
+            rec.reason = Some(why.clone());
+            self.save(key, rec, JobState::Failed).await?;
+            return Err(JobError::GenerationsExhausted {
+                date,
+                generations: *generations_this_run,
+                last: why,
+            });
+        }
+        tracing::warn!(date = %date, generation = rec.generation, "request gone ({why}); requesting the next generation");
+        *generations_this_run += 1;
+        tokio::time::sleep(self.config.poll.initial).await;
+        next_generation(rec);
+        rec.reason = Some(why);
+        self.save(key, rec, JobState::Planned).await
+    }
+
+    /// After a download failed: when a part answered 404 and the status call confirms the
+    /// request itself has expired, why (so the day moves to the next generation instead
+    /// of retrying a dead request on every run); otherwise `error` unchanged.
+    async fn expired_or(&self, rec: &JobRecord, error: JobError) -> Result<String, JobError> {
+        let part_not_found = matches!(
+            &error,
+            JobError::Api {
+                source: cxone::Error::Rejected { status: 404, .. },
+                ..
+            }
+        );
+        let Some(request_id) = rec.request_id.as_deref().filter(|_| part_not_found) else {
+            return Err(error);
+        };
+        match self.client.status(request_id).await {
+            Err(cxone::Error::RequestNotFound { .. }) => Ok(format!(
+                "request {request_id} is no longer known to CXone (404 on its files: expired)"
+            )),
+            _ => Err(error),
+        }
     }
 
     /// Polls the request until its files may be downloaded, it is gone, or it is stale.

@@ -291,12 +291,13 @@ async fn a_part_that_never_verifies_exits_69_and_leaves_the_day_resumable() {
     assert_eq!(alert["request_id"], rec.request_id.clone().unwrap().as_str());
     assert_eq!(h.sim.counters().downloads_per_part.get(&1), Some(&2));
 
-    // The fault is gone for the third download: the rerun finishes the same request.
+    // The rerun meets the last flip, then a good copy: the same request is finished.
     ok(&h, date).await;
     assert_published_exactly(&h, date);
     let c = h.sim.counters();
     assert_eq!(c.creates, 1, "no new POST for a bad part");
-    assert_eq!(c.downloads_per_part.get(&1), Some(&3));
+    assert_eq!(c.injected_flips, 3);
+    assert_eq!(c.downloads_per_part.get(&1), Some(&4));
     assert_eq!(h.manifest(date)["request_id"], rec.request_id.unwrap().as_str());
     assert_eq!(hook.alerts().len(), 1, "no alert for the success");
 }
@@ -422,6 +423,53 @@ async fn an_expired_request_is_requested_again_as_the_next_generation() {
     assert_eq!(ids.len(), 2);
     assert_eq!(h.manifest(date)["generation"], 2);
     assert!(hook.alerts().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_expires_while_downloading_is_requested_again() {
+    let (h, hook) = harness(small()).await;
+    let date = day(DATE);
+    let crashed = h
+        .job(Hooks {
+            stop_after: Some(JobState::Downloading),
+        })
+        .await
+        .run(date, false)
+        .await;
+    assert!(matches!(crashed, Err(JobError::StoppedAfter(_))));
+    assert_eq!(h.sim.counters().downloads_total, 0);
+    h.sim.control().expire_all_requests();
+
+    ok(&h, date).await;
+    assert_published_exactly(&h, date);
+    let c = h.sim.counters();
+    assert_eq!(c.creates, 2, "one new generation: {c:?}");
+    assert_eq!(h.manifest(date)["generation"], 2);
+    assert!(hook.alerts().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_unavailable_after_retries_exits_69_and_the_rerun_resumes() {
+    let (mut h, hook) = harness(with_faults(Faults {
+        http: vec![http(Endpoint::Status, 503, 3, 1, None)],
+        ..Faults::default()
+    }))
+    .await;
+    h.set("cxone", "max_retries = 1");
+    let date = day(DATE);
+    let e = fails(&h, date, ExitCode::Unavailable).await;
+    assert!(matches!(e, JobError::Api { .. }), "{e}");
+    assert_nothing_published(&h, date);
+    let rec = record(&h, date).await;
+    assert_eq!(rec.state, JobState::Polling);
+    let alert = hook.only();
+    assert_alert(&alert, "failed", date);
+    assert_eq!(alert["request_id"], rec.request_id.clone().unwrap().as_str());
+
+    ok(&h, date).await;
+    assert_published_exactly(&h, date);
+    assert_eq!(h.sim.counters().creates, 1, "the same request, resumed");
+    assert_eq!(h.sim.counters().injected_http.get(&503), Some(&3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,6 +235,38 @@ async fn a_5xx_burst_on_token_is_retried() {
     assert_eq!(c.grants_client_credentials, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_on_a_token_refresh_falls_back_to_the_bootstrap_grant() {
+    // Tokens live 1 s with a 700 ms margin: the refresh comes while the export runs. It
+    // answers 500 (never repeated: it may have rotated the token), then the bootstrap
+    // answers 502 once and is retried.
+    let (mut h, hook) = harness(Scenario {
+        access_ttl_secs: 1.0,
+        processing_ms: 900,
+        faults: Faults {
+            http: vec![
+                http(Endpoint::Token, 500, 1, 1, None),
+                http(Endpoint::Token, 502, 1, 2, None),
+            ],
+            ..Faults::default()
+        },
+        ..small()
+    })
+    .await;
+    h.set("cxone", "refresh_margin = \"700ms\"");
+    let date = day(DATE);
+    ok(&h, date).await;
+    assert_published_exactly(&h, date);
+    assert!(hook.alerts().is_empty());
+    let c = h.sim.counters();
+    assert_eq!(c.injected_http.get(&500), Some(&1), "{c:?}");
+    assert_eq!(c.injected_http.get(&502), Some(&1), "{c:?}");
+    assert!(c.grants_client_credentials >= 2, "{c:?}");
+    assert_eq!(c.refresh_reuses, 0);
+    assert_eq!(c.unauthorized, 0);
+    assert_eq!(c.creates, 1);
+}
+
 // ---- broken parts ---------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1102,7 +1102,12 @@ fn validate_job(raw: RawJob, base_dir: &Path, origins: &Origins) -> Result<JobCo
             origins,
         )?,
     );
-    let lease_wait = duration("job.lease_wait", raw.lease_wait, DEFAULT_LEASE_WAIT, origins)?;
+    let lease_wait = duration(
+        "job.lease_wait",
+        raw.lease_wait,
+        DEFAULT_LEASE_WAIT,
+        origins,
+    )?;
     Ok(JobConfig {
         report_type,
         report_id,

@@ -30,10 +30,7 @@ fn small() -> Scenario {
 }
 
 fn with_faults(faults: Faults) -> Scenario {
-    Scenario {
-        faults,
-        ..small()
-    }
+    Scenario { faults, ..small() }
 }
 
 fn http(endpoint: Endpoint, status: u16, first: u64, after: u64, retry: Option<u64>) -> HttpFault {
@@ -101,7 +98,11 @@ fn assert_alert(alert: &serde_json::Value, event: &str, date: NaiveDate) {
 
 async fn record(h: &Harness, date: NaiveDate) -> JobRecord {
     let job = h.job(Hooks::default()).await;
-    job.store.load(&job.key(date)).await.unwrap().expect("a record")
+    job.store
+        .load(&job.key(date))
+        .await
+        .unwrap()
+        .expect("a record")
 }
 
 async fn ok(h: &Harness, date: NaiveDate) -> Outcome {
@@ -145,7 +146,10 @@ async fn status_429_with_retry_after_waits_as_asked() {
     })
     .await;
     assert_eq!(c.injected_http.get(&429), Some(&1));
-    assert!(took >= Duration::from_secs(1), "Retry-After 1 honoured: {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "Retry-After 1 honoured: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +171,10 @@ async fn file_429_with_retry_after_waits_as_asked() {
     .await;
     assert_eq!(c.injected_http.get(&429), Some(&1));
     assert_eq!(c.downloads_total, 3);
-    assert!(took >= Duration::from_secs(1), "Retry-After 1 honoured: {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "Retry-After 1 honoured: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +217,12 @@ async fn a_5xx_burst_on_create_is_retried_with_the_same_request_id() {
     assert_burst_injected(&c);
     // Four POSTs reached the simulator, all with one X-Request-Id: one request.
     assert_eq!(c.creates_new, 1, "{c:?}");
-    let ids: BTreeSet<_> = h.sim.creates().into_iter().map(|r| r.x_request_id).collect();
+    let ids: BTreeSet<_> = h
+        .sim
+        .creates()
+        .into_iter()
+        .map(|r| r.x_request_id)
+        .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(h.sim.control().request_ids().len(), 1);
 }
@@ -320,7 +332,10 @@ async fn a_part_that_never_verifies_exits_69_and_leaves_the_day_resumable() {
     assert_eq!(rec.state, JobState::Downloading, "left resumable");
     let alert = hook.only();
     assert_alert(&alert, "failed", date);
-    assert_eq!(alert["request_id"], rec.request_id.clone().unwrap().as_str());
+    assert_eq!(
+        alert["request_id"],
+        rec.request_id.clone().unwrap().as_str()
+    );
     assert_eq!(h.sim.counters().downloads_per_part.get(&1), Some(&2));
 
     // The rerun meets the last flip, then a good copy: the same request is finished.
@@ -330,7 +345,10 @@ async fn a_part_that_never_verifies_exits_69_and_leaves_the_day_resumable() {
     assert_eq!(c.creates, 1, "no new POST for a bad part");
     assert_eq!(c.injected_flips, 3);
     assert_eq!(c.downloads_per_part.get(&1), Some(&4));
-    assert_eq!(h.manifest(date)["request_id"], rec.request_id.unwrap().as_str());
+    assert_eq!(
+        h.manifest(date)["request_id"],
+        rec.request_id.unwrap().as_str()
+    );
     assert_eq!(hook.alerts().len(), 1, "no alert for the success");
 }
 
@@ -358,10 +376,11 @@ async fn a_bandwidth_cap_slows_but_does_not_break_the_day() {
 
 // ---- the request's lifecycle ----------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stuck_request_waits_with_75_and_the_next_run_resumes_it() {
+/// A request stuck in `stage` makes the run exit 75 (WAITING); once it moves on, the next
+/// run resumes the same request.
+async fn stuck_then_resumed(stage: Stage) {
     let (mut h, hook) = harness(with_faults(Faults {
-        stuck: Some(Stage::Processing),
+        stuck: Some(stage),
         ..Faults::default()
     }))
     .await;
@@ -392,6 +411,16 @@ async fn a_stuck_request_waits_with_75_and_the_next_run_resumes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_stuck_in_processing_waits_with_75_and_the_next_run_resumes_it() {
+    stuck_then_resumed(Stage::Processing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_stuck_in_pending_waits_with_75_and_the_next_run_resumes_it() {
+    stuck_then_resumed(Stage::Pending).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_generations_are_requested_again_with_new_request_ids() {
     let (h, hook) = harness(with_faults(Faults {
         failed_generations: 2,
@@ -408,7 +437,10 @@ async fn failed_generations_are_requested_again_with_new_request_ids() {
     assert_eq!(ids.len(), 3, "three distinct X-Request-Ids");
     let m = h.manifest(date);
     assert_eq!(m["generation"], 3);
-    assert_eq!(m["x_request_id"], creates[2].x_request_id.as_deref().unwrap());
+    assert_eq!(
+        m["x_request_id"],
+        creates[2].x_request_id.as_deref().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,7 +483,12 @@ async fn an_expired_request_is_requested_again_as_the_next_generation() {
     let c = h.sim.counters();
     assert_eq!(c.creates, 2);
     assert!(c.not_found >= 1, "the old request answered 404: {c:?}");
-    let ids: BTreeSet<_> = h.sim.creates().into_iter().map(|r| r.x_request_id).collect();
+    let ids: BTreeSet<_> = h
+        .sim
+        .creates()
+        .into_iter()
+        .map(|r| r.x_request_id)
+        .collect();
     assert_eq!(ids.len(), 2);
     assert_eq!(h.manifest(date)["generation"], 2);
     assert!(hook.alerts().is_empty());
@@ -496,7 +533,10 @@ async fn status_unavailable_after_retries_exits_69_and_the_rerun_resumes() {
     assert_eq!(rec.state, JobState::Polling);
     let alert = hook.only();
     assert_alert(&alert, "failed", date);
-    assert_eq!(alert["request_id"], rec.request_id.clone().unwrap().as_str());
+    assert_eq!(
+        alert["request_id"],
+        rec.request_id.clone().unwrap().as_str()
+    );
 
     ok(&h, date).await;
     assert_published_exactly(&h, date);
@@ -556,6 +596,22 @@ async fn traversal_file_names_are_never_used_as_paths() {
     }))
     .await;
     let date = day(DATE);
+    // Stopped once every part is staged and verified: the staged names are ours.
+    let stopped = h
+        .job(Hooks {
+            stop_after: Some(JobState::Verified),
+        })
+        .await
+        .run(date, false)
+        .await;
+    assert!(matches!(stopped, Err(JobError::StoppedAfter(_))));
+    let staged: BTreeSet<String> = walk(&h.dir.path().join(".cdrsync-staging"));
+    let want: BTreeSet<String> = (1..=3)
+        .flat_map(|i| ["data", "verified"].map(|ext| format!("part-{i:04}.{ext}")))
+        .map(|f| format!("callDetailRecords/date=2024-05-15/gen-1/{f}"))
+        .collect();
+    assert_eq!(staged, want);
+
     ok(&h, date).await;
     assert_published_exactly(&h, date);
     assert!(hook.alerts().is_empty());
@@ -581,7 +637,10 @@ async fn traversal_file_names_are_never_used_as_paths() {
     .into_iter()
     .map(String::from)
     .collect();
-    assert_eq!(files, expected, "only the expected files, nothing from fileName");
+    assert_eq!(
+        files, expected,
+        "only the expected files, nothing from fileName"
+    );
     // Nothing beside the temp folder either.
     let parent = h.dir.path().parent().unwrap();
     for name in &names {
@@ -633,7 +692,10 @@ async fn the_password_grant_bootstraps_when_client_credentials_are_refused() {
     let pw = h.dir.path().join("secrets/password");
     std::fs::write(&pw, "hunter2").unwrap();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-    h.set("cxone", "username = \"svc\"\npassword = \"file:./secrets/password\"");
+    h.set(
+        "cxone",
+        "username = \"svc\"\npassword = \"file:./secrets/password\"",
+    );
     ok(&h, day("2024-05-14")).await;
     h.sim.control().invalidate_refresh_tokens();
 
@@ -734,10 +796,7 @@ async fn two_processes_sharing_a_refresh_token_never_reuse_one() {
 // ---- the lease ------------------------------------------------------------------------
 
 /// Two runs of one day started together; returns both results.
-async fn two_at_once(
-    h: &Harness,
-    date: NaiveDate,
-) -> [Result<Outcome, JobError>; 2] {
+async fn two_at_once(h: &Harness, date: NaiveDate) -> [Result<Outcome, JobError>; 2] {
     let (a, b) = (h.job(Hooks::default()).await, h.job(Hooks::default()).await);
     let (ra, rb) = tokio::join!(a.run(date, false), b.run(date, false));
     [ra, rb]
@@ -790,6 +849,53 @@ async fn two_runs_of_one_day_without_lease_wait_one_exits_75() {
     assert_eq!(h.sim.counters().creates, 1);
     assert_published_exactly(&h, date);
     assert!(hook.alerts().is_empty(), "a held lease is not alerted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_waited_for_the_lease_resumes_the_same_request_never_posting_again() {
+    let (mut h, hook) = harness(with_faults(Faults {
+        stuck: Some(Stage::Processing),
+        ..Faults::default()
+    }))
+    .await;
+    h.set("job", "lease_wait = \"10s\"");
+    h.set("poll", "stale_after = \"300ms\"");
+    let date = day(DATE);
+    for result in two_at_once(&h, date).await {
+        let e = result.expect_err("both find the request stuck");
+        assert!(matches!(e, JobError::Waiting { .. }), "{e}");
+    }
+    assert_eq!(
+        h.sim.counters().creates,
+        1,
+        "the waiter resumed the request"
+    );
+    let alerts = hook.alerts();
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[0]["request_id"], alerts[1]["request_id"]);
+    assert_eq!(record(&h, date).await.state, JobState::Waiting);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_renews_its_lease() {
+    let (h, _hook) = harness(Scenario {
+        processing_ms: 1_000,
+        ..small()
+    })
+    .await;
+    let date = day(DATE);
+    let mut first = h.job(Hooks::default()).await;
+    first.lease_ttl = Duration::from_millis(300);
+    let second = h.job(Hooks::default()).await;
+    let late = async {
+        // Well past the first lease's TTL: only a renewed lease still holds the day.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        second.run(date, false).await
+    };
+    let (a, b) = tokio::join!(first.run(date, false), late);
+    assert!(matches!(a, Ok(Outcome::Published(_))), "{a:?}");
+    assert!(matches!(b, Err(JobError::LeaseHeld { .. })), "{b:?}");
+    assert_eq!(h.sim.counters().creates, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

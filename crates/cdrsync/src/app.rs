@@ -81,16 +81,19 @@ pub async fn build_job(
         alerter,
         progress,
         owner: lease_owner(),
+        lease_ttl: crate::job::LEASE_TTL,
         hooks,
     })
 }
 
 /// `host:pid:random`, unique per process.
 fn lease_owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+    format!(
+        "{}:{}:{:08x}",
+        crate::job::hostname(),
+        std::process::id(),
+        fastrand::u32(..)
+    )
 }
 
 /// The `status` table: one line per day, newest first.

@@ -80,6 +80,9 @@ pub struct JobConfig {
     pub concurrency: usize,
     /// Where parts are staged before the merge; default `{base_dir}/.cdrsync-staging`.
     pub staging_dir: PathBuf,
+    /// How long a run waits for another run's lease on the same day before exiting 75
+    /// (`0s`: do not wait).
+    pub lease_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +145,7 @@ const DEFAULT_REPORT_ID: &str = "default";
 const DEFAULT_FORMAT: &str = "csv";
 const DEFAULT_CONCURRENCY: usize = 4;
 const DEFAULT_STAGING_DIR: &str = ".cdrsync-staging";
+const DEFAULT_LEASE_WAIT: &str = "0s";
 const DEFAULT_POLL_INITIAL: &str = "15s";
 const DEFAULT_POLL_FACTOR: f64 = 1.5;
 const DEFAULT_POLL_MAX: &str = "120s";
@@ -323,6 +327,7 @@ pub const KEYS: &[(&str, &[(&str, KeyKind)])] = &[
             ("types", KeyKind::Map),
             ("concurrency", KeyKind::UInt),
             ("staging_dir", KeyKind::Str),
+            ("lease_wait", KeyKind::Duration),
         ],
     ),
     (
@@ -452,6 +457,7 @@ struct RawJob {
     types: Option<BTreeMap<String, String>>,
     concurrency: Option<u32>,
     staging_dir: Option<String>,
+    lease_wait: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1096,6 +1102,12 @@ fn validate_job(raw: RawJob, base_dir: &Path, origins: &Origins) -> Result<JobCo
             origins,
         )?,
     );
+    let lease_wait = duration(
+        "job.lease_wait",
+        raw.lease_wait,
+        DEFAULT_LEASE_WAIT,
+        origins,
+    )?;
     Ok(JobConfig {
         report_type,
         report_id,
@@ -1105,6 +1117,7 @@ fn validate_job(raw: RawJob, base_dir: &Path, origins: &Origins) -> Result<JobCo
         types,
         concurrency,
         staging_dir,
+        lease_wait,
     })
 }
 
@@ -1231,6 +1244,7 @@ refresh_token = "file:secrets/refresh_token"
         assert_eq!(c.job.critical, c.job.columns);
         assert!(c.job.types.is_empty());
         assert_eq!(c.job.concurrency, 4);
+        assert_eq!(c.job.lease_wait, Duration::ZERO);
         assert_eq!(
             c.job.staging_dir,
             Path::new("/etc/cdrsync/.cdrsync-staging")
@@ -1273,6 +1287,7 @@ critical = ["CallId", "StartTime"]
 types = { Duration = "int", StartTime = "timestamp" }
 concurrency = 8
 staging_dir = "/var/tmp/cdr"
+lease_wait = "30s"
 
 [poll]
 initial = "15s"
@@ -1304,6 +1319,7 @@ webhook_url = "https://hooks.example.com/x"
         assert_eq!(c.job.types["Duration"], ColumnType::Int);
         assert_eq!(c.job.types["StartTime"], ColumnType::Timestamp);
         assert_eq!(c.job.staging_dir, Path::new("/var/tmp/cdr"));
+        assert_eq!(c.job.lease_wait, Duration::from_secs(30));
         assert_eq!(c.poll.factor, 2.0);
         assert_eq!(c.poll.stale_after, Duration::from_secs(5400));
         let StateConfig::Sqlite { path } = &c.state;

@@ -207,7 +207,15 @@ impl Downloader {
         }
         let mut response = match self.client.download(&entry.download_url, have).await {
             Ok(r) => r,
-            Err(e @ (cxone::Error::Auth { .. } | cxone::Error::BadUrl { .. })) => {
+            // 404/410: the part (or the whole request) is gone; fetching it again cannot
+            // help, and the job decides whether the request expired.
+            Err(
+                e @ (cxone::Error::Auth { .. }
+                | cxone::Error::BadUrl { .. }
+                | cxone::Error::Rejected {
+                    status: 404 | 410, ..
+                }),
+            ) => {
                 return Err(AttemptError::Fatal(e));
             }
             Err(e) => return Err(AttemptError::Resumable(e.to_string())),

@@ -34,6 +34,9 @@ use tokio::time::Instant;
 /// How long a day's lease lasts without renewal (a killed run's lease expires after this).
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
+/// How often a run waiting for another run's lease (`[job] lease_wait`) asks again.
+const LEASE_RETRY: Duration = Duration::from_millis(250);
+
 /// What a finished run did.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -68,6 +71,8 @@ pub struct Job {
     pub progress: ProgressBar,
     /// Lease owner, unique per process: `host:pid:random`.
     pub owner: String,
+    /// Lifetime of the day's lease ([`LEASE_TTL`]; renewed every third of it).
+    pub lease_ttl: Duration,
     pub hooks: Hooks,
 }
 
@@ -112,37 +117,60 @@ impl Job {
         if !force && let Some(done) = self.already_done(key).await? {
             return Ok(done);
         }
-        match self
-            .store
-            .acquire_lease(key, &self.owner, LEASE_TTL)
-            .await?
-        {
-            Lease::Acquired { .. } => {}
-            Lease::HeldBy { owner, .. } => {
-                return Err(JobError::LeaseHeld {
-                    date: key.date,
-                    owner,
-                });
-            }
-        }
+        self.acquire_lease(key).await?;
         let renew = {
             let store = self.store.clone();
-            let (key, owner) = (key.clone(), self.owner.clone());
+            let (key, owner, ttl) = (key.clone(), self.owner.clone(), self.lease_ttl);
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(LEASE_TTL / 3).await;
-                    if let Err(e) = store.acquire_lease(&key, &owner, LEASE_TTL).await {
+                    tokio::time::sleep(ttl / 3).await;
+                    if let Err(e) = store.acquire_lease(&key, &owner, ttl).await {
                         tracing::warn!("could not renew the lease: {e}");
                     }
                 }
             })
         };
+        // `run_day` re-checks under the lease: the run we waited for may have finished.
         let result = self.run_day(key, force).await;
         renew.abort();
         if let Err(e) = self.store.release_lease(key, &self.owner).await {
             tracing::warn!("could not release the lease: {e}");
         }
         result
+    }
+
+    /// Takes the day's lease, waiting up to `[job] lease_wait` for another run to give it
+    /// back. A lease whose owner is a process of this host that no longer exists (killed)
+    /// is taken over at once rather than after its TTL.
+    async fn acquire_lease(&self, key: &JobKey) -> Result<(), JobError> {
+        let deadline = Instant::now() + self.config.job.lease_wait;
+        let mut logged = false;
+        loop {
+            let owner = match self
+                .store
+                .acquire_lease(key, &self.owner, self.lease_ttl)
+                .await?
+            {
+                Lease::Acquired { .. } => return Ok(()),
+                Lease::HeldBy { owner, .. } => owner,
+            };
+            if owner_is_dead(&owner) {
+                tracing::warn!(date = %key.date, %owner, "the day's lease belongs to a process that no longer exists; taking it over");
+                self.store.release_lease(key, &owner).await?;
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(JobError::LeaseHeld {
+                    date: key.date,
+                    owner,
+                });
+            }
+            if !logged {
+                tracing::info!(date = %key.date, %owner, wait = ?self.config.job.lease_wait, "another run holds this day's lease; waiting for it");
+                logged = true;
+            }
+            tokio::time::sleep(LEASE_RETRY.min(deadline - Instant::now())).await;
+        }
     }
 
     async fn already_done(&self, key: &JobKey) -> Result<Option<Outcome>, JobError> {
@@ -275,30 +303,30 @@ impl Job {
                         self.save(key, rec, JobState::Downloading).await?;
                     }
                     PollEnd::Gone(why) => {
-                        if *generations_this_run >= self.config.poll.max_generations {
-                            rec.reason = Some(why.clone());
-                            self.save(key, rec, JobState::Failed).await?;
-                            return Err(JobError::GenerationsExhausted {
-                                date,
-                                generations: *generations_this_run,
-                                last: why,
-                            });
-                        }
-                        tracing::warn!(date = %date, generation = rec.generation, "request gone ({why}); requesting the next generation");
-                        *generations_this_run += 1;
-                        tokio::time::sleep(self.config.poll.initial).await;
-                        next_generation(rec);
-                        rec.reason = Some(why);
-                        self.save(key, rec, JobState::Planned).await?;
+                        self.request_again(key, rec, generations_this_run, why)
+                            .await?;
                     }
                 }
             }
-            JobState::Downloading => {
-                self.download(key, rec).await?;
-                self.save(key, rec, JobState::Verified).await?;
-            }
+            JobState::Downloading => match self.download(key, rec).await {
+                Ok(_) => self.save(key, rec, JobState::Verified).await?,
+                Err(e) => {
+                    let why = self.expired_or(rec, e).await?;
+                    self.request_again(key, rec, generations_this_run, why)
+                        .await?;
+                }
+            },
             JobState::Verified => {
-                let manifest = self.merge_and_publish(key, rec).await?;
+                let manifest = match self.merge_and_publish(key, rec).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Staging was lost and the request expired meanwhile.
+                        let why = self.expired_or(rec, e).await?;
+                        self.request_again(key, rec, generations_this_run, why)
+                            .await?;
+                        return Ok(None);
+                    }
+                };
                 rec.rows = Some(manifest.rows);
                 self.save(key, rec, JobState::Published).await?;
                 if self.hooks.stop_after == Some(JobState::Published) {
@@ -324,6 +352,55 @@ impl Job {
             }
         }
         Ok(None)
+    }
+
+    /// The request is gone (FAILED or expired): records the next generation, or fails the
+    /// day when this run has used up `max_generations`.
+    async fn request_again(
+        &self,
+        key: &JobKey,
+        rec: &mut JobRecord,
+        generations_this_run: &mut u32,
+        why: String,
+    ) -> Result<(), JobError> {
+        let date = key.date;
+        if *generations_this_run >= self.config.poll.max_generations {
+            rec.reason = Some(why.clone());
+            self.save(key, rec, JobState::Failed).await?;
+            return Err(JobError::GenerationsExhausted {
+                date,
+                generations: *generations_this_run,
+                last: why,
+            });
+        }
+        tracing::warn!(date = %date, generation = rec.generation, "request gone ({why}); requesting the next generation");
+        *generations_this_run += 1;
+        tokio::time::sleep(self.config.poll.initial).await;
+        next_generation(rec);
+        rec.reason = Some(why);
+        self.save(key, rec, JobState::Planned).await
+    }
+
+    /// After a download failed: when a part answered 404 and the status call confirms the
+    /// request itself has expired, why (so the day moves to the next generation instead
+    /// of retrying a dead request on every run); otherwise `error` unchanged.
+    async fn expired_or(&self, rec: &JobRecord, error: JobError) -> Result<String, JobError> {
+        let part_not_found = matches!(
+            &error,
+            JobError::Api {
+                source: cxone::Error::Rejected { status: 404, .. },
+                ..
+            }
+        );
+        let Some(request_id) = rec.request_id.as_deref().filter(|_| part_not_found) else {
+            return Err(error);
+        };
+        match self.client.status(request_id).await {
+            Err(cxone::Error::RequestNotFound { .. }) => Ok(format!(
+                "request {request_id} is no longer known to CXone (404 on its files: expired)"
+            )),
+            _ => Err(error),
+        }
     }
 
     /// Polls the request until its files may be downloaded, it is gone, or it is stale.
@@ -635,4 +712,27 @@ fn merge_to_file(
 
 fn seed() -> u64 {
     fastrand::u64(..)
+}
+
+/// The name of this host, as lease owners carry it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// Whether a lease `owner` (`host:pid:random`) names a process of this host that has gone.
+/// Only decidable where `/proc` exists; anywhere else the lease simply expires.
+fn owner_is_dead(owner: &str) -> bool {
+    let mut fields = owner.rsplitn(3, ':');
+    let (Some(_), Some(pid), Some(host)) = (fields.next(), fields.next(), fields.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    pid != std::process::id()
+        && host == hostname()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

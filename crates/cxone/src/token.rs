@@ -12,8 +12,8 @@
 //!    access token.
 //!
 //! CXone refresh tokens rotate: each use kills the old one. So the refresh POST is never
-//! repeated once it may have reached the server; a lost answer costs one bootstrap grant on
-//! the next exchange instead (the old token then answers `invalid_grant`).
+//! repeated once it may have reached the server; a lost answer costs one bootstrap grant
+//! instead, run at once in the same exchange.
 
 use crate::model::TokenResponse;
 use crate::retry::{Attempt, Backoff, Failure, Idempotency};
@@ -219,6 +219,18 @@ impl TokenManager {
                          running the bootstrap grant"
                     );
                     self.grant(Grant::Bootstrap).await
+                }
+                // A 5xx or broken answer: the server may have rotated the token before it
+                // failed, so repeating the refresh could reuse a dead token. The bootstrap
+                // grant replaces it without that risk; if it cannot, the original failure
+                // stands (a transient outage, not an authentication refusal).
+                Err(GrantError::Other(refresh_error @ Error::Unavailable { .. })) => {
+                    tracing::warn!(
+                        "the refresh grant failed ({refresh_error}); running the bootstrap grant"
+                    );
+                    self.grant(Grant::Bootstrap)
+                        .await
+                        .map_err(|_| GrantError::Other(refresh_error))
                 }
                 other => other,
             },

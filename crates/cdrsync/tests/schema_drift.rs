@@ -6,8 +6,8 @@
 mod common;
 
 use cdrsync::job::Outcome;
-use common::schema::webhook::Webhook;
 use common::schema::*;
+use common::webhook::Webhook;
 use common::*;
 use cxone_sim::scenario::{JsonLayout, SchemaDrift};
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ fn published_header() -> Vec<String> {
 async fn drifted(drift: SchemaDrift) -> (Harness, Webhook) {
     let hook = Webhook::start().await;
     let mut h = Harness::new(small_day(drift)).await;
-    h.set("alert", &format!("webhook_url = \"{}\"", hook.url));
+    h.set("alert", &format!("webhook_url = \"{}\"", hook.url()));
     (h, hook)
 }
 
@@ -56,7 +56,7 @@ async fn publish_via_binary(h: &Harness, env: Overrides<'_>, rows: u64) {
 fn assert_halted(h: &Harness, hook: &Webhook, error: &cdrsync::exit::JobError, message: &str) {
     assert_eq!(error.exit_code() as u8, 65, "{error}");
     assert_eq!(error.to_string(), format!("{DATE}: {message}"));
-    let alerts = hook.bodies();
+    let alerts = hook.alerts();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["event"], "halted");
     assert_eq!(alerts[0]["severity"], "critical");
@@ -117,7 +117,7 @@ async fn extra_columns_are_published_as_a_json_object_in_header_order() {
         assert_eq!(&strings(&part["columns_seen"]), header);
     }
     assert!(
-        hook.bodies().is_empty(),
+        hook.alerts().is_empty(),
         "drift that publishes raises no alert"
     );
 }
@@ -157,7 +157,7 @@ async fn a_missing_non_critical_column_is_published_empty_with_a_warning() {
     for part in m["parts"].as_array().unwrap() {
         assert!(!strings(&part["columns_seen"]).contains(&"QueueName".to_string()));
     }
-    assert!(hook.bodies().is_empty());
+    assert!(hook.alerts().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +203,7 @@ async fn a_renamed_critical_column_halts_with_the_rename_hint() {
     let out = cdrsync(&h, &["run", "--date", DATE], &critical).await;
     assert_eq!(out.code, 65, "{}", out.stderr);
     assert!(out.stderr.contains(&message), "{}", out.stderr);
-    assert_eq!(hook.bodies().len(), 2, "each halted run alerts");
+    assert_eq!(hook.alerts().len(), 2, "each halted run alerts");
     assert!(!h.day_dir(day(DATE)).join("_manifest.json").exists());
 }
 
@@ -228,7 +228,7 @@ async fn a_renamed_non_critical_column_is_missing_plus_added() {
     assert_eq!(strings(&m["schema"]["missing"]), ["QueueName"]);
     assert_eq!(strings(&m["schema"]["added"]), ["Queue_Name"]);
     assert_eq!(strings(&m["extra_columns_seen"]), ["Queue_Name"]);
-    assert!(hook.bodies().is_empty());
+    assert!(hook.alerts().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +254,7 @@ async fn a_reordered_header_is_mapped_by_name() {
     for (part, header) in m["parts"].as_array().unwrap().iter().zip(&headers) {
         assert_eq!(&strings(&part["columns_seen"]), header);
     }
-    assert!(hook.bodies().is_empty());
+    assert!(hook.alerts().is_empty());
 }
 
 /// Part 1 plain; from part 2 on: shuffled, one column extra, one dropped, Duration in
@@ -341,7 +341,7 @@ async fn drift_from_part_two_is_mapped_per_part_and_recorded_in_the_manifest() {
         )),
         "{warnings:?}"
     );
-    assert!(hook.bodies().is_empty());
+    assert!(hook.alerts().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,7 +409,7 @@ async fn a_type_change_in_a_non_critical_column_publishes_the_cell_empty() {
             .any(|w| w.starts_with("column `Duration`: 700 value(s) are not an int")),
         "{warnings:?}"
     );
-    assert!(hook.bodies().is_empty());
+    assert!(hook.alerts().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,7 +436,7 @@ async fn bom_and_crlf_parts_publish_exact_rows_under_one_header() {
     let m = h.manifest(date);
     assert_eq!(m["rows"], 700);
     assert!(strings(&m["schema"]["warnings"]).is_empty());
-    assert!(hook.bodies().is_empty());
+    assert!(hook.alerts().is_empty());
 }
 
 async fn json_day_publishes_ndjson(layout: JsonLayout) {
@@ -501,7 +501,7 @@ async fn json_day_publishes_ndjson(layout: JsonLayout) {
     let data = dir.join("cdr.ndjson");
     assert_eq!(m["sha256"], sha256_hex(&data));
     assert_eq!(m["bytes"], std::fs::metadata(&data).unwrap().len());
-    assert!(hook.bodies().is_empty());
+    assert!(hook.alerts().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,7 +574,7 @@ async fn a_forced_rerun_that_halts_leaves_the_published_day_intact() {
         sha256_hex(&data),
         std::fs::read(dir.join("_manifest.json")).unwrap(),
     );
-    assert_eq!(hook.bodies().len(), 0);
+    assert_eq!(hook.alerts().len(), 0);
 
     // Now the operator makes AgentName critical and re-extracts the day.
     let critical = [("CDRSYNC_JOB_CRITICAL", "CallId,StartTime,AgentName")];
@@ -590,7 +590,7 @@ async fn a_forced_rerun_that_halts_leaves_the_published_day_intact() {
         2,
         "the day really was re-extracted"
     );
-    let alerts = hook.bodies();
+    let alerts = hook.alerts();
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["event"], "halted");
     assert_eq!(alerts[0]["message"], format!("{DATE}: {message}"));
@@ -669,5 +669,5 @@ async fn a_json_type_change_halts_when_critical_and_publishes_null_when_not() {
         m["schema"]["type_violations"],
         serde_json::json!({"Duration": 700})
     );
-    assert_eq!(hook.bodies().len(), 1, "only the halt alerted");
+    assert_eq!(hook.alerts().len(), 1, "only the halt alerted");
 }

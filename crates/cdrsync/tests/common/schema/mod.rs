@@ -1,8 +1,5 @@
 //! Helpers for the schema-drift tests (issue 4): small drifted scenarios, runs with
-//! configuration overrides (in-process and through the binary), a webhook that records
-//! alerts, and readers that keep the key order of published JSON.
-
-pub mod webhook;
+//! configuration overrides (in-process and through the binary), and readers that keep the key order of published JSON.
 
 use super::Harness;
 use cdrsync::config::Config;

@@ -64,6 +64,15 @@ impl FileTokenStore {
         &self.path
     }
 
+    /// The sidecar note of a refresh exchange in progress, `<path>.spending`: the SHA-256
+    /// of the token being spent (never the token), so a process killed mid-exchange tells
+    /// the next one not to present that token again.
+    pub fn spending_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".spending");
+        PathBuf::from(name)
+    }
+
     /// The sidecar lock file, `<path>.lock`.
     pub fn lock_path(&self) -> PathBuf {
         let mut name = self.path.as_os_str().to_owned();
@@ -204,6 +213,56 @@ impl RefreshTokenStore for FileTokenStore {
     fn describe(&self) -> String {
         format!("file:{}", self.path.display())
     }
+
+    async fn begin_spend(&self, token: &Secret) -> Result<(), StoreError> {
+        let path = self.spending_path();
+        let fingerprint = fingerprint(token);
+        let describe = self.describe();
+        self.blocking(move || {
+            write_atomically(&path, fingerprint.as_bytes()).map_err(|e| StoreError {
+                store: describe,
+                message: format!("cannot note the refresh exchange in {}: {e}", path.display()),
+            })
+        })
+        .await
+    }
+
+    async fn spend_in_doubt(&self, token: &Secret) -> Result<bool, StoreError> {
+        let path = self.spending_path();
+        let fingerprint = fingerprint(token);
+        let describe = self.describe();
+        self.blocking(move || match fs::read_to_string(&path) {
+            Ok(noted) => Ok(noted.trim() == fingerprint),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError {
+                store: describe,
+                message: format!("cannot read {}: {e}", path.display()),
+            }),
+        })
+        .await
+    }
+
+    async fn end_spend(&self) -> Result<(), StoreError> {
+        // Not fsynced: a note that survives a power cut names a rotated-away token, which
+        // no longer matches the stored one (or, without rotation, costs one bootstrap).
+        let path = self.spending_path();
+        let describe = self.describe();
+        self.blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError {
+                store: describe,
+                message: format!("cannot remove {}: {e}", path.display()),
+            }),
+        })
+        .await
+    }
+}
+
+/// Lowercase hex SHA-256 of a token: names it in the spending note without revealing it.
+fn fingerprint(token: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.expose().as_bytes()))
 }
 
 #[cfg(test)]

@@ -43,7 +43,10 @@ fn key(h: &Harness, date: NaiveDate) -> JobKey {
 }
 
 async fn record(h: &Harness, date: NaiveDate) -> Option<JobRecord> {
-    store(h).load(&key(h, date)).await.expect("the record loads")
+    store(h)
+        .load(&key(h, date))
+        .await
+        .expect("the record loads")
 }
 
 /// A SIGKILLed run cannot release its lease; expire it as `LEASE_TTL` later would.
@@ -105,7 +108,13 @@ fn try_read_csv(path: &Path) -> Result<Vec<BTreeMap<String, String>>, String> {
         if rec.len() != header.len() {
             return Err(format!("a record of {} fields", rec.len()));
         }
-        rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
+        rows.push(
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect(),
+        );
     }
     Ok(without_extra(rows))
 }
@@ -137,7 +146,10 @@ fn check_day_folder(
         for entry in std::fs::read_dir(&dir).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') && name != "cdr.csv" && name != "_manifest.json" {
-                return Err(format!("unexpected visible file {name} in {}", dir.display()));
+                return Err(format!(
+                    "unexpected visible file {name} in {}",
+                    dir.display()
+                ));
             }
         }
     }
@@ -281,7 +293,12 @@ async fn a_stop_after_each_state_resumes_with_one_create_and_a_whole_day() {
         let tail = || log_tail(&log, 2_000);
         assert!(!status.success(), "stop after {name}: exit 0\n{}", tail());
         let rec = record(&h, date).await.expect("the stop left a record");
-        assert_eq!(rec.state, state, "stopped in the state asked for\n{}", tail());
+        assert_eq!(
+            rec.state,
+            state,
+            "stopped in the state asked for\n{}",
+            tail()
+        );
         let folder = check_day_folder(&h, date, &truth).unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = if state == JobState::Published {
             DayFolder::Published
@@ -299,7 +316,11 @@ async fn a_stop_after_each_state_resumes_with_one_create_and_a_whole_day() {
     }
     check_creates(&h.sim).unwrap();
     let c = h.sim.counters();
-    assert_eq!(c.creates_new, states.len() as u64, "one new request per day");
+    assert_eq!(
+        c.creates_new,
+        states.len() as u64,
+        "one new request per day"
+    );
     assert_eq!(c.refresh_reuses, 0);
 
     // One day through every state, one process per state: still a single create.
@@ -335,6 +356,103 @@ enum Trigger {
     /// SIGKILL the moment the simulator has answered a refresh grant (the rotated token
     /// may not be saved yet), or after the duration if none comes.
     OnRefreshAnswer(Duration),
+}
+
+/// How one run ended.
+#[derive(Debug)]
+enum Ended {
+    Exited(std::process::ExitStatus),
+    /// SIGKILLed; `after_refresh` when the simulator had answered a refresh grant of it.
+    Killed {
+        after_refresh: bool,
+    },
+}
+
+/// Runs the binary once for `date`, killing it when `trigger` fires (never when `None`).
+fn run_once(
+    h: &Harness,
+    date: NaiveDate,
+    trigger: Option<Trigger>,
+    log: &Path,
+    note: &str,
+) -> Ended {
+    let refresh_base = h.sim.counters().grants_refresh;
+    let refreshed = || h.sim.counters().grants_refresh > refresh_base;
+    let mut child = spawn(h, date, &[], log, note);
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Ended::Exited(status);
+        }
+        let fire = match trigger {
+            None => false,
+            Some(Trigger::After(d)) => t.elapsed() >= d,
+            Some(Trigger::OnRefreshAnswer(d)) => refreshed() || t.elapsed() >= d,
+        };
+        if fire {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return Ended::Killed {
+                after_refresh: matches!(trigger, Some(Trigger::OnRefreshAnswer(_))) && refreshed(),
+            };
+        }
+        if t.elapsed() > HANG {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{note}: hung\n{}", log_tail(log, 4_000));
+        }
+        // Polling the counters tightly lands the kill between the token answer and the
+        // save of the rotated token.
+        std::thread::sleep(match trigger {
+            Some(Trigger::OnRefreshAnswer(_)) => Duration::from_micros(100),
+            _ => Duration::from_millis(2),
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_right_after_a_refresh_answer_never_causes_a_reuse() {
+    let h = Harness::new(small_day()).await;
+    let log = h.dir.path().join("runs.log");
+    let mut after_refresh = 0;
+    let mut date = day("2024-07-01");
+    for n in 0..8 {
+        date = date.succ_opt().unwrap();
+        // A run that stops cleanly leaves a saved refresh token (bootstrapped the first
+        // time, or in place of one in doubt); the next run starts by spending it.
+        let mut clean = spawn(
+            &h,
+            date,
+            &[("CDRSYNC_TEST_STOP_AFTER", "requested")],
+            &log,
+            &format!("{date} stop after requested"),
+        );
+        assert!(!clean.wait().unwrap().success());
+        let trigger = Trigger::OnRefreshAnswer(Duration::from_secs(5));
+        let note = format!("{date} kill {n} at the refresh answer");
+        match run_once(&h, date, Some(trigger), &log, &note) {
+            Ended::Killed { after_refresh: a } => after_refresh += a as u32,
+            Ended::Exited(status) => panic!("exited with {status}\n{}", log_tail(&log, 2_000)),
+        }
+        expire_lease(&h, date).await;
+        let reuses = h.sim.counters().refresh_reuses;
+        assert_eq!(
+            reuses,
+            0,
+            "{note}: {reuses} reuse(s)\n{}",
+            log_tail(&log, 2_000)
+        );
+    }
+    assert_eq!(after_refresh, 8, "every kill followed a refresh answer");
+    let truth = expected(&h.sim, date);
+    assert!(matches!(run_once(&h, date, None, &log, "finish"), Ended::Exited(s) if s.success()));
+    check_finished_day(&h, date, &truth, &log).await.unwrap();
+    let c = h.sim.counters();
+    assert_eq!(c.refresh_reuses, 0);
+    assert!(
+        c.grants_client_credentials > 1,
+        "a token in doubt was replaced by the bootstrap grant: {c:?}"
+    );
 }
 
 /// The random-kill run's figures.
@@ -381,7 +499,9 @@ fn killable_day() -> Scenario {
 async fn sigkill_at_random_moments_never_duplicates_a_create_or_publishes_a_partial_day() {
     let seed = env_u64("CDRSYNC_CRASH_SEED", DEFAULT_SEED);
     let target = env_u64("CDRSYNC_CRASH_KILLS", DEFAULT_KILLS);
-    eprintln!("crash test: seed {seed:#x} (CDRSYNC_CRASH_SEED), {target} kills (CDRSYNC_CRASH_KILLS)");
+    eprintln!(
+        "crash test: seed {seed:#x} (CDRSYNC_CRASH_SEED), {target} kills (CDRSYNC_CRASH_KILLS)"
+    );
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut h = Harness::new(killable_day()).await;
     h.set("cxone", "refresh_margin = \"1s\"");
@@ -418,41 +538,14 @@ async fn sigkill_at_random_moments_never_duplicates_a_create_or_publishes_a_part
                 _ => Trigger::After(run_time.mul_f64(1.1 * rng.f64())),
             };
             let note = format!("{date} run {} trigger {trigger:?}", f.runs + 1);
-            let refresh_base = h.sim.counters().grants_refresh;
-            let mut child = spawn(&h, date, &[], &log, &note);
+            let ended = run_once(&h, date, killing.then_some(trigger), &log, &note);
             f.runs += 1;
-            let t = Instant::now();
-            let exited = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break Some(status);
+            let exited = match ended {
+                Ended::Exited(status) => Some(status),
+                Ended::Killed { after_refresh } => {
+                    f.refresh_kills += after_refresh as u64;
+                    None
                 }
-                let fire = killing
-                    && match trigger {
-                        Trigger::After(d) => t.elapsed() >= d,
-                        Trigger::OnRefreshAnswer(d) => {
-                            h.sim.counters().grants_refresh > refresh_base || t.elapsed() >= d
-                        }
-                    };
-                if fire {
-                    if matches!(trigger, Trigger::OnRefreshAnswer(_))
-                        && h.sim.counters().grants_refresh > refresh_base
-                    {
-                        f.refresh_kills += 1;
-                    }
-                    child.kill().unwrap();
-                    child.wait().unwrap();
-                    break None;
-                }
-                if t.elapsed() > HANG {
-                    child.kill().unwrap();
-                    child.wait().unwrap();
-                    panic!("{note}: hung\n{}", log_tail(&log, 4_000));
-                }
-                let tick = match trigger {
-                    Trigger::OnRefreshAnswer(_) => Duration::from_micros(100),
-                    Trigger::After(_) => Duration::from_millis(2),
-                };
-                std::thread::sleep(tick);
             };
             let violation = |what: String, f: &mut Figures| {
                 f.violations

@@ -242,7 +242,12 @@ impl TokenManager {
     /// already, so the bootstrap grant runs instead, and the token is presented only if
     /// that grant is refused.
     async fn spend(&self, refresh: Secret) -> Result<TokenResponse, GrantError> {
-        if self.store.spend_in_doubt(&refresh).await.map_err(Error::from)? {
+        if self
+            .store
+            .spend_in_doubt(&refresh)
+            .await
+            .map_err(Error::from)?
+        {
             tracing::warn!(
                 store = %self.store.describe(),
                 "an earlier exchange of the stored refresh token never finished; \
@@ -256,7 +261,10 @@ impl TokenManager {
                 ),
             }
         }
-        self.store.begin_spend(&refresh).await.map_err(Error::from)?;
+        self.store
+            .begin_spend(&refresh)
+            .await
+            .map_err(Error::from)?;
         match self.grant(Grant::Refresh(refresh)).await {
             Err(GrantError::InvalidGrant) => {
                 tracing::warn!(

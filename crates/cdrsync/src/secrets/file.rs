@@ -221,7 +221,10 @@ impl RefreshTokenStore for FileTokenStore {
         self.blocking(move || {
             write_atomically(&path, fingerprint.as_bytes()).map_err(|e| StoreError {
                 store: describe,
-                message: format!("cannot note the refresh exchange in {}: {e}", path.display()),
+                message: format!(
+                    "cannot note the refresh exchange in {}: {e}",
+                    path.display()
+                ),
             })
         })
         .await
@@ -408,5 +411,36 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_spend_note_names_only_its_token_survives_the_process_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refresh_token");
+        let (spent, other) = (Secret::new("rt-being-spent"), Secret::new("rt-other"));
+        let store = FileTokenStore::new(&path);
+        assert!(!store.spend_in_doubt(&spent).await.unwrap(), "no note yet");
+        store.begin_spend(&spent).await.unwrap();
+        // A second store on the path stands for the next process after a kill.
+        let next = FileTokenStore::new(&path);
+        assert!(next.spend_in_doubt(&spent).await.unwrap());
+        assert!(
+            !next.spend_in_doubt(&other).await.unwrap(),
+            "a rotated token is not in doubt"
+        );
+        let note = fs::read_to_string(next.spending_path()).unwrap();
+        assert!(
+            !note.contains("rt-being-spent"),
+            "the note holds a fingerprint only"
+        );
+        let mode = fs::metadata(next.spending_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        next.end_spend().await.unwrap();
+        assert!(!next.spend_in_doubt(&spent).await.unwrap());
+        next.end_spend().await.unwrap();
     }
 }

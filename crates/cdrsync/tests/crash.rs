@@ -65,13 +65,21 @@ async fn expire_lease(h: &Harness, date: NaiveDate) {
 }
 
 /// Spawns `cdrsync run --date DATE [--force]`, quiet, stderr appended to `log`.
-fn spawn(h: &Harness, date: NaiveDate, env: &[(&str, &str)], log: &Path, note: &str) -> Child {
+fn spawn(
+    h: &Harness,
+    date: NaiveDate,
+    force: bool,
+    env: &[(&str, &str)],
+    log: &Path,
+    note: &str,
+) -> Child {
     h.write_config();
     let mut file = File::options().create(true).append(true).open(log).unwrap();
     writeln!(file, "===== {note}").unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdrsync"));
     cmd.args(["run", "--date", &date.to_string(), "--config"])
         .arg(h.config_path())
+        .args(force.then_some("--force"))
         .env("CDRSYNC_LOG", "warn")
         .env_remove("CDRSYNC_TEST_STOP_AFTER")
         .stdin(Stdio::null())
@@ -222,6 +230,7 @@ fn x_request_ids_of(sim: &Simulator, date: NaiveDate) -> BTreeSet<String> {
 async fn check_finished_day(
     h: &Harness,
     date: NaiveDate,
+    generation: u32,
     truth: &[BTreeMap<String, String>],
     log: &Path,
 ) -> Result<(), String> {
@@ -229,22 +238,30 @@ async fn check_finished_day(
     if rec.state != JobState::Done {
         return Err(format!("the store says {:?}, not done", rec.state));
     }
-    if rec.generation != 1 {
-        return Err(format!("fault-free day used generation {}", rec.generation));
+    if rec.generation != generation {
+        return Err(format!(
+            "fault-free day ended in generation {}, not {generation}",
+            rec.generation
+        ));
     }
     if check_day_folder(h, date, truth)? != DayFolder::Published {
         return Err("exit 0 but the day is not published".into());
     }
     let ids = x_request_ids_of(&h.sim, date);
-    if ids.len() != 1 {
-        return Err(format!("{} X-Request-Ids for one generation", ids.len()));
+    if ids.len() != generation as usize {
+        return Err(format!(
+            "{} X-Request-Ids for {generation} generation(s)",
+            ids.len()
+        ));
     }
     let m = h.manifest(date);
-    if m["x_request_id"] != ids.first().unwrap().as_str() {
-        return Err("the manifest names another X-Request-Id".into());
+    if m["x_request_id"] != rec.x_request_id.as_deref().unwrap_or_default()
+        || m["generation"] != generation
+    {
+        return Err("the manifest names another X-Request-Id or generation".into());
     }
     let before = h.sim.counters();
-    let mut child = spawn(h, date, &[], log, &format!("{date} no-op rerun"));
+    let mut child = spawn(h, date, false, &[], log, &format!("{date} no-op rerun"));
     let status = child.wait().unwrap();
     if !status.success() {
         return Err(format!("the rerun of a done day failed: {status}"));
@@ -285,6 +302,7 @@ async fn a_stop_after_each_state_resumes_with_one_create_and_a_whole_day() {
         let mut child = spawn(
             &h,
             date,
+            false,
             &[("CDRSYNC_TEST_STOP_AFTER", name)],
             &log,
             &format!("{date} stop after {name}"),
@@ -308,9 +326,16 @@ async fn a_stop_after_each_state_resumes_with_one_create_and_a_whole_day() {
         assert_eq!(folder, want, "after stopping at {name}");
         assert_eq!(x_request_ids_of(&h.sim, date).len(), 1);
 
-        let mut child = spawn(&h, date, &[], &log, &format!("{date} resume after {name}"));
+        let mut child = spawn(
+            &h,
+            date,
+            false,
+            &[],
+            &log,
+            &format!("{date} resume after {name}"),
+        );
         assert!(child.wait().unwrap().success(), "resume: {}", tail());
-        check_finished_day(&h, date, &truth, &log)
+        check_finished_day(&h, date, 1, &truth, &log)
             .await
             .unwrap_or_else(|e| panic!("resumed after {name}: {e}\n{}", tail()));
     }
@@ -331,6 +356,7 @@ async fn a_stop_after_each_state_resumes_with_one_create_and_a_whole_day() {
         let mut child = spawn(
             &h,
             date,
+            false,
             &[("CDRSYNC_TEST_STOP_AFTER", name.as_str().unwrap())],
             &log,
             &format!("{date} chain: stop after {name}"),
@@ -339,9 +365,9 @@ async fn a_stop_after_each_state_resumes_with_one_create_and_a_whole_day() {
         assert_eq!(record(&h, date).await.unwrap().state, state);
         check_day_folder(&h, date, &truth).unwrap();
     }
-    let mut child = spawn(&h, date, &[], &log, "chain: finish");
+    let mut child = spawn(&h, date, false, &[], &log, "chain: finish");
     assert!(child.wait().unwrap().success());
-    check_finished_day(&h, date, &truth, &log).await.unwrap();
+    check_finished_day(&h, date, 1, &truth, &log).await.unwrap();
     let c = h.sim.counters();
     assert_eq!(c.creates_new, states.len() as u64 + 1);
     assert_eq!(c.refresh_reuses, 0);
@@ -368,17 +394,18 @@ enum Ended {
     },
 }
 
-/// Runs the binary once for `date`, killing it when `trigger` fires (never when `None`).
+/// Runs the binary once for `date` (with `--force` if asked), killing it when `trigger` fires (never when `None`).
 fn run_once(
     h: &Harness,
     date: NaiveDate,
+    force: bool,
     trigger: Option<Trigger>,
     log: &Path,
     note: &str,
 ) -> Ended {
     let refresh_base = h.sim.counters().grants_refresh;
     let refreshed = || h.sim.counters().grants_refresh > refresh_base;
-    let mut child = spawn(h, date, &[], log, note);
+    let mut child = spawn(h, date, force, &[], log, note);
     let t = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -423,6 +450,7 @@ async fn a_run_killed_right_after_a_refresh_answer_never_causes_a_reuse() {
         let mut clean = spawn(
             &h,
             date,
+            false,
             &[("CDRSYNC_TEST_STOP_AFTER", "requested")],
             &log,
             &format!("{date} stop after requested"),
@@ -430,7 +458,7 @@ async fn a_run_killed_right_after_a_refresh_answer_never_causes_a_reuse() {
         assert!(!clean.wait().unwrap().success());
         let trigger = Trigger::OnRefreshAnswer(Duration::from_secs(5));
         let note = format!("{date} kill {n} at the refresh answer");
-        match run_once(&h, date, Some(trigger), &log, &note) {
+        match run_once(&h, date, false, Some(trigger), &log, &note) {
             Ended::Killed { after_refresh: a } => after_refresh += a as u32,
             Ended::Exited(status) => panic!("exited with {status}\n{}", log_tail(&log, 2_000)),
         }
@@ -445,8 +473,10 @@ async fn a_run_killed_right_after_a_refresh_answer_never_causes_a_reuse() {
     }
     assert_eq!(after_refresh, 8, "every kill followed a refresh answer");
     let truth = expected(&h.sim, date);
-    assert!(matches!(run_once(&h, date, None, &log, "finish"), Ended::Exited(s) if s.success()));
-    check_finished_day(&h, date, &truth, &log).await.unwrap();
+    assert!(
+        matches!(run_once(&h, date, false, None, &log, "finish"), Ended::Exited(s) if s.success())
+    );
+    check_finished_day(&h, date, 1, &truth, &log).await.unwrap();
     let c = h.sim.counters();
     assert_eq!(c.refresh_reuses, 0);
     assert!(
@@ -461,6 +491,8 @@ struct Figures {
     kills: u64,
     runs: u64,
     days: u64,
+    /// Days published, then replaced with `--force` (under kills as well).
+    replaced_days: u64,
     refresh_kills: u64,
     /// Persisted state at each kill (`none` before the first save).
     killed_in: BTreeMap<String, u64>,
@@ -513,10 +545,10 @@ async fn sigkill_at_random_moments_never_duplicates_a_create_or_publishes_a_part
     let mut date = day("2024-03-01");
     let truth = expected(&h.sim, date);
     let t0 = Instant::now();
-    let mut child = spawn(&h, date, &[], &log, &format!("{date} calibration"));
+    let mut child = spawn(&h, date, false, &[], &log, &format!("{date} calibration"));
     assert!(child.wait().unwrap().success(), "{}", log_tail(&log, 4_000));
     let run_time = t0.elapsed();
-    check_finished_day(&h, date, &truth, &log).await.unwrap();
+    check_finished_day(&h, date, 1, &truth, &log).await.unwrap();
     eprintln!("crash test: an unkilled run takes {run_time:?}");
 
     let mut f = Figures {
@@ -528,69 +560,86 @@ async fn sigkill_at_random_moments_never_duplicates_a_create_or_publishes_a_part
         date = date.succ_opt().unwrap();
         let truth = expected(&h.sim, date);
         f.days += 1;
-        // Kill this day's runs until one finishes on its own (after the target, none is
-        // killed, so the last day always finishes).
-        loop {
-            let killing = f.kills < target;
-            let trigger = match rng.u32(0..10) {
-                0 | 1 => Trigger::OnRefreshAnswer(run_time),
-                2 | 3 => Trigger::After(Duration::from_millis(rng.u64(0..300))),
-                _ => Trigger::After(run_time.mul_f64(1.1 * rng.f64())),
-            };
-            let note = format!("{date} run {} trigger {trigger:?}", f.runs + 1);
-            let ended = run_once(&h, date, killing.then_some(trigger), &log, &note);
-            f.runs += 1;
-            let exited = match ended {
-                Ended::Exited(status) => Some(status),
-                Ended::Killed { after_refresh } => {
-                    f.refresh_kills += after_refresh as u64;
-                    None
-                }
-            };
-            let violation = |what: String, f: &mut Figures| {
-                f.violations
-                    .push(format!("{note}: {what}\n{}", log_tail(&log, 1_500)));
-            };
-            match exited {
-                Some(status) if status.success() => {
-                    if let Err(e) = check_finished_day(&h, date, &truth, &log).await {
-                        f.mismatches += 1;
-                        violation(e, &mut f);
-                    }
-                    f.runs += 1; // the no-op rerun
-                    break;
-                }
-                Some(status) => {
-                    violation(format!("exited on its own with {status}"), &mut f);
-                    expire_lease(&h, date).await;
-                }
-                None => {
-                    f.kills += 1;
-                    let state = record(&h, date)
+        // Every fourth day or so is then replaced (`--force`, generation 2) under kills too.
+        let replace = rng.u32(0..4) == 0;
+        f.replaced_days += replace as u64;
+        for generation in 1..=(1 + replace as u32) {
+            let replacing = generation == 2;
+            // Kill this generation's runs until one finishes on its own (after the target,
+            // none is killed, so the last day always finishes).
+            loop {
+                let killing = f.kills < target;
+                let trigger = match rng.u32(0..10) {
+                    0 | 1 => Trigger::OnRefreshAnswer(run_time),
+                    2 | 3 => Trigger::After(Duration::from_millis(rng.u64(0..300))),
+                    _ => Trigger::After(run_time.mul_f64(1.1 * rng.f64())),
+                };
+                // `--force` until the new generation is persisted; then plain reruns resume
+                // it, as an operator would rerun after a crash.
+                let force = replacing
+                    && record(&h, date)
                         .await
-                        .map(|r| format!("{:?}", r.state).to_lowercase())
-                        .unwrap_or_else(|| "none".into());
-                    *f.killed_in.entry(state).or_default() += 1;
-                    expire_lease(&h, date).await;
-                    match check_day_folder(&h, date, &truth) {
-                        Ok(folder) => {
-                            *f.folder_after_kill
-                                .entry(format!("{folder:?}"))
-                                .or_default() += 1
-                        }
-                        Err(e) => {
-                            f.partial_publishes += 1;
+                        .is_some_and(|r| r.generation < generation);
+                let note = format!(
+                    "{date} gen {generation} run {}{} trigger {trigger:?}",
+                    f.runs + 1,
+                    if force { " --force" } else { "" }
+                );
+                let ended = run_once(&h, date, force, killing.then_some(trigger), &log, &note);
+                f.runs += 1;
+                let violation = |what: String, f: &mut Figures| {
+                    f.violations
+                        .push(format!("{note}: {what}\n{}", log_tail(&log, 1_500)));
+                };
+                match ended {
+                    Ended::Exited(status) if status.success() => {
+                        if let Err(e) = check_finished_day(&h, date, generation, &truth, &log).await
+                        {
+                            f.mismatches += 1;
                             violation(e, &mut f);
                         }
+                        f.runs += 1; // the no-op rerun
+                        break;
+                    }
+                    Ended::Exited(status) => {
+                        violation(format!("exited on its own with {status}"), &mut f);
+                        expire_lease(&h, date).await;
+                    }
+                    Ended::Killed { after_refresh } => {
+                        f.kills += 1;
+                        f.refresh_kills += after_refresh as u64;
+                        let state = record(&h, date)
+                            .await
+                            .map(|r| format!("{:?}", r.state).to_lowercase())
+                            .unwrap_or_else(|| "none".into());
+                        *f.killed_in.entry(state).or_default() += 1;
+                        expire_lease(&h, date).await;
+                        match check_day_folder(&h, date, &truth) {
+                            // A replaced day never disappears: DirSink renames the new
+                            // data over the old, so one complete file is always there.
+                            Ok(DayFolder::Empty) if replacing => {
+                                violation("the replaced day vanished".into(), &mut f)
+                            }
+                            Ok(folder) => {
+                                let phase = if replacing { "replace" } else { "first" };
+                                *f.folder_after_kill
+                                    .entry(format!("{phase}: {folder:?}"))
+                                    .or_default() += 1
+                            }
+                            Err(e) => {
+                                f.partial_publishes += 1;
+                                violation(e, &mut f);
+                            }
+                        }
                     }
                 }
-            }
-            if let Err(e) = check_creates(&h.sim) {
-                violation(e, &mut f);
-            }
-            let reuses = h.sim.counters().refresh_reuses;
-            if reuses > 0 && !f.violations.iter().any(|v| v.contains("refresh reuse")) {
-                violation(format!("{reuses} refresh reuse(s)"), &mut f);
+                if let Err(e) = check_creates(&h.sim) {
+                    violation(e, &mut f);
+                }
+                let reuses = h.sim.counters().refresh_reuses;
+                if reuses > 0 && !f.violations.iter().any(|v| v.contains("refresh reuse")) {
+                    violation(format!("{reuses} refresh reuse(s)"), &mut f);
+                }
             }
         }
     }
@@ -609,7 +658,7 @@ async fn sigkill_at_random_moments_never_duplicates_a_create_or_publishes_a_part
         d = d.succ_opt().unwrap();
     }
     eprintln!(
-        "crash test figures (seed {seed:#x}, {:?}):\n  kills {} ({} right after a refresh answer), runs {}, days {}\n  \
+        "crash test figures (seed {seed:#x}, {:?}):\n  kills {} ({} right after a refresh answer), runs {}, days {} ({} replaced)\n  \
          killed in state {:?}\n  day folder after kill {:?}\n  creates {} (new {}), distinct X-Request-Ids {}, generations used {}\n  \
          token grants {} (refresh {}), refresh reuses {}\n  partial publishes seen {}, mismatches {}, violations {}",
         started.elapsed(),
@@ -617,6 +666,7 @@ async fn sigkill_at_random_moments_never_duplicates_a_create_or_publishes_a_part
         f.refresh_kills,
         f.runs,
         f.days,
+        f.replaced_days,
         f.killed_in,
         f.folder_after_kill,
         c.creates,
@@ -638,7 +688,11 @@ async fn sigkill_at_random_moments_never_duplicates_a_create_or_publishes_a_part
     );
     assert_eq!(c.refresh_reuses, 0);
     assert!(distinct.len() as u64 <= generations);
-    assert_eq!(c.creates_new, f.days, "fault-free: one new request per day");
-    assert_eq!(distinct.len() as u64, f.days);
+    assert_eq!(generations, f.days + f.replaced_days);
+    assert_eq!(
+        c.creates_new, generations,
+        "fault-free: one new request per generation"
+    );
+    assert_eq!(distinct.len() as u64, generations);
     assert!(f.kills >= target);
 }

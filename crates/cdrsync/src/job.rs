@@ -415,6 +415,10 @@ impl Job {
                 tracing::info!(date = %date, request_id = %request_id, "resuming a WAITING request");
             }
             self.save(key, rec, JobState::Polling).await?;
+            // The state loop only sees Polling's successor, so the hook stops here.
+            if self.hooks.stop_after == Some(JobState::Polling) {
+                return Err(JobError::StoppedAfter(JobState::Polling));
+            }
         }
         let cfg = &self.config.poll;
         let loopback = crate::config::is_loopback(&self.config.cxone.base_url);

@@ -44,6 +44,31 @@ pub trait RefreshTokenStore: Send + Sync {
     async fn lock(&self) -> Result<StoreLock, StoreError>;
     /// Names the store in messages, e.g. `file:/path` (never the secret).
     fn describe(&self) -> String;
+
+    /// Durably notes, before `token` is presented to the token endpoint, that it is being
+    /// spent. A process killed after the server rotated it but before [`save`] leaves the
+    /// note behind, so the next exchange knows not to present a token that may be dead
+    /// (presenting a rotated-away token again is a reuse, which a server may punish by
+    /// revoking the whole token family). The default keeps no note: a store that lives
+    /// and dies with its process has no one to warn.
+    ///
+    /// [`save`]: RefreshTokenStore::save
+    async fn begin_spend(&self, _token: &Secret) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether a [`begin_spend`] of this very `token` never reached [`end_spend`].
+    ///
+    /// [`begin_spend`]: RefreshTokenStore::begin_spend
+    /// [`end_spend`]: RefreshTokenStore::end_spend
+    async fn spend_in_doubt(&self, _token: &Secret) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// The exchange finished and its outcome (the successor) is saved: drop the note.
+    async fn end_spend(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// An in-memory store for tests and the demo.

@@ -12,8 +12,11 @@
 //!    access token.
 //!
 //! CXone refresh tokens rotate: each use kills the old one. So the refresh POST is never
-//! repeated once it may have reached the server; a lost answer costs one bootstrap grant
-//! instead, run at once in the same exchange.
+//! repeated once it may have reached the server, and the store notes each spend before it
+//! starts ([`RefreshTokenStore::begin_spend`]): after a lost answer or a process killed
+//! mid-exchange, the next exchange finds the note and runs the bootstrap grant instead of
+//! presenting a token that may already be rotated away. A lost answer within one process
+//! likewise costs one bootstrap grant, run at once in the same exchange.
 
 use crate::model::TokenResponse;
 use crate::retry::{Attempt, Backoff, Failure, Idempotency};
@@ -211,29 +214,7 @@ impl TokenManager {
         let stored = self.store.load().await?;
         let answer = match stored {
             None => self.grant(Grant::Bootstrap).await,
-            Some(refresh) => match self.grant(Grant::Refresh(refresh)).await {
-                Err(GrantError::InvalidGrant) => {
-                    tracing::warn!(
-                        store = %self.store.describe(),
-                        "the stored refresh token was refused (invalid_grant); \
-                         running the bootstrap grant"
-                    );
-                    self.grant(Grant::Bootstrap).await
-                }
-                // A 5xx or broken answer: the server may have rotated the token before it
-                // failed, so repeating the refresh could reuse a dead token. The bootstrap
-                // grant replaces it without that risk; if it cannot, the original failure
-                // stands (a transient outage, not an authentication refusal).
-                Err(GrantError::Other(refresh_error @ Error::Unavailable { .. })) => {
-                    tracing::warn!(
-                        "the refresh grant failed ({refresh_error}); running the bootstrap grant"
-                    );
-                    self.grant(Grant::Bootstrap)
-                        .await
-                        .map_err(|_| GrantError::Other(refresh_error))
-                }
-                other => other,
-            },
+            Some(refresh) => self.spend(refresh).await,
         };
         let answer = answer.map_err(GrantError::into_error)?;
         if let Some(rotated) = answer.refresh_token.as_deref().filter(|t| !t.is_empty()) {
@@ -241,6 +222,9 @@ impl TokenManager {
             // saving, the old refresh token (now dead) would be all that is left.
             self.store.save(&Secret::new(rotated)).await?;
         }
+        // Only a finished exchange clears the note: after a lost answer the stored token
+        // stays in doubt, and the next exchange bootstraps rather than reuse it.
+        self.store.end_spend().await?;
         let token = Secret::new(answer.access_token);
         let expires_in = Duration::from_secs(answer.expires_in.unwrap_or(DEFAULT_EXPIRES_IN));
         // A token that lives less than the margin would be refreshed on every call; keep at
@@ -252,6 +236,59 @@ impl TokenManager {
         });
         tracing::debug!(?expires_in, "new access token");
         Ok(token)
+    }
+
+    /// Exchanges the stored refresh token — unless an earlier exchange of it never
+    /// finished (its process died, or its answer was lost): the server may have rotated it
+    /// already, so the bootstrap grant runs instead, and the token is presented only if
+    /// that grant is refused.
+    async fn spend(&self, refresh: Secret) -> Result<TokenResponse, GrantError> {
+        if self
+            .store
+            .spend_in_doubt(&refresh)
+            .await
+            .map_err(Error::from)?
+        {
+            tracing::warn!(
+                store = %self.store.describe(),
+                "an earlier exchange of the stored refresh token never finished; \
+                 running the bootstrap grant instead of presenting it again"
+            );
+            match self.grant(Grant::Bootstrap).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => tracing::warn!(
+                    "the bootstrap grant failed ({}); presenting the stored refresh token",
+                    e.into_error()
+                ),
+            }
+        }
+        self.store
+            .begin_spend(&refresh)
+            .await
+            .map_err(Error::from)?;
+        match self.grant(Grant::Refresh(refresh)).await {
+            Err(GrantError::InvalidGrant) => {
+                tracing::warn!(
+                    store = %self.store.describe(),
+                    "the stored refresh token was refused (invalid_grant); \
+                     running the bootstrap grant"
+                );
+                self.grant(Grant::Bootstrap).await
+            }
+            // A 5xx or broken answer: the server may have rotated the token before it
+            // failed, so repeating the refresh could reuse a dead token. The bootstrap
+            // grant replaces it without that risk; if it cannot, the original failure
+            // stands (a transient outage, not an authentication refusal).
+            Err(GrantError::Other(refresh_error @ Error::Unavailable { .. })) => {
+                tracing::warn!(
+                    "the refresh grant failed ({refresh_error}); running the bootstrap grant"
+                );
+                self.grant(Grant::Bootstrap)
+                    .await
+                    .map_err(|_| GrantError::Other(refresh_error))
+            }
+            other => other,
+        }
     }
 
     async fn grant(&self, grant: Grant) -> Result<TokenResponse, GrantError> {

@@ -64,6 +64,15 @@ impl FileTokenStore {
         &self.path
     }
 
+    /// The sidecar note of a refresh exchange in progress, `<path>.spending`: the SHA-256
+    /// of the token being spent (never the token), so a process killed mid-exchange tells
+    /// the next one not to present that token again.
+    pub fn spending_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".spending");
+        PathBuf::from(name)
+    }
+
     /// The sidecar lock file, `<path>.lock`.
     pub fn lock_path(&self) -> PathBuf {
         let mut name = self.path.as_os_str().to_owned();
@@ -204,6 +213,59 @@ impl RefreshTokenStore for FileTokenStore {
     fn describe(&self) -> String {
         format!("file:{}", self.path.display())
     }
+
+    async fn begin_spend(&self, token: &Secret) -> Result<(), StoreError> {
+        let path = self.spending_path();
+        let fingerprint = fingerprint(token);
+        let describe = self.describe();
+        self.blocking(move || {
+            write_atomically(&path, fingerprint.as_bytes()).map_err(|e| StoreError {
+                store: describe,
+                message: format!(
+                    "cannot note the refresh exchange in {}: {e}",
+                    path.display()
+                ),
+            })
+        })
+        .await
+    }
+
+    async fn spend_in_doubt(&self, token: &Secret) -> Result<bool, StoreError> {
+        let path = self.spending_path();
+        let fingerprint = fingerprint(token);
+        let describe = self.describe();
+        self.blocking(move || match fs::read_to_string(&path) {
+            Ok(noted) => Ok(noted.trim() == fingerprint),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError {
+                store: describe,
+                message: format!("cannot read {}: {e}", path.display()),
+            }),
+        })
+        .await
+    }
+
+    async fn end_spend(&self) -> Result<(), StoreError> {
+        // Not fsynced: a note that survives a power cut names a rotated-away token, which
+        // no longer matches the stored one (or, without rotation, costs one bootstrap).
+        let path = self.spending_path();
+        let describe = self.describe();
+        self.blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError {
+                store: describe,
+                message: format!("cannot remove {}: {e}", path.display()),
+            }),
+        })
+        .await
+    }
+}
+
+/// Lowercase hex SHA-256 of a token: names it in the spending note without revealing it.
+fn fingerprint(token: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.expose().as_bytes()))
 }
 
 #[cfg(test)]
@@ -349,5 +411,36 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_spend_note_names_only_its_token_survives_the_process_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refresh_token");
+        let (spent, other) = (Secret::new("rt-being-spent"), Secret::new("rt-other"));
+        let store = FileTokenStore::new(&path);
+        assert!(!store.spend_in_doubt(&spent).await.unwrap(), "no note yet");
+        store.begin_spend(&spent).await.unwrap();
+        // A second store on the path stands for the next process after a kill.
+        let next = FileTokenStore::new(&path);
+        assert!(next.spend_in_doubt(&spent).await.unwrap());
+        assert!(
+            !next.spend_in_doubt(&other).await.unwrap(),
+            "a rotated token is not in doubt"
+        );
+        let note = fs::read_to_string(next.spending_path()).unwrap();
+        assert!(
+            !note.contains("rt-being-spent"),
+            "the note holds a fingerprint only"
+        );
+        let mode = fs::metadata(next.spending_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        next.end_spend().await.unwrap();
+        assert!(!next.spend_in_doubt(&spent).await.unwrap());
+        next.end_spend().await.unwrap();
     }
 }

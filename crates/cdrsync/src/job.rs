@@ -683,6 +683,26 @@ enum MergeError {
     Io(std::io::Error),
 }
 
+/// A staged part opened on its first read (and closed when the normaliser drops it), so
+/// a day of hundreds of parts holds one open file and one read buffer at a time.
+struct LazyPart {
+    path: PathBuf,
+    reader: Option<std::io::BufReader<std::fs::File>>,
+}
+
+impl std::io::Read for LazyPart {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            None => self.reader.insert(std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(&self.path)?,
+            )),
+        };
+        reader.read(buf)
+    }
+}
+
 /// Runs the normaliser over the staged parts into `out`, fsynced; returns the report, the
 /// published byte count and SHA-256.
 fn merge_to_file(
@@ -694,10 +714,12 @@ fn merge_to_file(
     use std::io::Write;
     let mut inputs = Vec::with_capacity(parts.len());
     for p in parts {
-        let file = std::fs::File::open(&p.path).map_err(MergeError::Io)?;
         inputs.push(cdr_normalise::PartInput {
             name: format!("part {} ({})", p.index + 1, p.file_name),
-            reader: Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+            reader: Box::new(LazyPart {
+                path: p.path.clone(),
+                reader: None,
+            }),
         });
     }
     let file = std::fs::File::create(out).map_err(MergeError::Io)?;

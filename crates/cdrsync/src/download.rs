@@ -207,13 +207,15 @@ impl Downloader {
         }
         let mut response = match self.client.download(&entry.download_url, have).await {
             Ok(r) => r,
-            // 404/410: the part (or the whole request) is gone; fetching it again cannot
-            // help, and the job decides whether the request expired.
+            // 404/410: the part (or the whole request) is gone; 401/403: the URL is refused
+            // (an expired pre-signed URL). Fetching the same URL again cannot help; the job
+            // decides whether the request expired or fresh URLs are needed.
             Err(
                 e @ (cxone::Error::Auth { .. }
                 | cxone::Error::BadUrl { .. }
                 | cxone::Error::Rejected {
-                    status: 404 | 410, ..
+                    status: 401 | 403 | 404 | 410,
+                    ..
                 }),
             ) => {
                 return Err(AttemptError::Fatal(e));

@@ -213,12 +213,12 @@ impl Job {
         }
         rec.started_at = now;
         rec.finished_at = None;
-        let mut generations_this_run = 1;
+        let mut budget = RunBudget {
+            generations: 1,
+            url_refreshes: 0,
+        };
         loop {
-            if let Some(outcome) = self
-                .advance(key, &mut rec, &mut generations_this_run)
-                .await?
-            {
+            if let Some(outcome) = self.advance(key, &mut rec, &mut budget).await? {
                 return Ok(outcome);
             }
             if self.hooks.stop_after == Some(rec.state) {
@@ -246,7 +246,7 @@ impl Job {
         &self,
         key: &JobKey,
         rec: &mut JobRecord,
-        generations_this_run: &mut u32,
+        budget: &mut RunBudget,
     ) -> Result<Option<Outcome>, JobError> {
         let date = key.date;
         let api = |source| JobError::Api { date, source };
@@ -303,17 +303,29 @@ impl Job {
                         self.save(key, rec, JobState::Downloading).await?;
                     }
                     PollEnd::Gone(why) => {
-                        self.request_again(key, rec, generations_this_run, why)
-                            .await?;
+                        self.request_again(key, rec, budget, why).await?;
                     }
                 }
             }
             JobState::Downloading => match self.download(key, rec).await {
                 Ok(_) => self.save(key, rec, JobState::Verified).await?,
+                Err(e) if budget.url_refreshes == 0 && refused(&e) => {
+                    // Pre-signed URLs expire (a rerun hours later, a slow download): the
+                    // status call hands out freshly signed ones for the same parts. Once
+                    // per run, so a store that refuses every signature cannot loop.
+                    budget.url_refreshes += 1;
+                    match self.fresh_download_urls(rec).await {
+                        Some(files) => {
+                            tracing::warn!(date = %date, "a part's download URL was refused ({e}); retrying with fresh URLs from the status");
+                            rec.files_json = Some(files);
+                            self.save(key, rec, JobState::Downloading).await?;
+                        }
+                        None => return Err(e),
+                    }
+                }
                 Err(e) => {
                     let why = self.expired_or(rec, e).await?;
-                    self.request_again(key, rec, generations_this_run, why)
-                        .await?;
+                    self.request_again(key, rec, budget, why).await?;
                 }
             },
             JobState::Verified => {
@@ -322,8 +334,7 @@ impl Job {
                     Err(e) => {
                         // Staging was lost and the request expired meanwhile.
                         let why = self.expired_or(rec, e).await?;
-                        self.request_again(key, rec, generations_this_run, why)
-                            .await?;
+                        self.request_again(key, rec, budget, why).await?;
                         return Ok(None);
                     }
                 };
@@ -360,25 +371,44 @@ impl Job {
         &self,
         key: &JobKey,
         rec: &mut JobRecord,
-        generations_this_run: &mut u32,
+        budget: &mut RunBudget,
         why: String,
     ) -> Result<(), JobError> {
         let date = key.date;
-        if *generations_this_run >= self.config.poll.max_generations {
+        if budget.generations >= self.config.poll.max_generations {
             rec.reason = Some(why.clone());
             self.save(key, rec, JobState::Failed).await?;
             return Err(JobError::GenerationsExhausted {
                 date,
-                generations: *generations_this_run,
+                generations: budget.generations,
                 last: why,
             });
         }
         tracing::warn!(date = %date, generation = rec.generation, "request gone ({why}); requesting the next generation");
-        *generations_this_run += 1;
+        budget.generations += 1;
         tokio::time::sleep(self.config.poll.initial).await;
         next_generation(rec);
         rec.reason = Some(why);
         self.save(key, rec, JobState::Planned).await
+    }
+
+    /// The request's files list again, when it lists the same parts (name, size, digest)
+    /// under different download URLs — freshly signed ones.
+    async fn fresh_download_urls(&self, rec: &JobRecord) -> Option<String> {
+        let stored = Self::files(rec);
+        let status = self.client.status(rec.request_id.as_deref()?).await.ok()?;
+        let same_parts = status.status == RequestStatus::Completed
+            && status.files.len() == stored.len()
+            && status.files.iter().zip(&stored).all(|(a, b)| {
+                (&a.file_name, a.file_size, &a.sha256) == (&b.file_name, b.file_size, &b.sha256)
+            });
+        let new_urls = status
+            .files
+            .iter()
+            .zip(&stored)
+            .any(|(a, b)| a.download_url != b.download_url);
+        (same_parts && new_urls)
+            .then(|| serde_json::to_string(&status.files).expect("files serialise"))
     }
 
     /// After a download failed: when a part answered 404 and the status call confirms the
@@ -663,6 +693,28 @@ pub fn schema_of(config: &Config) -> cdr_normalise::Schema {
         critical: config.job.critical.clone(),
         types: config.job.types.clone(),
     }
+}
+
+/// What one run may still spend on a day.
+struct RunBudget {
+    /// Generations requested in this run (at most `max_generations`).
+    generations: u32,
+    /// Times the files list was fetched again for fresh download URLs (at most once).
+    url_refreshes: u32,
+}
+
+/// A part download refused as unauthorised: an expired pre-signed URL, most often.
+fn refused(error: &JobError) -> bool {
+    matches!(
+        error,
+        JobError::Api {
+            source: cxone::Error::Rejected {
+                status: 401 | 403,
+                ..
+            },
+            ..
+        }
+    )
 }
 
 /// Starts the next generation: a new `X-Request-Id`, nothing of the old request kept.

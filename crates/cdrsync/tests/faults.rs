@@ -595,6 +595,35 @@ async fn presigned_urls_on_another_origin_never_get_the_bearer_token() {
     assert_eq!(c.other_origin_bad_signature, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_presigned_urls_are_replaced_by_fresh_ones_from_the_status() {
+    let (h, hook) = harness(with_faults(Faults {
+        other_origin: true,
+        ..Faults::default()
+    }))
+    .await;
+    let date = day(DATE);
+    // The files list (with its signed URLs) is stored, then the run dies; by the rerun
+    // the signatures have expired.
+    let stopped = h
+        .job(Hooks {
+            stop_after: Some(JobState::Downloading),
+        })
+        .await
+        .run(date, false)
+        .await;
+    assert!(matches!(stopped, Err(JobError::StoppedAfter(_))));
+    h.sim.control().expire_presigned_urls();
+
+    ok(&h, date).await;
+    assert_published_exactly(&h, date);
+    let c = h.sim.counters();
+    assert_eq!(c.creates, 1, "fresh URLs come from the same request");
+    assert!(c.other_origin_bad_signature >= 1, "{c:?}");
+    assert_eq!(c.other_origin_with_auth, 0);
+    assert!(hook.alerts().is_empty());
+}
+
 /// Every file under `root`, relative to it.
 fn walk(root: &Path) -> BTreeSet<String> {
     fn go(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {

@@ -261,6 +261,14 @@ impl Control {
         self.tenant.lock().stuck = stuck.then_some(stage);
     }
 
+    /// Every pre-signed `downloadUrl` handed out so far stops working (403), as when its
+    /// signature expires; status answers from now on carry freshly signed URLs.
+    pub fn expire_presigned_urls(&self) {
+        self.tenant
+            .presign_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Every request made so far answers 404 (as after the 24 h retention).
     pub fn expire_all_requests(&self) {
         for req in self.tenant.lock().requests.values_mut() {

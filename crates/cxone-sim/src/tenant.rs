@@ -85,6 +85,9 @@ pub(crate) struct Tenant {
     state: Mutex<State>,
     /// Base URL of the pre-signed listener, when `faults.other_origin` is on.
     pub other_origin: OnceLock<String>,
+    /// Bumped by `Control::expire_presigned_urls`: signatures of earlier epochs are refused,
+    /// as a real object store refuses an expired pre-signed URL.
+    pub presign_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Tenant {
@@ -92,6 +95,7 @@ impl Tenant {
         let stuck = scenario.faults.stuck;
         Tenant {
             scenario,
+            presign_epoch: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(State {
                 counters: Counters::default(),
                 creates: Vec::new(),
@@ -241,7 +245,14 @@ impl Tenant {
     pub(crate) fn signature(&self, id: &str, part: u32) -> String {
         use sha2::{Digest as _, Sha256};
         let mut h = Sha256::new();
-        h.update(format!("{}|{id}|{part}|cxone-sim-presign", self.scenario.seed).as_bytes());
+        let epoch = self.presign_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        h.update(
+            format!(
+                "{}|{id}|{part}|{epoch}|cxone-sim-presign",
+                self.scenario.seed
+            )
+            .as_bytes(),
+        );
         hex::encode(h.finalize())[..32].to_owned()
     }
 

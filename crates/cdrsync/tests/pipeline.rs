@@ -196,3 +196,39 @@ async fn no_date_means_yesterday_in_utc_whatever_the_time_zone() {
         assert!(allowed.contains(&from), "{tz}: sent {from}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_token_reaches_the_logs_or_the_manifest() {
+    let mut h = Harness::new(Scenario {
+        access_ttl_secs: 1.0,
+        processing_ms: 1_200,
+        ..three_parts()
+    })
+    .await;
+    h.set("cxone", "refresh_margin = \"600ms\"");
+    // Everything cdrsync and its libraries log, at the most verbose level.
+    let (code, stderr) = h.run_binary(
+        &["run", "--date", "2024-05-15", "--log-format", "json"],
+        &[("CDRSYNC_LOG", "trace")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(h.sim.counters().grants_refresh >= 1, "a refresh happened");
+    let refresh_token =
+        std::fs::read_to_string(h.dir.path().join("secrets/refresh_token")).unwrap();
+    assert!(refresh_token.len() > 8);
+    let manifest =
+        std::fs::read_to_string(h.day_dir(day("2024-05-15")).join("_manifest.json")).unwrap();
+    for (what, text) in [("stderr", &stderr), ("manifest", &manifest)] {
+        assert!(!text.contains("demo-secret"), "client secret in {what}");
+        assert!(
+            !text.contains(refresh_token.trim()),
+            "refresh token in {what}"
+        );
+        assert!(!text.contains("Bearer "), "a bearer header in {what}");
+    }
+    // --log-format json: every log line is a JSON object.
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}

@@ -474,14 +474,7 @@ async fn failed_on_every_generation_exits_69_after_exactly_3_creates() {
 async fn an_expired_request_is_requested_again_as_the_next_generation() {
     let (h, hook) = harness(small()).await;
     let date = day(DATE);
-    let crashed = h
-        .job(Hooks {
-            stop_after: Some(JobState::Requested),
-        })
-        .await
-        .run(date, false)
-        .await;
-    assert!(matches!(crashed, Err(JobError::StoppedAfter(_))));
+    h.stop_after(date, JobState::Requested).await;
     h.sim.control().expire_all_requests();
 
     ok(&h, date).await;
@@ -524,14 +517,7 @@ async fn a_waiting_request_that_expired_before_the_rerun_is_requested_again() {
 async fn a_request_that_expires_while_downloading_is_requested_again() {
     let (h, hook) = harness(small()).await;
     let date = day(DATE);
-    let crashed = h
-        .job(Hooks {
-            stop_after: Some(JobState::Downloading),
-        })
-        .await
-        .run(date, false)
-        .await;
-    assert!(matches!(crashed, Err(JobError::StoppedAfter(_))));
+    h.stop_after(date, JobState::Downloading).await;
     assert_eq!(h.sim.counters().downloads_total, 0);
     h.sim.control().expire_all_requests();
 
@@ -605,14 +591,7 @@ async fn expired_presigned_urls_are_replaced_by_fresh_ones_from_the_status() {
     let date = day(DATE);
     // The files list (with its signed URLs) is stored, then the run dies; by the rerun
     // the signatures have expired.
-    let stopped = h
-        .job(Hooks {
-            stop_after: Some(JobState::Downloading),
-        })
-        .await
-        .run(date, false)
-        .await;
-    assert!(matches!(stopped, Err(JobError::StoppedAfter(_))));
+    h.stop_after(date, JobState::Downloading).await;
     h.sim.control().expire_presigned_urls();
 
     ok(&h, date).await;
@@ -652,14 +631,7 @@ async fn traversal_file_names_are_never_used_as_paths() {
     .await;
     let date = day(DATE);
     // Stopped once every part is staged and verified: the staged names are ours.
-    let stopped = h
-        .job(Hooks {
-            stop_after: Some(JobState::Verified),
-        })
-        .await
-        .run(date, false)
-        .await;
-    assert!(matches!(stopped, Err(JobError::StoppedAfter(_))));
+    h.stop_after(date, JobState::Verified).await;
     let staged: BTreeSet<String> = walk(&h.dir.path().join(".cdrsync-staging"));
     let want: BTreeSet<String> = (1..=3)
         .flat_map(|i| ["data", "verified"].map(|ext| format!("part-{i:04}.{ext}")))

@@ -14,18 +14,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub const COLUMNS: [&str; 10] = [
-    "CallId",
-    "StartTime",
-    "EndTime",
-    "Duration",
-    "AgentName",
-    "QueueName",
-    "Disposition",
-    "CallDirection",
-    "CustomerNumber",
-    "AgentNumber",
-];
+/// The guide's ten columns (the config default).
+pub const COLUMNS: [&str; 10] = cdrsync::config::DEFAULT_COLUMNS;
 
 pub fn columns() -> Vec<String> {
     COLUMNS.iter().map(|c| c.to_string()).collect()
@@ -127,6 +117,22 @@ path = "./out"
         cdrsync::app::build_job(config, indicatif::ProgressBar::hidden(), hooks)
             .await
             .expect("job builds")
+    }
+
+    /// Runs one day in-process and stops it right after `state` is persisted, as a crash
+    /// there would; panics unless it stopped exactly there.
+    pub async fn stop_after(&self, date: NaiveDate, state: cdrsync::state::JobState) {
+        let stopped = self
+            .job(Hooks {
+                stop_after: Some(state),
+            })
+            .await
+            .run(date, false)
+            .await;
+        assert!(
+            matches!(stopped, Err(JobError::StoppedAfter(s)) if s == state),
+            "expected a stop after {state:?}, got {stopped:?}"
+        );
     }
 
     /// Runs one day in-process.

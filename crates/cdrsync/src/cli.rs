@@ -241,7 +241,7 @@ async fn run(
     let job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
     let outcome = job.run(date, force).await;
     progress.finish_and_clear();
-    report(&job, &outcome?);
+    report(&job, date, &outcome?);
     Ok(())
 }
 
@@ -262,17 +262,16 @@ async fn backfill(
     while day <= to {
         progress.set_position(0);
         let outcome = job.run(day, force).await?;
-        report(&job, &outcome);
+        report(&job, day, &outcome);
         day = day.succ_opt().expect("a date before the end of time");
     }
     progress.finish_and_clear();
     Ok(())
 }
 
-fn report(job: &crate::job::Job, outcome: &Outcome) {
+fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome) {
     let m = outcome.manifest();
-    let date = &m.window.from[..10];
-    let key = job.key(date.parse().expect("a manifest date"));
+    let key = job.key(date);
     match outcome {
         Outcome::AlreadyDone(_) => println!(
             "{date}: already done ({} rows at {}); nothing requested",

@@ -225,3 +225,42 @@ async fn no_secret_or_token_reaches_the_logs_or_the_manifest() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_lands_every_day_and_status_lists_them() {
+    let h = Harness::new(Scenario {
+        rows_per_day: 300,
+        rows_per_part: 100,
+        ..Scenario::default()
+    })
+    .await;
+    let (code, stderr) = h.run_binary(
+        &["backfill", "--from", "2024-05-14", "--to", "2024-05-16"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    for d in ["2024-05-14", "2024-05-15", "2024-05-16"] {
+        assert_eq!(
+            without_extra(h.published_rows(day(d))),
+            expected(&h.sim, day(d)),
+            "{d}"
+        );
+    }
+    assert_eq!(h.sim.counters().creates, 3, "one request per day");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args(["status", "--config"])
+        .arg(h.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and one line per day:\n{table}");
+    assert!(
+        lines[1].starts_with("2024-05-16  done"),
+        "newest first:\n{table}"
+    );
+    assert!(lines[3].starts_with("2024-05-14  done"), "{table}");
+    assert!(lines.iter().skip(1).all(|l| l.contains(" 300 ")), "{table}");
+}

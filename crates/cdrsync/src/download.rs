@@ -127,9 +127,13 @@ impl Downloader {
             match self.attempt(index, entry, &path).await {
                 Ok(part) => {
                     let marker = serde_json::to_vec(&part).expect("a part serialises");
-                    write_atomic(&self.marker_path(index), &marker)
-                        .await
-                        .map_err(io)?;
+                    let marker_path = self.marker_path(index);
+                    tokio::task::spawn_blocking(move || {
+                        crate::durable::replace_file(&marker_path, &marker, 0o666)
+                    })
+                    .await
+                    .expect("the marker write does not panic")
+                    .map_err(io)?;
                     tracing::debug!(part = index + 1, bytes = part.bytes, "part verified");
                     return Ok(part);
                 }
@@ -336,14 +340,4 @@ async fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> std::io::Res
         }
         hasher.update(&buf[..n]);
     }
-}
-
-/// Writes `bytes` to `path` via a temp file, fsync and rename.
-pub async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = tokio::fs::File::create(&tmp).await?;
-    f.write_all(bytes).await?;
-    f.sync_all().await?;
-    drop(f);
-    tokio::fs::rename(&tmp, path).await
 }

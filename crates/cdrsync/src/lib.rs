@@ -11,6 +11,7 @@
 //! - [`poll`]: the polling backoff and the manifest guard.
 //! - [`download`]: bounded-concurrency, verified part downloads into staging.
 //! - [`digest`]: SHA-256 helpers shared by download and publish.
+//! - [`durable`]: the one temp + fsync + rename recipe for files that must never be half written.
 //! - [`job`]: the state machine that ties it together, persisted after every step.
 //! - [`alert`]: the webhook alerts of DESIGN.md §3.
 //! - [`app`]: wiring a job from a config; the `status` table.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod download;
+pub mod durable;
 pub mod exit;
 pub mod job;
 pub mod manifest;

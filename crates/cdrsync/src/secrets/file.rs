@@ -11,8 +11,8 @@
 use super::SecretError;
 use async_trait::async_trait;
 use cxone::{RefreshTokenStore, Secret, StoreError, StoreLock};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -109,42 +109,14 @@ fn ensure_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// Replaces `path` with `contents` durably: temp (0600) in the same folder, fsync, rename,
-/// fsync the folder. The temp file is removed again if any step fails.
+/// Replaces `path` with `contents` durably and readable by the owner only (0600).
 fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
     ensure_dir(dir)?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let temp = dir.join(format!(
-        ".{}.tmp.{}.{:016x}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, path)?;
-        // The rename is only durable once the folder entry is on disk.
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    crate::durable::replace_file(path, contents, 0o600)
 }
 
 #[async_trait]

@@ -17,11 +17,12 @@
 //! the staged file (renamed, or copied then removed); a failed one leaves it in place.
 
 use super::{Sink, SinkError};
+use crate::durable::{replace_file, sync_dir, temp_path};
 use crate::manifest::Manifest;
 use crate::state::JobKey;
 use async_trait::async_trait;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 /// The manifest's file name.
@@ -80,19 +81,6 @@ fn is_plain_name(name: &str) -> bool {
         && components.next().is_none()
         && !name.starts_with('.')
         && !name.starts_with('_')
-}
-
-/// A hidden, unique temp name in `dir` for `name`.
-fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(
-        ".{name}.tmp.{}.{:016x}",
-        std::process::id(),
-        fastrand::u64(..)
-    ))
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn remove_if_present(path: &Path) -> io::Result<bool> {
@@ -181,24 +169,6 @@ fn stage_into(data: &Path, day: &Path, data_name: &str) -> io::Result<Staged> {
     Ok(staged)
 }
 
-/// Writes `bytes` to `dir/name` via a hidden temp file, fsync and rename.
-fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let temp = temp_path(dir, name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, dir.join(name))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
 /// The replacement sequence of the module docs, run on a blocking thread.
 fn publish_blocking(
     day: &Path,
@@ -239,9 +209,10 @@ fn publish_blocking(
         remove_if_present(&stale)
             .map_err(|e| format!("cannot remove the stale {}: {e}", stale.display()))?;
     }
-    write_file_atomically(day, MANIFEST_NAME, manifest_json)
+    // Written last and durably (the folder is fsynced too): a reader that finds a
+    // manifest finds the complete day.
+    replace_file(&manifest_path, manifest_json, 0o666)
         .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))?;
-    sync_dir(day).map_err(|e| format!("cannot fsync {}: {e}", day.display()))?;
     // A publish consumes the staged file either way, so callers see one behaviour.
     if let Staged::Copied { .. } = staged {
         let _ = fs::remove_file(data);

@@ -452,7 +452,13 @@ impl Job {
         }
         let cfg = &self.config.poll;
         let loopback = crate::config::is_loopback(&self.config.cxone.base_url);
-        let mut backoff = PollBackoff::new(cfg.initial, cfg.factor, cfg.max, loopback, seed());
+        let mut backoff = PollBackoff::new(
+            cfg.initial,
+            cfg.factor,
+            cfg.max,
+            loopback,
+            fastrand::u64(..),
+        );
         let mut guard = ManifestGuard::default();
         let mut last: Option<(String, Vec<FileEntry>)> = None;
         let mut last_change = Instant::now();
@@ -786,10 +792,6 @@ fn merge_to_file(
         .map_err(|e| MergeError::Io(e.into_error()))?;
     file.sync_all().map_err(MergeError::Io)?;
     Ok((report, bytes, sha))
-}
-
-fn seed() -> u64 {
-    fastrand::u64(..)
 }
 
 /// The name of this host, as lease owners carry it.

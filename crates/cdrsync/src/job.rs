@@ -530,12 +530,18 @@ impl Job {
         }
     }
 
-    fn staging_dir(&self, key: &JobKey, rec: &JobRecord) -> PathBuf {
+    /// The day's staging folder (every generation's parts live below it).
+    fn day_staging_dir(&self, key: &JobKey) -> PathBuf {
         self.config
             .job
             .staging_dir
             .join(&key.report_type)
             .join(format!("date={}", key.date))
+    }
+
+    /// Where the current generation's parts are staged.
+    fn staging_dir(&self, key: &JobKey, rec: &JobRecord) -> PathBuf {
+        self.day_staging_dir(key)
             .join(format!("gen-{}", rec.generation))
     }
 
@@ -675,12 +681,7 @@ impl Job {
 
     /// Removes the day's staging and marks it done.
     async fn finish(&self, key: &JobKey, rec: &mut JobRecord) -> Result<(), JobError> {
-        let day_staging = self
-            .config
-            .job
-            .staging_dir
-            .join(&key.report_type)
-            .join(format!("date={}", key.date));
+        let day_staging = self.day_staging_dir(key);
         if let Err(e) = tokio::fs::remove_dir_all(&day_staging).await
             && e.kind() != std::io::ErrorKind::NotFound
         {

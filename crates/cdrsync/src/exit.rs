@@ -13,6 +13,8 @@ pub enum ExitCode {
     Other = 1,
     /// Data or schema halt.
     DataHalt = 65,
+    /// A usage error: a bad flag or argument.
+    Usage = 64,
     /// CXone unavailable after retries, generations used up, a part that never verified.
     Unavailable = 69,
     /// WAITING, or the day's lease held elsewhere: run again later.
@@ -21,6 +23,51 @@ pub enum ExitCode {
     NoPerm = 77,
     /// Bad configuration.
     Config = 78,
+}
+
+/// What kind of failure a job store or a sink met, so the CLI can tell a scheduler whether
+/// to retry, page someone, or fix the configuration. Library errors carry one; [`ExitCode`]
+/// is derived from it in one place ([`FailureKind::exit_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Down, unreachable or full right now (a server refusing connections, a full disk): 69.
+    Unavailable,
+    /// Credentials or permissions refused by the service: 77.
+    Refused,
+    /// Held by another process (a locked database): 75, run again later.
+    Busy,
+    /// The configuration points somewhere unusable (a read-only folder, a bad URL): 78.
+    Config,
+    /// Anything else: 1.
+    Other,
+}
+
+impl FailureKind {
+    /// The exit code of DESIGN.md §3 for this kind.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            FailureKind::Unavailable => ExitCode::Unavailable,
+            FailureKind::Refused => ExitCode::NoPerm,
+            FailureKind::Busy => ExitCode::TempFail,
+            FailureKind::Config => ExitCode::Config,
+            FailureKind::Other => ExitCode::Other,
+        }
+    }
+
+    /// The kind of a local file-system failure: a folder we may not write is a
+    /// configuration mistake; a full disk or an I/O fault is the storage being unavailable.
+    pub fn of_io(error: &std::io::Error) -> FailureKind {
+        use std::io::ErrorKind as K;
+        match error.kind() {
+            K::PermissionDenied | K::ReadOnlyFilesystem | K::NotADirectory | K::IsADirectory => {
+                FailureKind::Config
+            }
+            K::StorageFull | K::QuotaExceeded | K::ResourceBusy => FailureKind::Unavailable,
+            K::WouldBlock => FailureKind::Busy,
+            _ => FailureKind::Unavailable,
+        }
+    }
 }
 
 /// Why a day did not finish.
@@ -110,7 +157,9 @@ impl JobError {
                 ExitCode::Unavailable
             }
             JobError::Api { source, .. } => api_exit_code(source),
-            JobError::State(_) | JobError::Sink(_) | JobError::Io { .. } => ExitCode::Other,
+            JobError::State(e) => e.kind.exit_code(),
+            JobError::Sink(e) => e.kind.exit_code(),
+            JobError::Io { .. } => ExitCode::Other,
             JobError::StoppedAfter(_) => ExitCode::Other,
         }
     }

@@ -18,6 +18,7 @@
 
 use super::{Sink, SinkError};
 use crate::durable::{replace_file, sync_dir, temp_path};
+use crate::exit::FailureKind;
 use crate::manifest::Manifest;
 use crate::state::JobKey;
 use async_trait::async_trait;
@@ -55,18 +56,30 @@ impl DirSink {
             .join(format!("date={}", key.date.format("%Y-%m-%d")))
     }
 
+    /// An error of this sink about `key`: the folder is unavailable unless said otherwise.
     fn error(&self, key: &JobKey, message: impl std::fmt::Display) -> SinkError {
-        SinkError {
-            sink: format!("dir:{}", self.root.display()),
-            message: format!("{key}: {message}"),
-        }
+        self.error_of_kind(key, FailureKind::Unavailable, message)
+    }
+
+    fn error_of_kind(
+        &self,
+        key: &JobKey,
+        kind: FailureKind,
+        message: impl std::fmt::Display,
+    ) -> SinkError {
+        SinkError::new(
+            format!("dir:{}", self.root.display()),
+            kind,
+            format!("{key}: {message}"),
+        )
     }
 
     /// The day folder, after checking that the key cannot escape the root.
     fn checked_day_dir(&self, key: &JobKey) -> Result<PathBuf, SinkError> {
         if !is_plain_name(&key.report_type) {
-            return Err(self.error(
+            return Err(self.error_of_kind(
                 key,
+                FailureKind::Config,
                 format!("report type `{}` cannot be a folder name", key.report_type),
             ));
         }

@@ -7,17 +7,30 @@
 pub mod conformance;
 pub mod dir;
 
+use crate::exit::FailureKind;
 use crate::manifest::Manifest;
 use crate::state::JobKey;
 use async_trait::async_trait;
 use std::path::Path;
 
-/// A failure of a sink. Names the sink and the day, never a secret.
+/// A failure of a sink. Names the sink and the day, never a secret; its kind decides the
+/// exit code (unavailable 69, refused 77, config 78).
 #[derive(Debug, thiserror::Error)]
 #[error("sink {sink}: {message}")]
 pub struct SinkError {
     pub sink: String,
+    pub kind: FailureKind,
     pub message: String,
+}
+
+impl SinkError {
+    pub fn new(sink: impl Into<String>, kind: FailureKind, message: impl Into<String>) -> Self {
+        SinkError {
+            sink: sink.into(),
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// Where days are published.

@@ -7,6 +7,7 @@
 pub mod conformance;
 pub mod sqlite;
 
+use crate::exit::FailureKind;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -91,12 +92,24 @@ impl JobRecord {
     }
 }
 
-/// A failure of the job store. Names the store, never a secret.
+/// A failure of the job store. Names the store, never a secret; its kind decides the exit
+/// code (a locked database is `Busy`: run again later).
 #[derive(Debug, thiserror::Error)]
 #[error("job store {store}: {message}")]
 pub struct StateError {
     pub store: String,
+    pub kind: FailureKind,
     pub message: String,
+}
+
+impl StateError {
+    pub fn new(store: impl Into<String>, kind: FailureKind, message: impl Into<String>) -> Self {
+        StateError {
+            store: store.into(),
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// Who holds a day's lease.

@@ -12,6 +12,7 @@
 //! not stall the runtime's worker threads.
 
 use super::{JobKey, JobRecord, JobState, JobStore, Lease, StateError};
+use crate::exit::FailureKind;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -191,10 +192,7 @@ impl SqliteJobStore {
     /// schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
         let path = path.as_ref().to_path_buf();
-        let fail = |message: String| StateError {
-            store: describe(&path),
-            message,
-        };
+        let fail = |message: String| StateError::new(describe(&path), FailureKind::Other, message);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| fail(format!("cannot create folder {}: {e}", dir.display())))?;
@@ -226,10 +224,7 @@ impl SqliteJobStore {
     ) -> Result<T, StateError> {
         let conn = self.conn.clone();
         let describe = self.describe();
-        let fail = |message: String| StateError {
-            store: describe.clone(),
-            message,
-        };
+        let fail = |message: String| StateError::new(describe.clone(), FailureKind::Other, message);
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves the connection usable: SQLite rolls back
             // an unfinished transaction when the Transaction guard drops.

@@ -541,7 +541,12 @@ async fn bom_and_crlf_parts_publish_exact_rows_under_one_header() {
     })
     .await;
     let date = day(DATE);
-    publish_via_binary(&h, &[], 700).await;
+    let out = publish_via_binary(&h, &[], 700).await;
+    assert!(
+        !out.stderr.contains(" WARN "),
+        "no drift, nothing to warn about: {}",
+        out.stderr
+    );
 
     assert_eq!(
         without_extra(h.published_rows(date)),

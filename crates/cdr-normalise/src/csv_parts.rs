@@ -59,13 +59,11 @@ struct PartPlan {
     width: usize,
 }
 
+/// An unconfigured field, written to `extra_columns` on every row.
 struct Extra {
     field: usize,
-    /// `"Name":` (or `"invalid:Name":`) as JSON bytes.
+    /// `"Name":` as JSON bytes.
     key: Vec<u8>,
-    /// `Some(pos)` for a configured, non-critical typed column, written only when its value
-    /// failed the type; `None` for an unconfigured column, always written.
-    invalid_of: Option<usize>,
 }
 
 impl PartPlan {
@@ -87,22 +85,12 @@ impl PartPlan {
                 });
             }
             match schema.index.get(*name) {
-                Some(&pos) => {
-                    sources[pos] = Some(field);
-                    if schema.types[pos].is_some() && !schema.critical[pos] {
-                        extras.push(Extra {
-                            field,
-                            key: json_key(&format!("invalid:{name}")),
-                            invalid_of: Some(pos),
-                        });
-                    }
-                }
+                Some(&pos) => sources[pos] = Some(field),
                 None => {
                     unknown.push(*name);
                     extras.push(Extra {
                         field,
                         key: json_key(name),
-                        invalid_of: None,
                     });
                 }
             }
@@ -157,7 +145,6 @@ fn merge_part(
     let plan = PartPlan::new(schema, &header, &name, tally)?;
     let columns_seen = header.iter().map(|h| (*h).to_owned()).collect();
 
-    let mut invalid = vec![false; schema.len()];
     let mut rows = 0u64;
     while read(&mut reader, record, &name)? {
         if record.len() != plan.width {
@@ -169,7 +156,6 @@ fn merge_part(
             });
         }
         check_utf8(record, &name)?;
-        let mut any_invalid = false;
         for &(pos, field, ty) in &plan.checks {
             let value = &record[field];
             if value.is_empty() || types::conforms(ty, value) {
@@ -185,16 +171,12 @@ fn merge_part(
                     expected: ty,
                 });
             }
+            // Published as received below; only counted here.
             tally.violation(pos, &name, line_of(record), &text);
-            invalid[pos] = true;
-            any_invalid = true;
         }
 
         extra.clear();
         for slot in &plan.extras {
-            if slot.invalid_of.is_some_and(|pos| !invalid[pos]) {
-                continue;
-            }
             extra.push(if extra.is_empty() { b'{' } else { b',' });
             extra.extend_from_slice(&slot.key);
             // Validated as UTF-8 above; the fallback is unreachable.
@@ -207,20 +189,13 @@ fn merge_part(
             extra.push(b'}');
         }
 
-        let values = plan
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(pos, field)| match field {
-                Some(field) if !invalid[pos] => &record[*field],
-                _ => &b""[..],
-            });
+        let values = plan.sources.iter().map(|field| match field {
+            Some(field) => &record[*field],
+            None => &b""[..],
+        });
         writer
             .write_record(values.chain([extra.as_slice()]))
             .map_err(output_error)?;
-        if any_invalid {
-            invalid.fill(false);
-        }
         rows += 1;
     }
     tally.part_done(PartReport { columns_seen, rows });

@@ -36,11 +36,6 @@ pub(crate) fn merge(
     let mut out = io::BufWriter::with_capacity(BUFFER, out);
     let keys = OutputKeys {
         columns: schema.columns.iter().map(|c| json_key(c)).collect(),
-        invalid: schema
-            .columns
-            .iter()
-            .map(|c| json_key(&format!("invalid:{c}")))
-            .collect(),
     };
     for part in parts {
         merge_part(schema, &keys, part, &mut out, tally)?;
@@ -51,10 +46,9 @@ pub(crate) fn merge(
     })
 }
 
-/// `"Column":` and `"invalid:Column":` per configured position, as JSON bytes.
+/// `"Column":` per configured position, as JSON bytes.
 struct OutputKeys {
     columns: Vec<Vec<u8>>,
-    invalid: Vec<Vec<u8>>,
 }
 
 fn merge_part(
@@ -153,7 +147,6 @@ struct PartState<'s> {
     values: Vec<Option<Box<RawValue>>>,
     unknown: Vec<(String, Box<RawValue>)>,
     order: Vec<Key>,
-    invalid: Vec<bool>,
     line: Vec<u8>,
     /// The part so far.
     present: Vec<bool>,
@@ -181,7 +174,6 @@ impl<'s> PartState<'s> {
             values: (0..schema.len()).map(|_| None).collect(),
             unknown: Vec::new(),
             order: Vec::new(),
-            invalid: vec![false; schema.len()],
             line: Vec::new(),
             present: vec![false; schema.len()],
             columns_seen: Vec::new(),
@@ -217,7 +209,6 @@ impl<'s> PartState<'s> {
             }
         }
 
-        let mut any_invalid = false;
         for (pos, value) in self.values.iter().enumerate() {
             let (Some(ty), Some(raw)) = (schema.types[pos], value) else {
                 continue;
@@ -234,9 +225,8 @@ impl<'s> PartState<'s> {
                     expected: ty,
                 });
             }
+            // Published as received below; only counted here.
             self.tally.violation(pos, self.part, line_no, raw.get());
-            self.invalid[pos] = true;
-            any_invalid = true;
         }
 
         let line = &mut self.line;
@@ -245,40 +235,21 @@ impl<'s> PartState<'s> {
         for (pos, value) in self.values.iter().enumerate() {
             line.extend_from_slice(&self.keys.columns[pos]);
             match value {
-                Some(raw) if !self.invalid[pos] => push_raw(line, raw),
-                _ => line.extend_from_slice(b"null"),
+                Some(raw) => push_raw(line, raw),
+                None => line.extend_from_slice(b"null"),
             }
             line.push(b',');
         }
         push_json_str(line, EXTRA_COLUMNS);
         line.extend_from_slice(b":{");
         let mut first = true;
-        for key in &self.order {
-            let (key, raw): (&[u8], _) = match *key {
-                Key::Configured(pos) if self.invalid[pos] => {
-                    let Some(raw) = &self.values[pos] else {
-                        continue;
-                    };
-                    (&self.keys.invalid[pos], raw)
-                }
-                Key::Unknown(i) => {
-                    let (name, raw) = &self.unknown[i];
-                    if !first {
-                        line.push(b',');
-                    }
-                    first = false;
-                    push_json_str(line, name);
-                    line.push(b':');
-                    push_raw(line, raw);
-                    continue;
-                }
-                Key::Configured(_) => continue,
-            };
+        for (name, raw) in &self.unknown {
             if !first {
                 line.push(b',');
             }
             first = false;
-            line.extend_from_slice(key);
+            push_json_str(line, name);
+            line.push(b':');
             push_raw(line, raw);
         }
         line.extend_from_slice(b"}}\n");
@@ -290,9 +261,6 @@ impl<'s> PartState<'s> {
         self.values.iter_mut().for_each(|v| *v = None);
         self.unknown.clear();
         self.order.clear();
-        if any_invalid {
-            self.invalid.fill(false);
-        }
         self.rows += 1;
         Ok(())
     }

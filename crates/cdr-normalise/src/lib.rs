@@ -21,8 +21,8 @@
 //!   and `"extra_columns": {…}` last.
 //! - A non-critical configured column absent from a part is published empty and reported; a
 //!   critical one halts with a rename hint. A value failing its column type halts when the
-//!   column is critical; otherwise it is published empty and kept in `extra_columns` under
-//!   `invalid:<Column>`.
+//!   column is critical; otherwise it is published exactly as received (never blanked) and
+//!   counted in [`MergeReport::type_violations`].
 //! - On `Err`, whatever was written to `out` is incomplete: write to a temporary file and
 //!   discard it.
 

@@ -27,8 +27,8 @@ pub struct MergeReport {
     pub added: Vec<String>,
     /// Configured, non-critical columns absent from at least one part (published empty there).
     pub missing: Vec<String>,
-    /// Per non-critical typed column: how many values failed the type (published empty,
-    /// raw value kept in `extra_columns` under `invalid:<Column>`).
+    /// Per non-critical typed column: how many values failed the type (each published
+    /// exactly as received).
     pub type_violations: BTreeMap<String, u64>,
     /// One sentence per event worth an operator's attention.
     pub warnings: Vec<String>,
@@ -120,7 +120,7 @@ impl Tally {
                 .insert(column.clone(), first.count);
             self.report.warnings.push(format!(
                 "column `{column}`: {} value(s) are not {} (first: {}, line {}: `{}`); \
-                 published empty, raw value kept in extra_columns as `invalid:{column}`",
+                 published as received",
                 first.count, self.type_names[pos], first.part, first.line, first.sample
             ));
         }

@@ -1,5 +1,5 @@
-//! Alerts: a JSON POST to `[alert] webhook_url` when a day halts, waits, fails or is
-//! refused authentication (DESIGN.md §3).
+//! Alerts: a JSON POST to `[alert] webhook_url` when a day halts, waits, fails, is refused
+//! authentication, or is published with schema drift (DESIGN.md §3).
 //!
 //! An alert that cannot be delivered is logged and never fails the run. Messages come from
 //! [`crate::exit::JobError`]'s `Display`, which never carries a secret; the webhook URL
@@ -12,9 +12,10 @@ use std::time::Duration;
 /// The body posted to the webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {
-    /// `halted`, `waiting`, `failed` or `auth_failed`.
+    /// `halted`, `waiting`, `failed`, `auth_failed` or `drift`.
     pub event: String,
-    /// `critical` for halts, failures and auth; `warning` for waiting.
+    /// `critical` for halts, failures and auth; `warning` for waiting and drift (the day
+    /// was published; nothing is lost).
     pub severity: String,
     pub message: String,
     /// `YYYY-MM-DD`.
@@ -25,10 +26,9 @@ pub struct Alert {
 
 impl Alert {
     pub fn new(event: &str, message: String, date: NaiveDate, request_id: Option<String>) -> Self {
-        let severity = if event == "waiting" {
-            "warning"
-        } else {
-            "critical"
+        let severity = match event {
+            "waiting" | "drift" => "warning",
+            _ => "critical",
         };
         Alert {
             event: event.into(),
@@ -56,9 +56,15 @@ impl Alerter {
         Alerter { webhook, http }
     }
 
-    /// Posts `alert`; failures are logged, never returned.
+    /// Logs `alert` as a WARN line and posts it; failures are logged, never returned.
     pub async fn send(&self, alert: &Alert) {
         tracing::warn!(event = %alert.event, date = %alert.date, "alert: {}", alert.message);
+        self.deliver(alert).await;
+    }
+
+    /// Posts `alert` without logging its message, for a caller that has logged the same
+    /// sentence itself; failures are logged, never returned.
+    pub async fn deliver(&self, alert: &Alert) {
         let Some(url) = &self.webhook else { return };
         let host = url.host_str().unwrap_or("?").to_string();
         match self.http.post(url.clone()).json(alert).send().await {
@@ -73,6 +79,23 @@ impl Alerter {
                 event = %alert.event, webhook_host = %host,
                 "alert webhook unreachable: {}", e.without_url()
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_and_drift_are_warnings_everything_else_is_critical() {
+        let date = NaiveDate::from_ymd_opt(2024, 5, 15).unwrap();
+        let severity = |event| Alert::new(event, String::new(), date, None).severity;
+        for event in ["waiting", "drift"] {
+            assert_eq!(severity(event), "warning", "{event}");
+        }
+        for event in ["halted", "failed", "auth_failed"] {
+            assert_eq!(severity(event), "critical", "{event}");
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::alert::{Alert, Alerter};
 use crate::config::Config;
 use crate::download::{Downloader, StagedPart};
 use crate::exit::JobError;
-use crate::manifest::{Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
+use crate::manifest::{HeaderChange, Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
 use crate::poll::{ManifestGuard, NotReady, PollBackoff, status_name};
 use crate::sink::Sink;
 use crate::state::{JobKey, JobRecord, JobState, JobStore, Lease};
@@ -639,7 +639,7 @@ impl Job {
         let window = Window::for_date(date);
         let mut columns = self.config.job.columns.clone();
         columns.push("extra_columns".into());
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             request_id: rec.request_id.clone().unwrap_or_default(),
             x_request_id: rec.x_request_id.clone().unwrap_or_default(),
             generation: rec.generation,
@@ -667,16 +667,36 @@ impl Job {
                 added: report.added,
                 missing: report.missing,
                 type_violations: report.type_violations,
+                headers_differ: Vec::new(),
                 warnings: report.warnings,
             },
             created_at: Utc::now(),
         };
+        manifest.schema.headers_differ = HeaderChange::between(&manifest.parts);
         self.progress.set_message(format!("{date}: publishing"));
         self.sink
             .publish(key, &out_path, data_name, &manifest)
             .await?;
         tracing::info!(date = %date, location = %self.sink.location(key), rows = manifest.rows, "published");
+        self.say_what_was_published(date, &manifest).await;
         Ok(manifest)
+    }
+
+    /// A published day that an operator should look at is said out loud (DESIGN.md §2):
+    /// schema drift as one WARN line and one `drift` alert; a day without rows as a WARN.
+    async fn say_what_was_published(&self, date: NaiveDate, manifest: &Manifest) {
+        if manifest.rows == 0 {
+            tracing::warn!(date = %date, "{date}: the day has no rows; published it empty");
+        }
+        if let Some(drift) = manifest.schema.drift_summary() {
+            let message = format!("{date}: {drift}");
+            tracing::warn!(date = %date, request_id = %manifest.request_id, "{message}");
+            let request_id = Some(manifest.request_id.clone()).filter(|id| !id.is_empty());
+            // Logged just above: `deliver`, not `send`, so the sentence appears once.
+            self.alerter
+                .deliver(&Alert::new("drift", message, date, request_id))
+                .await;
+        }
     }
 
     /// Removes the day's staging and marks it done.

@@ -2,6 +2,10 @@
 //! columns; a mid-export change; a type change; BOM and CRLF; JSON array and NDJSON; an
 //! empty day) and the real pipeline publishes what the rules say — or halts with exit 65,
 //! a `halted` alert and nothing published or half-replaced.
+//!
+//! Issue 7: drift that publishes is said out loud — one `drift` alert (severity `warning`)
+//! naming the columns and one WARN line, exit 0 — and a value failing the type of a
+//! non-critical column is published exactly as received, never blanked.
 
 mod common;
 
@@ -9,6 +13,7 @@ use cdrsync::job::Outcome;
 use common::schema::*;
 use common::webhook::Webhook;
 use common::*;
+use cxone_sim::Scenario;
 use cxone_sim::scenario::{JsonLayout, SchemaDrift};
 use std::collections::BTreeMap;
 
@@ -41,7 +46,7 @@ async fn drifted(drift: SchemaDrift) -> (Harness, Webhook) {
 }
 
 /// Runs the day through the binary and requires exit 0 with `rows` published.
-async fn publish_via_binary(h: &Harness, env: Overrides<'_>, rows: u64) {
+async fn publish_via_binary(h: &Harness, env: Overrides<'_>, rows: u64) -> Cli {
     let out = cdrsync(h, &["run", "--date", DATE], env).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
@@ -49,6 +54,35 @@ async fn publish_via_binary(h: &Harness, env: Overrides<'_>, rows: u64) {
         "{}",
         out.stdout
     );
+    out
+}
+
+/// Requires exactly one `drift` alert for the day (severity `warning`, with the request
+/// id) whose message names every one of `names`; returns its message.
+fn assert_one_drift_alert(hook: &Webhook, names: &[&str]) -> String {
+    let alerts = hook.alerts();
+    let drift: Vec<&serde_json::Value> = alerts.iter().filter(|a| a["event"] == "drift").collect();
+    assert_eq!(drift.len(), 1, "exactly one drift alert: {alerts:?}");
+    let alert = drift[0];
+    assert_eq!(alert["severity"], "warning", "{alert}");
+    assert_eq!(alert["date"], DATE, "{alert}");
+    assert!(alert["request_id"].is_string(), "{alert}");
+    let message = alert["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with(&format!("{DATE}: published with schema drift: ")),
+        "{message}"
+    );
+    for name in names {
+        assert!(message.contains(name), "`{name}` not named in: {message}");
+    }
+    message
+}
+
+/// Requires `message` on exactly one WARN line of the binary's stderr.
+fn assert_one_warn_line(stderr: &str, message: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(message)).collect();
+    assert_eq!(lines.len(), 1, "one line with `{message}` in:\n{stderr}");
+    assert!(lines[0].contains(" WARN "), "{}", lines[0]);
 }
 
 /// Asserts the halt contract: exit 65, one `halted` alert carrying `message`, nothing
@@ -83,7 +117,7 @@ async fn extra_columns_are_published_as_a_json_object_in_header_order() {
     })
     .await;
     let date = day(DATE);
-    publish_via_binary(&h, &[], 700).await;
+    let out = publish_via_binary(&h, &[], 700).await;
 
     let truth = h.sim.expected_rows(date, &columns());
     let published = h.published_rows(date);
@@ -116,10 +150,13 @@ async fn extra_columns_are_published_as_a_json_object_in_header_order() {
     for (part, header) in m["parts"].as_array().unwrap().iter().zip(&headers) {
         assert_eq!(&strings(&part["columns_seen"]), header);
     }
-    assert!(
-        hook.alerts().is_empty(),
-        "drift that publishes raises no alert"
+    assert_eq!(m["schema"]["headers_differ"], serde_json::json!([]));
+    let message = assert_one_drift_alert(&hook, &extras);
+    assert_eq!(
+        message,
+        format!("{DATE}: published with schema drift: added SkillName, Campaign, HoldTime")
     );
+    assert_one_warn_line(&out.stderr, &message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +194,11 @@ async fn a_missing_non_critical_column_is_published_empty_with_a_warning() {
     for part in m["parts"].as_array().unwrap() {
         assert!(!strings(&part["columns_seen"]).contains(&"QueueName".to_string()));
     }
-    assert!(hook.alerts().is_empty());
+    let message = assert_one_drift_alert(&hook, &["QueueName"]);
+    assert_eq!(
+        message,
+        format!("{DATE}: published with schema drift: missing QueueName (published empty)")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +269,7 @@ async fn a_renamed_non_critical_column_is_missing_plus_added() {
     assert_eq!(strings(&m["schema"]["missing"]), ["QueueName"]);
     assert_eq!(strings(&m["schema"]["added"]), ["Queue_Name"]);
     assert_eq!(strings(&m["extra_columns_seen"]), ["Queue_Name"]);
-    assert!(hook.alerts().is_empty());
+    assert_one_drift_alert(&hook, &["added Queue_Name", "missing QueueName"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,24 +329,21 @@ async fn drift_from_part_two_is_mapped_per_part_and_recorded_in_the_manifest() {
         let drifted = i >= 300;
         for c in COLUMNS {
             let expected = match c {
-                "Disposition" | "Duration" if drifted => "",
+                "Disposition" if drifted => "",
+                // Decimal milliseconds from part 2 on: published as received.
                 _ => want[c].as_str(),
             };
             assert_eq!(row[c], expected, "row {i}, {c}");
         }
         if drifted {
-            // Unconfigured columns and invalid values, in the part's (shuffled) header order.
-            let expected_extra: Vec<(String, String)> = headers[1]
-                .iter()
-                .filter_map(|name| match name.as_str() {
-                    "SkillName" => Some(("SkillName".into(), want["SkillName"].clone())),
-                    "Duration" => Some(("invalid:Duration".into(), want["Duration"].clone())),
-                    _ => None,
-                })
-                .collect();
+            assert!(
+                want["Duration"].contains('.'),
+                "row {i}: {}",
+                want["Duration"]
+            );
             assert_eq!(
                 ordered_object(&row["extra_columns"]),
-                expected_extra,
+                [("SkillName".to_string(), want["SkillName"].clone())],
                 "row {i}"
             );
         } else {
@@ -336,12 +374,82 @@ async fn drift_from_part_two_is_mapped_per_part_and_recorded_in_the_manifest() {
     assert!(
         warnings.contains(&format!(
             "column `Duration`: 400 value(s) are not an int (first: {}, line 2: `{first_bad}`); \
-             published empty, raw value kept in extra_columns as `invalid:Duration`",
+             published as received",
             part_name(2, "csv")
         )),
         "{warnings:?}"
     );
-    assert!(hook.alerts().is_empty());
+    assert_eq!(
+        m["schema"]["headers_differ"],
+        serde_json::json!([{"part": 2, "added": ["SkillName"], "dropped": ["Disposition"]}])
+    );
+    let message = assert_one_drift_alert(&hook, &[]);
+    assert_eq!(
+        message,
+        format!(
+            "{DATE}: published with schema drift: added SkillName; missing Disposition \
+             (published empty); headers differ between parts (part 2 added SkillName \
+             and dropped Disposition); type violations: Duration 400 (published as received)"
+        )
+    );
+}
+
+/// The shipped `flaky-tenant.toml` renames AgentName → Agent from part 2 on and adds
+/// SkillName (with its faults as shipped, on a smaller day). With the README's config the
+/// day publishes, exit 0, and says so: one `drift` alert and one WARN line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flaky_tenant_rename_from_part_two_raises_one_drift_alert_and_a_warn_line() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cxone-sim/scenarios/flaky-tenant.toml");
+    let mut scenario = Scenario::from_file(&path).expect("the shipped scenario parses");
+    scenario.rows_per_day = 900;
+    scenario.rows_per_part = 300;
+    scenario.pending_ms = 0;
+    scenario.processing_ms = 30;
+    let hook = Webhook::start().await;
+    let mut h = Harness::new(scenario).await;
+    h.set("alert", &format!("webhook_url = \"{}\"", hook.url()));
+    h.set(
+        "job",
+        r#"types = { Duration = "int", StartTime = "timestamp" }"#,
+    );
+    let date = day(DATE);
+    let out = publish_via_binary(&h, &[], 900).await;
+
+    let truth = h.sim.expected_rows(date, &columns());
+    let published = h.published_rows(date);
+    assert_eq!(published.len(), truth.len());
+    for (i, (row, want)) in published.iter().zip(&truth).enumerate() {
+        let expected = if i < 300 {
+            want["AgentName"].as_str()
+        } else {
+            ""
+        };
+        assert_eq!(row["AgentName"], expected, "row {i}: empty from part 2 on");
+    }
+    let m = h.manifest(date);
+    let changes = m["schema"]["headers_differ"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["part"], 2);
+    assert_eq!(strings(&changes[0]["dropped"]), ["AgentName"]);
+    let mut added = strings(&changes[0]["added"]);
+    added.sort();
+    assert_eq!(added, ["Agent", "SkillName"]);
+
+    let message = assert_one_drift_alert(
+        &hook,
+        &[
+            "missing AgentName (published empty)",
+            "headers differ between parts (part 2 added ",
+            "and dropped AgentName)",
+            "SkillName",
+        ],
+    );
+    assert!(
+        message.replace("AgentName", "").contains("Agent"),
+        "the new name `Agent` is named: {message}"
+    );
+    assert_one_warn_line(&out.stderr, &message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,25 +479,29 @@ async fn a_type_change_in_a_critical_column_halts_naming_column_part_line_and_sa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_type_change_in_a_non_critical_column_publishes_the_cell_empty() {
+async fn a_type_change_in_a_non_critical_column_publishes_the_values_as_received() {
     let (mut h, hook) = drifted(SchemaDrift {
         duration_as_decimal_ms: true,
         ..SchemaDrift::default()
     })
     .await;
-    h.set("job", r#"types = { Duration = "int" }"#);
+    // The README's configuration: Duration typed int, only CallId and StartTime critical.
+    h.set(
+        "job",
+        r#"types = { Duration = "int", StartTime = "timestamp" }"#,
+    );
     let date = day(DATE);
-    publish_via_binary(&h, &[], 700).await;
+    let out = publish_via_binary(&h, &[], 700).await;
 
     let truth = h.sim.expected_rows(date, &columns());
-    for (row, want) in h.published_rows(date).iter().zip(&truth) {
-        assert_eq!(row["Duration"], "");
-        assert_eq!(
-            ordered_object(&row["extra_columns"]),
-            [("invalid:Duration".to_string(), want["Duration"].clone())]
-        );
-        for c in COLUMNS.iter().filter(|c| **c != "Duration") {
-            assert_eq!(row[*c], want[*c]);
+    let published = h.published_rows(date);
+    assert_eq!(published.len(), 700);
+    for (row, want) in published.iter().zip(&truth) {
+        assert!(want["Duration"].contains('.'), "{}", want["Duration"]);
+        assert_eq!(row["Duration"], want["Duration"], "never blanked");
+        assert_eq!(row["extra_columns"], "", "no invalid:… entry");
+        for c in COLUMNS {
+            assert_eq!(row[c], want[c]);
         }
     }
     let m = h.manifest(date);
@@ -409,7 +521,15 @@ async fn a_type_change_in_a_non_critical_column_publishes_the_cell_empty() {
             .any(|w| w.starts_with("column `Duration`: 700 value(s) are not an int")),
         "{warnings:?}"
     );
-    assert!(hook.alerts().is_empty());
+    let message = assert_one_drift_alert(&hook, &["Duration 700"]);
+    assert_eq!(
+        message,
+        format!(
+            "{DATE}: published with schema drift: type violations: Duration 700 \
+             (published as received)"
+        )
+    );
+    assert_one_warn_line(&out.stderr, &message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +541,12 @@ async fn bom_and_crlf_parts_publish_exact_rows_under_one_header() {
     })
     .await;
     let date = day(DATE);
-    publish_via_binary(&h, &[], 700).await;
+    let out = publish_via_binary(&h, &[], 700).await;
+    assert!(
+        !out.stderr.contains(" WARN "),
+        "no drift, nothing to warn about: {}",
+        out.stderr
+    );
 
     assert_eq!(
         without_extra(h.published_rows(date)),
@@ -501,7 +626,13 @@ async fn json_day_publishes_ndjson(layout: JsonLayout) {
     let data = dir.join("cdr.ndjson");
     assert_eq!(m["sha256"], sha256_hex(&data));
     assert_eq!(m["bytes"], std::fs::metadata(&data).unwrap().len());
-    assert!(hook.alerts().is_empty());
+    assert_one_drift_alert(
+        &hook,
+        &[
+            "added SkillName, Transferred, HoldTime",
+            "part 2 added SkillName, Transferred, HoldTime",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,7 +651,11 @@ async fn an_empty_csv_day_is_published_as_a_header_and_zero_rows() {
     scenario.rows_per_day = 0;
     let h = Harness::new(scenario).await;
     let date = day(DATE);
-    publish_via_binary(&h, &[], 0).await;
+    let out = publish_via_binary(&h, &[], 0).await;
+    assert_one_warn_line(
+        &out.stderr,
+        &format!("{DATE}: the day has no rows; published it empty"),
+    );
     let data = h.day_dir(date).join("cdr.csv");
     assert_eq!(
         std::fs::read_to_string(&data).unwrap(),
@@ -545,7 +680,12 @@ async fn an_empty_json_day_is_published_as_an_empty_file_and_zero_rows() {
         let mut h = Harness::new(scenario).await;
         h.set("job", r#"format = "json""#);
         let date = day(DATE);
-        publish_via_binary(&h, &[], 0).await;
+        let out = publish_via_binary(&h, &[], 0).await;
+        assert_one_warn_line(
+            &out.stderr,
+            &format!("{DATE}: the day has no rows; published it empty"),
+        );
+        assert!(!out.stderr.contains("schema drift"), "{}", out.stderr);
         let data = h.day_dir(date).join("cdr.ndjson");
         assert_eq!(std::fs::read(&data).unwrap(), b"", "{layout:?}");
         let m = h.manifest(date);
@@ -574,7 +714,7 @@ async fn a_forced_rerun_that_halts_leaves_the_published_day_intact() {
         sha256_hex(&data),
         std::fs::read(dir.join("_manifest.json")).unwrap(),
     );
-    assert_eq!(hook.alerts().len(), 0);
+    assert_one_drift_alert(&hook, &["added Agent_Name", "missing AgentName"]);
 
     // Now the operator makes AgentName critical and re-extracts the day.
     let critical = [("CDRSYNC_JOB_CRITICAL", "CallId,StartTime,AgentName")];
@@ -591,9 +731,9 @@ async fn a_forced_rerun_that_halts_leaves_the_published_day_intact() {
         "the day really was re-extracted"
     );
     let alerts = hook.alerts();
-    assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0]["event"], "halted");
-    assert_eq!(alerts[0]["message"], format!("{DATE}: {message}"));
+    assert_eq!(alerts.len(), 2, "the first run's drift, then the halt");
+    assert_eq!(alerts[1]["event"], "halted");
+    assert_eq!(alerts[1]["message"], format!("{DATE}: {message}"));
 
     assert_eq!(sha256_hex(&data), sha, "the published data is untouched");
     assert_eq!(
@@ -616,9 +756,10 @@ async fn a_forced_rerun_that_halts_leaves_the_published_day_intact() {
 }
 
 /// NDJSON with Duration in decimal ms: critical → halt naming the record; then, with the
-/// column made non-critical, a plain rerun publishes from the parts already verified.
+/// column made non-critical, a plain rerun publishes from the parts already verified, the
+/// numbers exactly as received.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_json_type_change_halts_when_critical_and_publishes_null_when_not() {
+async fn a_json_type_change_halts_when_critical_and_publishes_the_raw_number_when_not() {
     let (mut h, hook) = drifted(SchemaDrift {
         json_layout: JsonLayout::Ndjson,
         duration_as_decimal_ms: true,
@@ -657,17 +798,20 @@ async fn a_json_type_change_halts_when_critical_and_publishes_null_when_not() {
     let lines = read_ndjson(&h.day_dir(date).join("cdr.ndjson"));
     assert_eq!(lines.len(), 700);
     for (line, want) in lines.iter().zip(&truth) {
-        assert_eq!(line[3], ("Duration".to_string(), "null".to_string()));
         assert_eq!(
-            ordered_raw(&line[COLUMNS.len()].1),
-            [("invalid:Duration".to_string(), want["Duration"].clone())],
+            line[3],
+            ("Duration".to_string(), want["Duration"].clone()),
             "the raw number, as received"
         );
+        assert_eq!(line[COLUMNS.len()].1, "{}", "no invalid:… entry");
     }
     let m = h.manifest(date);
     assert_eq!(
         m["schema"]["type_violations"],
         serde_json::json!({"Duration": 700})
     );
-    assert_eq!(hook.alerts().len(), 1, "only the halt alerted");
+    let alerts = hook.alerts();
+    assert_eq!(alerts.len(), 2, "the halt, then the drift: {alerts:?}");
+    assert_eq!(alerts[0]["event"], "halted");
+    assert_one_drift_alert(&hook, &["type violations: Duration 700"]);
 }

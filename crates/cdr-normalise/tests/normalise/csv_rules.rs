@@ -125,29 +125,32 @@ fn critical_type_violation_halts_with_physical_line() {
 }
 
 #[test]
-fn non_critical_type_violation_is_published_empty_and_kept_in_extra_columns() {
+fn non_critical_type_violation_is_published_as_received_and_counted() {
     let schema = schema()
         .with_critical(["CallId"])
         .with_type("Duration", ColumnType::Int);
-    let part = b"CallId,Duration,AgentName,New\n1,60,Ann,x\n2,61234.5,Bob,y\n3,,Cy,z\n4,1.5,Di,w\n";
+    // `"1,5"` needs its quotes back on the way out; `"61234.5"` does not.
+    let part = b"CallId,Duration,AgentName,New\n1,60,Ann,x\n2,\"61234.5\",Bob,y\n3,,Cy,z\n4,\"1,5\",Di,w\n";
     let (report, out) = ok(&schema, Format::Csv, &[part]);
     assert_eq!(
         out,
         "CallId,AgentName,Duration,extra_columns\n\
          1,Ann,60,\"{\"\"New\"\":\"\"x\"\"}\"\n\
-         2,Bob,,\"{\"\"invalid:Duration\"\":\"\"61234.5\"\",\"\"New\"\":\"\"y\"\"}\"\n\
+         2,Bob,61234.5,\"{\"\"New\"\":\"\"y\"\"}\"\n\
          3,Cy,,\"{\"\"New\"\":\"\"z\"\"}\"\n\
-         4,Di,,\"{\"\"invalid:Duration\"\":\"\"1.5\"\",\"\"New\"\":\"\"w\"\"}\"\n"
+         4,Di,\"1,5\",\"{\"\"New\"\":\"\"w\"\"}\"\n"
     );
+    assert!(!out.contains("invalid:"), "{out}");
     assert_eq!(report.type_violations.get("Duration"), Some(&2));
     let type_warnings: Vec<_> = report
         .warnings
         .iter()
-        .filter(|w| w.contains("invalid:Duration"))
+        .filter(|w| w.contains("column `Duration`"))
         .collect();
     assert_eq!(type_warnings.len(), 1, "{:?}", report.warnings);
     assert!(type_warnings[0].contains("2 value(s) are not an int"));
     assert!(type_warnings[0].contains("line 3: `61234.5`"));
+    assert!(type_warnings[0].contains("published as received"));
 }
 
 #[test]

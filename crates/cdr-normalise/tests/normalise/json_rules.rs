@@ -86,17 +86,29 @@ fn critical_type_violation_halts_at_the_record_index() {
 }
 
 #[test]
-fn non_critical_type_violation_is_null_and_kept_in_extra_columns() {
+fn non_critical_type_violation_is_published_as_received_and_counted() {
     let schema = schema()
         .with_critical(["CallId"])
         .with_type("Duration", ColumnType::Int);
-    let part = b"{\"CallId\":1,\"Duration\":61234.5,\"AgentName\":\"A\",\"X\":1}\n";
+    let part = b"{\"CallId\":1,\"Duration\":61234.5,\"AgentName\":\"A\",\"X\":1}\n\
+                 {\"CallId\":2,\"Duration\":\"1.5e3\",\"AgentName\":\"B\"}\n";
     let (report, out) = ok(&schema, Format::Json, &[part]);
     assert_eq!(
         out,
-        "{\"CallId\":1,\"AgentName\":\"A\",\"Duration\":null,\"extra_columns\":{\"invalid:Duration\":61234.5,\"X\":1}}\n"
+        "{\"CallId\":1,\"AgentName\":\"A\",\"Duration\":61234.5,\"extra_columns\":{\"X\":1}}\n\
+         {\"CallId\":2,\"AgentName\":\"B\",\"Duration\":\"1.5e3\",\"extra_columns\":{}}\n"
     );
-    assert_eq!(report.type_violations.get("Duration"), Some(&1));
+    assert_eq!(report.type_violations.get("Duration"), Some(&2));
+    assert_eq!(
+        report
+            .warnings
+            .iter()
+            .filter(|w| w.contains("column `Duration`"))
+            .count(),
+        1,
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Alerts: a JSON POST to `[alert] webhook_url` when a day halts, waits, fails, is refused
 //! authentication, or is published with schema drift (DESIGN.md §3).
 //!
-//! An alert that cannot be delivered is logged and never fails the run. Messages come from
+//! The failure itself is logged once, by the CLI (the `ERROR` line with the exit code);
+//! sending an alert logs only whether it was delivered (info), or a WARN when it could not
+//! be. An alert that cannot be delivered never fails the run. Messages come from
 //! [`crate::exit::JobError`]'s `Display`, which never carries a secret; the webhook URL
 //! itself may hold a token (Slack-style), so it is never logged whole.
 
@@ -56,27 +58,24 @@ impl Alerter {
         Alerter { webhook, http }
     }
 
-    /// Logs `alert` as a WARN line and posts it; failures are logged, never returned.
+    /// Posts `alert`; failures are logged, never returned. The alert's message is not
+    /// logged here: the caller logs the failure it describes.
     pub async fn send(&self, alert: &Alert) {
-        tracing::warn!(event = %alert.event, date = %alert.date, "alert: {}", alert.message);
-        self.deliver(alert).await;
-    }
-
-    /// Posts `alert` without logging its message, for a caller that has logged the same
-    /// sentence itself; failures are logged, never returned.
-    pub async fn deliver(&self, alert: &Alert) {
-        let Some(url) = &self.webhook else { return };
+        let Some(url) = &self.webhook else {
+            tracing::debug!(event = %alert.event, date = %alert.date, "no alert webhook configured");
+            return;
+        };
         let host = url.host_str().unwrap_or("?").to_string();
         match self.http.post(url.clone()).json(alert).send().await {
             Ok(r) if r.status().is_success() => {
-                tracing::info!(event = %alert.event, webhook_host = %host, "alert delivered")
+                tracing::info!(event = %alert.event, date = %alert.date, webhook_host = %host, "alert delivered")
             }
-            Ok(r) => tracing::error!(
-                event = %alert.event, webhook_host = %host, status = r.status().as_u16(),
+            Ok(r) => tracing::warn!(
+                event = %alert.event, date = %alert.date, webhook_host = %host, status = r.status().as_u16(),
                 "alert webhook refused the alert"
             ),
-            Err(e) => tracing::error!(
-                event = %alert.event, webhook_host = %host,
+            Err(e) => tracing::warn!(
+                event = %alert.event, date = %alert.date, webhook_host = %host,
                 "alert webhook unreachable: {}", e.without_url()
             ),
         }

@@ -130,14 +130,7 @@ pub fn status_table(records: &[(JobKey, JobRecord)]) -> String {
     out
 }
 
-/// `12.3s`, `4m05s`, `1h02m`.
+/// `12.3s`, `4m05s`, `1h02m` ([`cxone::fmt_duration`]).
 fn secs(s: f64) -> String {
-    let whole = s.max(0.0) as u64;
-    if whole < 60 {
-        format!("{s:.1}s")
-    } else if whole < 3600 {
-        format!("{}m{:02}s", whole / 60, whole % 60)
-    } else {
-        format!("{}h{:02}m", whole / 3600, (whole % 3600) / 60)
-    }
+    cxone::fmt_duration(std::time::Duration::from_secs_f64(s.max(0.0)))
 }

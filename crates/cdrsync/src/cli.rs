@@ -8,8 +8,13 @@ use crate::state::JobState;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The config file when neither `--config` nor `CDRSYNC_CONFIG` names one.
+pub const DEFAULT_CONFIG: &str = "cdrsync.toml";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,7 +23,10 @@ use std::path::PathBuf;
     about = "Land each UTC day of NICE CXone Call Detail Records in your warehouse, exactly once."
 )]
 pub struct Cli {
-    /// Log lines as text or JSON (one object per line).
+    /// The config file [default: $CDRSYNC_CONFIG, then ./cdrsync.toml].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log lines as text or JSON (one object per line, on stdout and stderr alike).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// More detail in logs (-v debug, -vv trace).
@@ -32,9 +40,8 @@ pub struct Cli {
 pub enum SchemaCommand {
     /// Validate FILE (a CXone export part) exactly as `run` would, without publishing.
     Check {
+        /// The export part to check (CSV, or JSON/NDJSON by extension).
         file: PathBuf,
-        #[arg(long, default_value = "cdrsync.toml")]
-        config: PathBuf,
     },
 }
 
@@ -44,34 +51,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--date`-style arguments: exactly `YYYY-MM-DD` (a bad one is a usage error, 64).
+fn date_arg(s: &str) -> Result<NaiveDate, crate::window::DateError> {
+    crate::window::parse_date(s)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Extract one day (default: yesterday in UTC) and publish it.
+    /// Extract one day (default: the newest closed UTC day) and publish it.
     Run {
-        #[arg(long, default_value = "cdrsync.toml")]
-        config: PathBuf,
-        /// The UTC day, YYYY-MM-DD.
-        #[arg(long)]
-        date: Option<String>,
+        /// The UTC day, YYYY-MM-DD; refused (exit 75) until it is closed ([job] lag).
+        #[arg(long, value_parser = date_arg)]
+        date: Option<NaiveDate>,
         /// Re-extract a day that is already done (next generation), replacing it atomically.
         #[arg(long)]
         force: bool,
     },
-    /// Extract every day from --from to --to (inclusive), oldest first.
+    /// Extract every day from --from to --to (inclusive), up to [job] concurrency days at once.
     Backfill {
-        #[arg(long, default_value = "cdrsync.toml")]
-        config: PathBuf,
-        #[arg(long)]
-        from: String,
-        #[arg(long)]
-        to: String,
+        /// The first UTC day, YYYY-MM-DD.
+        #[arg(long, value_parser = date_arg)]
+        from: NaiveDate,
+        /// The last UTC day, YYYY-MM-DD (inclusive); days not closed yet are refused (75).
+        #[arg(long, value_parser = date_arg)]
+        to: NaiveDate,
+        /// Re-extract days that are already done (next generation), replacing each atomically.
         #[arg(long)]
         force: bool,
     },
     /// Show the recent days: state, request id, parts, rows, queue wait, duration.
     Status {
-        #[arg(long, default_value = "cdrsync.toml")]
-        config: PathBuf,
+        /// How many days to show, newest first.
         #[arg(long, default_value_t = 14)]
         limit: usize,
     },
@@ -80,12 +90,12 @@ pub enum Command {
         /// Where the demo keeps its config, state and output.
         #[arg(long, default_value = "cdrsync-demo")]
         dir: PathBuf,
-        /// Rows in the simulated day.
-        #[arg(long, default_value_t = 150_000)]
-        rows: u64,
-        /// The UTC day (default: yesterday in UTC).
+        /// Rows in the simulated day [default: 150000]; ignored for a day already done.
         #[arg(long)]
-        date: Option<String>,
+        rows: Option<u64>,
+        /// The UTC day (default: the newest closed UTC day).
+        #[arg(long, value_parser = date_arg)]
+        date: Option<NaiveDate>,
     },
     /// Check a local CSV/JSON export against the configured schema and print the diff.
     Schema {
@@ -94,6 +104,7 @@ pub enum Command {
     },
     /// Run the CXone simulator alone (same as the `cxone-sim` binary).
     Sim {
+        /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// A scenario TOML file (see cxone-sim's docs).
@@ -102,9 +113,74 @@ pub enum Command {
     },
 }
 
+/// Where the summary lines go: plain text, or one JSON object per line (`--log-format`).
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub format: LogFormat,
+}
+
+impl Out {
+    /// Prints one summary line on stdout: `text`, or `json` as one JSON object.
+    pub fn line(&self, text: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) {
+        match self.format {
+            LogFormat::Text => println!("{}", text()),
+            LogFormat::Json => println!("{}", json()),
+        }
+    }
+
+    /// Whether lines are JSON objects.
+    pub fn json(&self) -> bool {
+        self.format == LogFormat::Json
+    }
+}
+
+/// The config file: `--config`, else `CDRSYNC_CONFIG` (if set and not empty), else
+/// `./cdrsync.toml`.
+pub fn config_path(flag: Option<PathBuf>, env: Option<String>) -> PathBuf {
+    flag.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+/// Whether the raw arguments ask for JSON output (used when they do not parse).
+fn wants_json(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--log-format=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--log-format" && w[1] == "json")
+}
+
+/// A command line clap refused: help and version print and exit 0; anything else is a
+/// usage error, exit 64 (one JSON object on stderr with `--log-format json`).
+fn usage_exit(error: clap::Error, json: bool) -> std::process::ExitCode {
+    if !error.use_stderr() {
+        let _ = error.print();
+        return std::process::ExitCode::from(ExitCode::Done as u8);
+    }
+    if json {
+        let detail = error.render().to_string();
+        eprintln!(
+            "{}",
+            json!({
+                "level": "ERROR",
+                "fields": {"message": detail.trim(), "exit_code": ExitCode::Usage as u8},
+            })
+        );
+    } else {
+        let _ = error.print();
+    }
+    std::process::ExitCode::from(ExitCode::Usage as u8)
+}
+
 /// Entry point of the binary.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_exit(e, wants_json(&args)),
+    };
+    let out = Out {
+        format: cli.log_format,
+    };
     let progress = progress_bar();
     init_logging(cli.log_format, cli.verbose, &progress);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -113,35 +189,36 @@ pub fn main() -> std::process::ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            tracing::error!(
+                exit_code = ExitCode::Other as u8,
+                "cannot start the async runtime: {e}"
+            );
             return std::process::ExitCode::from(ExitCode::Other as u8);
         }
     };
-    let code = runtime.block_on(dispatch(cli.command, progress));
+    let config = config_path(cli.config, std::env::var("CDRSYNC_CONFIG").ok());
+    let code = runtime.block_on(dispatch(cli.command, &config, out, progress));
     std::process::ExitCode::from(code as u8)
 }
 
-async fn dispatch(command: Command, progress: ProgressBar) -> ExitCode {
+async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressBar) -> ExitCode {
     let result = match command {
-        Command::Run {
-            config,
-            date,
-            force,
-        } => run(&config, date.as_deref(), force, progress).await,
-        Command::Backfill {
-            config,
-            from,
-            to,
-            force,
-        } => backfill(&config, &from, &to, force, progress).await,
-        Command::Status { config, limit } => status(&config, limit).await,
+        Command::Run { date, force } => run(config, date, force, progress, out).await,
+        Command::Backfill { from, to, force } => {
+            // Each day's failure is logged (once) as the day ends; only setup errors remain.
+            match backfill(config, from, to, force, progress, out).await {
+                Ok(code) => return code,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Status { limit } => status(config, limit, out).await,
         Command::Demo { dir, rows, date } => {
-            crate::demo::run(&dir, rows, date.as_deref(), progress).await
+            crate::demo::run(&dir, rows, date, progress, out).await
         }
         Command::Schema {
-            command: SchemaCommand::Check { file, config },
-        } => schema_check(&file, &config),
-        Command::Sim { listen, scenario } => sim(listen, scenario).await,
+            command: SchemaCommand::Check { file },
+        } => schema_check(&file, config, out),
+        Command::Sim { listen, scenario } => sim(listen, scenario, out).await,
     };
     match result {
         Ok(()) => ExitCode::Done,
@@ -222,82 +299,242 @@ fn hooks_from_env() -> Hooks {
     Hooks { stop_after }
 }
 
-/// The `--date` given, or yesterday in UTC.
-pub fn resolve_date(date: Option<&str>) -> Result<NaiveDate, JobError> {
+/// The day to extract: `--date` if it is closed at the real clock (else [`JobError::NotClosed`],
+/// exit 75), or the newest closed UTC day ([`crate::window::newest_closed`]).
+pub fn resolve_date(
+    date: Option<NaiveDate>,
+    lag: std::time::Duration,
+) -> Result<NaiveDate, JobError> {
+    let now = chrono::Utc::now();
     match date {
-        Some(d) => crate::window::parse_date(d).map_err(JobError::from),
-        None => Ok(crate::window::Window::yesterday(chrono::Utc::now()).date),
+        Some(d) => {
+            crate::window::check_closed(d, now, lag)?;
+            Ok(d)
+        }
+        None => Ok(crate::window::newest_closed(now, lag)),
     }
 }
 
 async fn run(
-    config_path: &std::path::Path,
-    date: Option<&str>,
+    config_path: &Path,
+    date: Option<NaiveDate>,
     force: bool,
     progress: ProgressBar,
+    out: Out,
 ) -> Result<(), JobError> {
     let config = Config::load_default(config_path)?;
-    let date = resolve_date(date)?;
+    // Before anything is built or requested: an open day is refused outright.
+    let date = resolve_date(date, config.job.lag)?;
     let job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
     let outcome = job.run(date, force).await;
     progress.finish_and_clear();
-    report(&job, date, &outcome?);
+    report(&job, date, &outcome?, out);
     Ok(())
+}
+
+/// How serious a day's exit code is, for the one code `backfill` exits with: the most
+/// serious of its days. `1 > 64 > 78 > 77 > 65 > 69 > 75 > 0`: an unexpected error first,
+/// then what a human must fix before any rerun helps (usage, configuration, credentials,
+/// data), then what a rerun may fix by itself (unavailable, then temporary).
+pub fn severity(code: ExitCode) -> u8 {
+    match code {
+        ExitCode::Done => 0,
+        ExitCode::TempFail => 1,
+        ExitCode::Unavailable => 2,
+        ExitCode::DataHalt => 3,
+        ExitCode::NoPerm => 4,
+        ExitCode::Config => 5,
+        ExitCode::Usage => 6,
+        ExitCode::Other => 7,
+    }
+}
+
+/// The one word naming how a day ended.
+fn outcome_word(result: &Result<Outcome, JobError>) -> &'static str {
+    match result {
+        Ok(Outcome::Published(_)) => "published",
+        Ok(Outcome::AlreadyDone(_)) => "already_done",
+        Err(JobError::NotClosed(_)) => "not_closed",
+        Err(JobError::Waiting { .. }) => "waiting",
+        Err(JobError::LeaseHeld { .. }) => "lease_held",
+        Err(e) => match e.exit_code() {
+            ExitCode::DataHalt => "halted",
+            ExitCode::Unavailable => "unavailable",
+            ExitCode::NoPerm => "auth_failed",
+            ExitCode::Config => "config_error",
+            ExitCode::TempFail => "busy",
+            _ => "failed",
+        },
+    }
 }
 
 async fn backfill(
-    config_path: &std::path::Path,
-    from: &str,
-    to: &str,
+    config_path: &Path,
+    from: NaiveDate,
+    to: NaiveDate,
     force: bool,
     progress: ProgressBar,
-) -> Result<(), JobError> {
+    out: Out,
+) -> Result<ExitCode, JobError> {
+    use futures_util::StreamExt;
+    if from > to {
+        return Err(JobError::Usage(format!(
+            "backfill --from {from} is after --to {to}; give the older day as --from"
+        )));
+    }
     let config = Config::load_default(config_path)?;
-    let (from, to) = (
-        crate::window::parse_date(from)?,
-        crate::window::parse_date(to)?,
+    let (lag, in_flight) = (config.job.lag, config.job.concurrency.max(1));
+    // One job shared by every day (one client and token store, one job store); its own
+    // byte bar is hidden because several days download at once: the visible bar counts days.
+    let job =
+        Arc::new(crate::app::build_job(config, ProgressBar::hidden(), hooks_from_env()).await?);
+    let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {msg:50} [{bar:30}] {pos}/{len} days")
+            .expect("a valid template")
+            .progress_chars("=> "),
     );
-    let job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
-    let mut day = from;
-    while day <= to {
-        progress.set_position(0);
-        let outcome = job.run(day, force).await?;
-        report(&job, day, &outcome);
-        day = day.succ_opt().expect("a date before the end of time");
-    }
+    progress.set_length(days.len() as u64);
+    progress.set_position(0);
+    let running = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let show = |running: &std::collections::BTreeSet<NaiveDate>| {
+        let list: Vec<String> = running.iter().map(|d| d.to_string()).collect();
+        progress.set_message(format!("backfill: {}", list.join(", ")));
+    };
+    let mut results: Vec<(NaiveDate, Result<Outcome, JobError>)> =
+        futures_util::stream::iter(days.into_iter().map(|day| {
+            let (job, running) = (job.clone(), running.clone());
+            let (show, bar) = (&show, &progress);
+            async move {
+                // Checked as the day starts: a long backfill may see a day close meanwhile.
+                let result = match crate::window::check_closed(day, chrono::Utc::now(), lag) {
+                    Err(e) => Err(JobError::from(e)),
+                    Ok(()) => {
+                        show(&{
+                            let mut r = running.lock().expect("not poisoned");
+                            r.insert(day);
+                            r.clone()
+                        });
+                        let result = job.run(day, force).await;
+                        show(&{
+                            let mut r = running.lock().expect("not poisoned");
+                            r.remove(&day);
+                            r.clone()
+                        });
+                        result
+                    }
+                };
+                if let Err(e) = &result {
+                    tracing::error!(date = %day, exit_code = e.exit_code() as u8, "{e}");
+                }
+                bar.inc(1);
+                (day, result)
+            }
+        }))
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
     progress.finish_and_clear();
-    Ok(())
-}
-
-fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome) {
-    let m = outcome.manifest();
-    let key = job.key(date);
-    match outcome {
-        Outcome::AlreadyDone(_) => println!(
-            "{date}: already done ({} rows at {}); nothing requested",
-            m.rows,
-            job.sink.location(&key)
-        ),
-        Outcome::Published(_) => println!(
-            "{date}: published {} rows from {} part(s), {} bytes, sha256 {} at {}",
-            m.rows,
-            m.parts.len(),
-            m.bytes,
-            m.sha256,
-            job.sink.location(&key)
-        ),
+    results.sort_by_key(|(day, _)| *day);
+    let mut worst = ExitCode::Done;
+    for (day, result) in &results {
+        let code = match result {
+            Ok(outcome) => {
+                report(&job, *day, outcome, out);
+                ExitCode::Done
+            }
+            Err(e) => {
+                let code = e.exit_code();
+                let word = outcome_word(result);
+                // Most messages start with the date already; the line names it once.
+                let text = e.to_string();
+                let reason = text
+                    .strip_prefix(&format!("{day}: "))
+                    .unwrap_or(&text)
+                    .to_string();
+                out.line(
+                    || format!("{day}: {word} (exit {}): {reason}", code as u8),
+                    || {
+                        json!({
+                            "event": word, "date": day.to_string(),
+                            "exit_code": code as u8, "reason": reason,
+                        })
+                    },
+                );
+                code
+            }
+        };
+        if severity(code) > severity(worst) {
+            worst = code;
+        }
     }
+    Ok(worst)
 }
 
-async fn status(config_path: &std::path::Path, limit: usize) -> Result<(), JobError> {
+/// The end-of-run line of one day: text, or one JSON object.
+fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome, out: Out) {
+    let m = outcome.manifest();
+    let location = job.sink.location(&job.key(date));
+    let event = outcome_word(&Ok(outcome.clone()));
+    out.line(
+        || match outcome {
+            Outcome::AlreadyDone(_) => format!(
+                "{date}: already done ({} rows at {location}); nothing requested",
+                m.rows
+            ),
+            Outcome::Published(_) => format!(
+                "{date}: published {} rows from {} part(s), {} bytes, sha256 {} at {location}",
+                m.rows,
+                m.parts.len(),
+                m.bytes,
+                m.sha256
+            ),
+        },
+        || {
+            json!({
+                "event": event, "date": date.to_string(), "rows": m.rows,
+                "parts": m.parts.len(), "bytes": m.bytes, "sha256": m.sha256,
+                "location": location.to_string(),
+            })
+        },
+    );
+}
+
+async fn status(config_path: &Path, limit: usize, out: Out) -> Result<(), JobError> {
     let config = Config::load_default(config_path)?;
     let store = crate::app::open_store(&config)?;
     let records = store.recent(limit).await?;
-    print!("{}", crate::app::status_table(&records));
+    print_status(&records, out);
     Ok(())
 }
 
-async fn sim(listen: std::net::SocketAddr, scenario: Option<PathBuf>) -> Result<(), JobError> {
+/// `status`'s output: the table, or one JSON object per day, newest first.
+fn print_status(records: &[(crate::state::JobKey, crate::state::JobRecord)], out: Out) {
+    if !out.json() {
+        print!("{}", crate::app::status_table(records));
+        return;
+    }
+    for (key, r) in records {
+        let duration = r
+            .finished_at
+            .map(|f| (f - r.started_at).num_milliseconds() as f64 / 1000.0);
+        println!(
+            "{}",
+            json!({
+                "event": "status", "date": key.date.to_string(), "state": r.state,
+                "request_id": r.request_id, "generation": r.generation, "parts": r.parts,
+                "rows": r.rows, "queue_wait_secs": r.queue_wait_secs,
+                "duration_secs": duration, "reason": r.reason,
+            })
+        );
+    }
+}
+
+async fn sim(
+    listen: std::net::SocketAddr,
+    scenario: Option<PathBuf>,
+    out: Out,
+) -> Result<(), JobError> {
     let scenario = match scenario {
         Some(p) => cxone_sim::Scenario::from_file(&p).map_err(|e| JobError::Io {
             what: format!("scenario {}", p.display()),
@@ -311,14 +548,18 @@ async fn sim(listen: std::net::SocketAddr, scenario: Option<PathBuf>) -> Result<
             what: format!("listening on {listen}"),
             source,
         })?;
-    println!("cxone-sim listening on {}", sim.base_url());
+    let url = sim.base_url();
+    out.line(
+        || format!("cxone-sim listening on {url}"),
+        || json!({"event": "listening", "url": url.to_string()}),
+    );
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;
     Ok(())
 }
 
 /// `schema check FILE`: the normaliser's validation on a local file, diff printed.
-fn schema_check(file: &std::path::Path, config_path: &std::path::Path) -> Result<(), JobError> {
+fn schema_check(file: &Path, config_path: &Path, out: Out) -> Result<(), JobError> {
     let config = Config::load_default(config_path)?;
     let json = match file.extension().and_then(|e| e.to_str()) {
         Some("json" | "ndjson" | "jsonl") => true,
@@ -342,12 +583,40 @@ fn schema_check(file: &std::path::Path, config_path: &std::path::Path) -> Result
     let report = cdr_normalise::check(&schema, format, input).map_err(|halt| {
         // stdout always ends with a verdict, so a script reading it alone is not misled.
         if halt.is_data_halt() {
-            println!("verdict: HALT (the pipeline would publish nothing and exit 65): {halt}");
+            out.line(
+                || {
+                    format!(
+                        "verdict: HALT (the pipeline would publish nothing and exit 65): {halt}"
+                    )
+                },
+                || json!({"event": "schema_check", "verdict": "HALT", "reason": halt.to_string()}),
+            );
         }
         JobError::FileHalt(halt)
     })?;
-    print!("{}", describe_report(&schema, &report));
+    match out.format {
+        LogFormat::Text => print!("{}", describe_report(&schema, &report)),
+        LogFormat::Json => println!("{}", report_json(&schema, &report)),
+    }
     Ok(())
+}
+
+/// The schema diff of a checked file as one JSON object (`--log-format json`).
+pub fn report_json(
+    schema: &cdr_normalise::Schema,
+    report: &cdr_normalise::MergeReport,
+) -> serde_json::Value {
+    let seen = report
+        .parts
+        .first()
+        .map(|p| p.columns_seen.clone())
+        .unwrap_or_default();
+    json!({
+        "event": "schema_check", "verdict": "OK", "rows": report.rows,
+        "columns_in_file": seen, "expected_columns": schema.columns,
+        "added": report.added, "missing": report.missing,
+        "type_violations": report.type_violations, "warnings": report.warnings,
+    })
 }
 
 /// The human-readable schema diff of a checked file.

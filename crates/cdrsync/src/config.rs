@@ -83,6 +83,9 @@ pub struct JobConfig {
     /// How long a run waits for another run's lease on the same day before exiting 75
     /// (`0s`: do not wait).
     pub lease_wait: Duration,
+    /// How long after a UTC day's end it is *closed* (CXone's late records are in); a day
+    /// is never extracted before (DESIGN.md §2).
+    pub lag: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +149,7 @@ const DEFAULT_FORMAT: &str = "csv";
 const DEFAULT_CONCURRENCY: usize = 4;
 const DEFAULT_STAGING_DIR: &str = ".cdrsync-staging";
 const DEFAULT_LEASE_WAIT: &str = "0s";
+const DEFAULT_LAG: &str = "30m";
 const DEFAULT_POLL_INITIAL: &str = "15s";
 const DEFAULT_POLL_FACTOR: f64 = 1.5;
 const DEFAULT_POLL_MAX: &str = "120s";
@@ -328,6 +332,7 @@ pub const KEYS: &[(&str, &[(&str, KeyKind)])] = &[
             ("concurrency", KeyKind::UInt),
             ("staging_dir", KeyKind::Str),
             ("lease_wait", KeyKind::Duration),
+            ("lag", KeyKind::Duration),
         ],
     ),
     (
@@ -458,6 +463,7 @@ struct RawJob {
     concurrency: Option<u32>,
     staging_dir: Option<String>,
     lease_wait: Option<String>,
+    lag: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1108,6 +1114,7 @@ fn validate_job(raw: RawJob, base_dir: &Path, origins: &Origins) -> Result<JobCo
         DEFAULT_LEASE_WAIT,
         origins,
     )?;
+    let lag = duration("job.lag", raw.lag, DEFAULT_LAG, origins)?;
     Ok(JobConfig {
         report_type,
         report_id,
@@ -1118,6 +1125,7 @@ fn validate_job(raw: RawJob, base_dir: &Path, origins: &Origins) -> Result<JobCo
         concurrency,
         staging_dir,
         lease_wait,
+        lag,
     })
 }
 
@@ -1245,6 +1253,7 @@ refresh_token = "file:secrets/refresh_token"
         assert!(c.job.types.is_empty());
         assert_eq!(c.job.concurrency, 4);
         assert_eq!(c.job.lease_wait, Duration::ZERO);
+        assert_eq!(c.job.lag, Duration::from_secs(30 * 60));
         assert_eq!(
             c.job.staging_dir,
             Path::new("/etc/cdrsync/.cdrsync-staging")
@@ -1288,6 +1297,7 @@ types = { Duration = "int", StartTime = "timestamp" }
 concurrency = 8
 staging_dir = "/var/tmp/cdr"
 lease_wait = "30s"
+lag = "2h"
 
 [poll]
 initial = "15s"
@@ -1320,6 +1330,7 @@ webhook_url = "https://hooks.example.com/x"
         assert_eq!(c.job.types["StartTime"], ColumnType::Timestamp);
         assert_eq!(c.job.staging_dir, Path::new("/var/tmp/cdr"));
         assert_eq!(c.job.lease_wait, Duration::from_secs(30));
+        assert_eq!(c.job.lag, Duration::from_secs(7200));
         assert_eq!(c.poll.factor, 2.0);
         assert_eq!(c.poll.stale_after, Duration::from_secs(5400));
         let StateConfig::Sqlite { path } = &c.state;
@@ -1472,6 +1483,7 @@ webhook_url = "https://hooks.example.com/x"
             ("CDRSYNC_JOB_COLUMNS", "CallId, StartTime,Duration"),
             ("CDRSYNC_JOB_CRITICAL", r#"["CallId"]"#),
             ("CDRSYNC_JOB_TYPES", "Duration=int,StartTime=timestamp"),
+            ("CDRSYNC_JOB_LAG", "1h30m"),
             ("CDRSYNC_SINK_PATH", "/data/cdr"),
             ("CDRSYNC_ALERT_WEBHOOK_URL", ""),
             ("CDRSYNC_CONFIG", "/elsewhere.toml"),
@@ -1495,6 +1507,7 @@ webhook_url = "https://hooks.example.com/x"
         assert_eq!(c.job.columns, ["CallId", "StartTime", "Duration"]);
         assert_eq!(c.job.critical, ["CallId"]);
         assert_eq!(c.job.types.len(), 2);
+        assert_eq!(c.job.lag, Duration::from_secs(5400));
         let SinkConfig::Dir { path } = &c.sink;
         assert_eq!(path, Path::new("/data/cdr"));
         assert!(

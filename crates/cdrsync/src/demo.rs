@@ -4,12 +4,17 @@
 //! polling timings; secrets in 0600 files) into `--dir`, runs one day and prints where the
 //! data is and a one-screen summary. The state store and output persist in `--dir`, so a
 //! second `demo` shows the idempotent no-op: nothing requested, nothing rewritten.
+//! With `--log-format json` the summary is one JSON object on stdout.
 
+use crate::cli::Out;
 use crate::config::Config;
 use crate::exit::JobError;
 use crate::job::{Hooks, Outcome};
 use indicatif::ProgressBar;
 use std::path::Path;
+
+/// Rows in the simulated day when `--rows` is not given.
+pub const DEFAULT_ROWS: u64 = 150_000;
 
 /// The demo's config file, pointing at a simulator at `base_url`.
 pub fn demo_toml(base_url: &str) -> String {
@@ -66,13 +71,13 @@ fn write_secret_once(path: &Path, value: &str) -> Result<(), JobError> {
 /// Runs the demo.
 pub async fn run(
     dir: &Path,
-    rows: u64,
-    date: Option<&str>,
+    rows: Option<u64>,
+    date: Option<chrono::NaiveDate>,
     progress: ProgressBar,
+    out: Out,
 ) -> Result<(), JobError> {
-    let date = crate::cli::resolve_date(date)?;
     let scenario = cxone_sim::Scenario {
-        rows_per_day: rows,
+        rows_per_day: rows.unwrap_or(DEFAULT_ROWS),
         ..cxone_sim::Scenario::default()
     };
     let sim = cxone_sim::Simulator::start(scenario)
@@ -85,6 +90,7 @@ pub async fn run(
     std::fs::write(&config_path, demo_toml(&sim.base_url()))
         .map_err(io(format!("writing {}", config_path.display())))?;
     let config = Config::load_default(&config_path)?;
+    let date = crate::cli::resolve_date(date, config.job.lag)?;
     let started = std::time::Instant::now();
     let job = crate::app::build_job(config, progress.clone(), Hooks::default()).await?;
     let outcome = job.run(date, false).await;
@@ -94,21 +100,54 @@ pub async fn run(
     let key = job.key(date);
     let m = outcome.manifest();
     let location = job.sink.location(&key);
-    println!();
-    match &outcome {
-        Outcome::Published(_) => println!(
-            "cdrsync demo: {date} landed and verified in {:.1?}",
-            started.elapsed()
-        ),
-        Outcome::AlreadyDone(_) => {
-            println!("cdrsync demo: {date} was already done — an idempotent no-op")
-        }
+    if let (Some(rows), Outcome::AlreadyDone(_)) = (rows, &outcome) {
+        tracing::warn!(
+            date = %date,
+            "ignoring --rows {rows}: {date} is already done in {} (use --date for another day or a fresh --dir)",
+            dir.display()
+        );
     }
     let data_name = if job.config.job.format == "json" {
         "cdr.ndjson"
     } else {
         "cdr.csv"
     };
+    let elapsed = cxone::fmt_duration(started.elapsed());
+    let fetched = m.parts.iter().map(|p| p.bytes).sum::<u64>();
+    let generated = sim.row_count(date);
+    if out.json() {
+        let event = match &outcome {
+            Outcome::Published(_) => "published",
+            Outcome::AlreadyDone(_) => "already_done",
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "demo", "outcome": event, "date": date.to_string(),
+                "elapsed": elapsed,
+                "data": format!("{location}/{data_name}"),
+                "manifest": format!("{location}/_manifest.json"),
+                "request_id": m.request_id, "x_request_id": m.x_request_id,
+                "generation": m.generation, "parts": m.parts.len(), "bytes_fetched": fetched,
+                "rows": m.rows, "rows_generated": generated, "bytes": m.bytes,
+                "sha256": m.sha256, "creates": counters.creates,
+                "status_polls": counters.status_polls, "downloads": counters.downloads_total,
+                "token_grants": counters.token_grants,
+                "config": config_path.display().to_string(),
+            })
+        );
+        sim.shutdown().await;
+        return Ok(());
+    }
+    println!();
+    match &outcome {
+        Outcome::Published(_) => {
+            println!("cdrsync demo: {date} landed and verified in {elapsed}")
+        }
+        Outcome::AlreadyDone(_) => {
+            println!("cdrsync demo: {date} was already done — an idempotent no-op")
+        }
+    }
     println!("  data        {location}/{data_name}");
     println!("  manifest    {location}/_manifest.json");
     println!(
@@ -116,15 +155,10 @@ pub async fn run(
         m.request_id, m.x_request_id, m.generation
     );
     println!(
-        "  parts       {} ({} bytes fetched, every part's SHA-256 checked)",
+        "  parts       {} ({fetched} bytes fetched, every part's SHA-256 checked)",
         m.parts.len(),
-        m.parts.iter().map(|p| p.bytes).sum::<u64>()
     );
-    println!(
-        "  rows        {} (simulator generated {})",
-        m.rows,
-        sim.row_count(date)
-    );
+    println!("  rows        {} (simulator generated {generated})", m.rows);
     println!("  published   {} bytes, sha256 {}", m.bytes, m.sha256);
     println!(
         "  this run    {} create(s), {} status poll(s), {} part download(s), {} token grant(s)",

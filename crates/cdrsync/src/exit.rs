@@ -80,6 +80,12 @@ pub enum JobError {
     Secret(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Date(#[from] crate::window::DateError),
+    /// `--date` (or a backfill day) that is not closed yet: 75, before any request.
+    #[error(transparent)]
+    NotClosed(#[from] crate::window::NotClosed),
+    /// A bad command line the parser could not see (a reversed range): 64.
+    #[error("{0}")]
+    Usage(String),
     #[error("{date}: {halt}")]
     Halt {
         date: chrono::NaiveDate,
@@ -89,7 +95,8 @@ pub enum JobError {
     #[error(transparent)]
     FileHalt(cdr_normalise::Halt),
     #[error(
-        "{date}: request {request_id} has not changed for {stalled:?} (still {status}); the day is WAITING — run again later to resume the same request"
+        "{date}: request {request_id} has not changed for {} (still {status}); the day is WAITING — run again later to resume the same request",
+        cxone::fmt_duration(*stalled)
     )]
     Waiting {
         date: chrono::NaiveDate,
@@ -147,7 +154,9 @@ impl JobError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             JobError::Config(_) => ExitCode::Config,
-            JobError::Secret(_) | JobError::Date(_) => ExitCode::Config,
+            JobError::Secret(_) => ExitCode::Config,
+            JobError::Date(_) | JobError::Usage(_) => ExitCode::Usage,
+            JobError::NotClosed(_) => ExitCode::TempFail,
             JobError::Halt { halt, .. } if halt.is_data_halt() => ExitCode::DataHalt,
             JobError::Halt { .. } => ExitCode::Other,
             JobError::FileHalt(halt) if halt.is_data_halt() => ExitCode::DataHalt,

@@ -166,7 +166,7 @@ impl Job {
                 });
             }
             if !logged {
-                tracing::info!(date = %key.date, %owner, wait = ?self.config.job.lease_wait, "another run holds this day's lease; waiting for it");
+                tracing::info!(date = %key.date, %owner, wait = %cxone::fmt_duration(self.config.job.lease_wait), "another run holds this day's lease; waiting for it");
                 logged = true;
             }
             tokio::time::sleep(LEASE_RETRY.min(deadline - Instant::now())).await;
@@ -517,7 +517,10 @@ impl Job {
             };
             let stalled = last_change.elapsed();
             if stalled >= cfg.stale_after {
-                rec.reason = Some(format!("{name} unchanged for {stalled:?}"));
+                rec.reason = Some(format!(
+                    "{name} unchanged for {}",
+                    cxone::fmt_duration(stalled)
+                ));
                 self.save(key, rec, JobState::Waiting).await?;
                 return Err(JobError::Waiting {
                     date,
@@ -692,9 +695,9 @@ impl Job {
             let message = format!("{date}: {drift}");
             tracing::warn!(date = %date, request_id = %manifest.request_id, "{message}");
             let request_id = Some(manifest.request_id.clone()).filter(|id| !id.is_empty());
-            // Logged just above: `deliver`, not `send`, so the sentence appears once.
+            // Logged just above; `send` does not log the message again.
             self.alerter
-                .deliver(&Alert::new("drift", message, date, request_id))
+                .send(&Alert::new("drift", message, date, request_id))
                 .await;
         }
     }

@@ -4,6 +4,10 @@
 //! CXone evaluates every temporal filter against UTC midnight, so a [`Window`] is a
 //! calendar date in UTC and nothing else: "yesterday" is computed from a UTC instant, never
 //! from the machine's local time zone (guide, Edge Case 2).
+//!
+//! A day is *closed* once `D+1 00:00Z + [job] lag` has passed: before that CXone may still
+//! add late records to it, so extracting it would publish a partial day and mark it done
+//! ([`closes_at`], [`newest_closed`], [`check_closed`]; DESIGN.md §2).
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use uuid::Uuid;
@@ -51,6 +55,57 @@ impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.date.format("%Y-%m-%d"))
     }
+}
+
+/// A day that is not closed yet (today, or the future): refused before any request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{date} is not closed yet: CXone may still add records until {} (job.lag = {}); run it after that",
+    closes_at.format("%Y-%m-%dT%H:%M:%SZ"),
+    cxone::fmt_duration(*lag)
+)]
+pub struct NotClosed {
+    pub date: NaiveDate,
+    /// The first instant the day may be extracted.
+    pub closes_at: DateTime<Utc>,
+    pub lag: std::time::Duration,
+}
+
+/// The instant `date` closes: `date+1 00:00Z + lag`.
+pub fn closes_at(date: NaiveDate, lag: std::time::Duration) -> DateTime<Utc> {
+    let midnight = date
+        .succ_opt()
+        .unwrap_or(date)
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    midnight + chrono::Duration::from_std(lag).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Whether `date` is closed at `now`.
+pub fn check_closed(
+    date: NaiveDate,
+    now: DateTime<Utc>,
+    lag: std::time::Duration,
+) -> Result<(), NotClosed> {
+    let closes_at = closes_at(date, lag);
+    if now >= closes_at {
+        Ok(())
+    } else {
+        Err(NotClosed {
+            date,
+            closes_at,
+            lag,
+        })
+    }
+}
+
+/// The newest UTC day that is closed at `now` (the default day of `run` and `demo`).
+pub fn newest_closed(now: DateTime<Utc>, lag: std::time::Duration) -> NaiveDate {
+    let lag = chrono::Duration::from_std(lag).unwrap_or(chrono::Duration::MAX);
+    // `D` closes at `D+1 + lag`, so the newest closed day is the UTC day of `now - lag`,
+    // minus one.
+    Window::yesterday(now.checked_sub_signed(lag).unwrap_or(now)).date
 }
 
 /// Parses a `--date` argument: exactly `YYYY-MM-DD` (four-digit year, two-digit month and
@@ -136,6 +191,43 @@ mod tests {
         assert_eq!(Window::yesterday(before_midnight).date, d("2024-12-30"));
         let leap = Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap();
         assert_eq!(Window::yesterday(leap).date, d("2024-02-29"));
+    }
+
+    #[test]
+    fn a_day_closes_lag_after_the_next_utc_midnight() {
+        let lag = std::time::Duration::from_secs(30 * 60);
+        let at = |h, m| Utc.with_ymd_and_hms(2026, 12, 1, h, m, 0).unwrap();
+        // 00:10Z with a 30m lag: yesterday (Nov 30th) is still open, so the newest closed
+        // day is the day before yesterday.
+        assert_eq!(newest_closed(at(0, 10), lag), d("2026-11-29"));
+        assert_eq!(newest_closed(at(0, 29), lag), d("2026-11-29"));
+        assert_eq!(newest_closed(at(0, 30), lag), d("2026-11-30"));
+        assert_eq!(newest_closed(at(23, 59), lag), d("2026-11-30"));
+        assert_eq!(
+            newest_closed(at(0, 10), std::time::Duration::ZERO),
+            d("2026-11-30")
+        );
+        assert_eq!(
+            closes_at(d("2026-11-30"), lag),
+            Utc.with_ymd_and_hms(2026, 12, 1, 0, 30, 0).unwrap()
+        );
+        assert!(check_closed(d("2026-11-30"), at(0, 30), lag).is_ok());
+        assert!(check_closed(d("2026-11-29"), at(0, 10), lag).is_ok());
+        for open in ["2026-11-30", "2026-12-01", "2027-01-01"] {
+            assert!(check_closed(d(open), at(0, 10), lag).is_err(), "{open}");
+        }
+        let err = check_closed(d("2026-11-30"), at(0, 10), lag).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "2026-11-30 is not closed yet: CXone may still add records until \
+             2026-12-01T00:30:00Z (job.lag = 30m); run it after that"
+        );
+        // Whatever `newest_closed` says is closed; the day after it is not.
+        for (h, m) in [(0, 0), (0, 10), (0, 30), (12, 0), (23, 59)] {
+            let day = newest_closed(at(h, m), lag);
+            assert!(check_closed(day, at(h, m), lag).is_ok());
+            assert!(check_closed(day.succ_opt().unwrap(), at(h, m), lag).is_err());
+        }
     }
 
     #[test]

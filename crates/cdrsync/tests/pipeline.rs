@@ -168,7 +168,7 @@ async fn date_sends_exact_utc_boundaries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_date_means_yesterday_in_utc_whatever_the_time_zone() {
+async fn no_date_means_the_newest_closed_day_in_utc_whatever_the_time_zone() {
     for tz in ["Pacific/Kiritimati", "America/Los_Angeles"] {
         let h = Harness::new(Scenario {
             rows_per_day: 10,
@@ -177,14 +177,14 @@ async fn no_date_means_yesterday_in_utc_whatever_the_time_zone() {
         .await;
         let (code, stderr) = h.run_binary(&["run"], &[("TZ", tz)]);
         assert_eq!(code, 0, "{tz}: {stderr}");
-        let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+        // The newest closed day ([job] lag 30m); the run may straddle the moment it moves.
+        let lag = std::time::Duration::from_secs(30 * 60);
+        let newest = cdrsync::window::newest_closed(chrono::Utc::now(), lag);
         let body = &h.sim.creates()[0].body;
-        // The run may straddle UTC midnight; the window must be one of the two UTC days.
         let from = body["fromDate"].as_str().unwrap().to_string();
-        let today = chrono::Utc::now().date_naive();
         let allowed = [
-            format!("{yesterday}T00:00:00.000Z"),
-            format!("{}T00:00:00.000Z", today - chrono::Duration::days(1)),
+            format!("{newest}T00:00:00.000Z"),
+            format!("{}T00:00:00.000Z", newest.pred_opt().unwrap()),
         ];
         assert!(allowed.contains(&from), "{tz}: sent {from}");
     }

@@ -261,6 +261,16 @@ impl Control {
         self.tenant.lock().stuck = stuck.then_some(stage);
     }
 
+    /// Holds the requests for one day in `stage` (`None`: releases it), whatever the other
+    /// days do; for tests where one day of a range stalls.
+    pub fn set_stuck_day(&self, date: chrono::NaiveDate, stage: Option<Stage>) {
+        let mut st = self.tenant.lock();
+        match stage {
+            Some(stage) => st.stuck_days.insert(date, stage),
+            None => st.stuck_days.remove(&date),
+        };
+    }
+
     /// Every pre-signed `downloadUrl` handed out so far stops working (403), as when its
     /// signature expires; status answers from now on carry freshly signed URLs.
     pub fn expire_presigned_urls(&self) {

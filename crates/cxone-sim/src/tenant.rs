@@ -75,6 +75,8 @@ pub(crate) struct State {
     pub generations: HashMap<NaiveDate, Vec<String>>,
     pub endpoint_calls: HashMap<Endpoint, u64>,
     pub stuck: Option<Stage>,
+    /// Days whose requests are held in a stage, set by `Control::set_stuck_day`.
+    pub stuck_days: HashMap<NaiveDate, Stage>,
     pub revoke_threshold_fired: bool,
     pub invalidate_threshold_fired: bool,
 }
@@ -105,6 +107,7 @@ impl Tenant {
                 generations: HashMap::new(),
                 endpoint_calls: HashMap::new(),
                 stuck,
+                stuck_days: HashMap::new(),
                 revoke_threshold_fired: false,
                 invalidate_threshold_fired: false,
             }),
@@ -214,7 +217,10 @@ impl Tenant {
         } else {
             Phase::Completed
         };
-        match (st.stuck, by_time) {
+        let stuck = st
+            .stuck
+            .or_else(|| st.stuck_days.get(&req.export.day.date()).copied());
+        match (stuck, by_time) {
             (Some(Stage::Pending), _) if !sc.skip_pending => Phase::Pending,
             (Some(_), Phase::Pending) => Phase::Pending,
             (Some(_), _) => Phase::Processing,

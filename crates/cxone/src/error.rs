@@ -10,7 +10,7 @@ pub enum Error {
     #[error("authentication refused: {message}")]
     Auth { message: String },
     /// Retries used up on a retryable failure (exit 69).
-    #[error("{call} failed after {tries} tries over {elapsed:?}: {last}")]
+    #[error("{call} failed after {tries} tries over {}: {last}", crate::fmt_duration(*elapsed))]
     Unavailable {
         call: String,
         tries: u32,

@@ -27,3 +27,48 @@ pub use retry::RetryPolicy;
 pub use secret::Secret;
 pub use store::{MemoryTokenStore, RefreshTokenStore, StoreError, StoreLock};
 pub use token::{Credentials, TokenManager};
+
+/// A duration as people read it in a log line or an error: `250ms`, `3.3s`, `4m05s`, `30m`,
+/// `1h02m`, `2h` (never `3.258509629s`). The one formatter of user-visible durations, here
+/// so this crate and `cdrsync` share it.
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let whole = d.as_secs();
+    if d < std::time::Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if whole < 60 {
+        // Rounded to a tenth; `59.96s` stays `60.0s` rather than jumping units.
+        format!("{:.1}s", d.as_secs_f64())
+    } else if whole < 3600 {
+        match whole % 60 {
+            0 => format!("{}m", whole / 60),
+            s => format!("{}m{s:02}s", whole / 60),
+        }
+    } else {
+        match (whole % 3600) / 60 {
+            0 => format!("{}h", whole / 3600),
+            m => format!("{}h{m:02}m", whole / 3600),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_rounded_for_people() {
+        let cases = [
+            (Duration::from_millis(20), "20ms"),
+            (Duration::from_nanos(3_258_509_629), "3.3s"),
+            (Duration::from_secs(1), "1.0s"),
+            (Duration::from_secs(245), "4m05s"),
+            (Duration::from_secs(1800), "30m"),
+            (Duration::from_secs(3720), "1h02m"),
+            (Duration::from_secs(7200), "2h"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(fmt_duration(d), want, "{d:?}");
+        }
+    }
+}

@@ -143,7 +143,7 @@ impl std::fmt::Display for Failure {
                     .unwrap_or("");
                 write!(f, "HTTP {status} {reason}")?;
                 if let Some(after) = retry_after {
-                    write!(f, " (Retry-After {after:?})")?;
+                    write!(f, " (Retry-After {})", crate::fmt_duration(*after))?;
                 }
                 Ok(())
             }
@@ -261,11 +261,12 @@ impl RetryPolicy {
             };
             if start.elapsed() + delay > self.retry_timeout {
                 return Err(give_up(format!(
-                    "{failure}; waiting {delay:?} more would pass the retry timeout of {:?}",
-                    self.retry_timeout
+                    "{failure}; waiting {} more would pass the retry timeout of {}",
+                    crate::fmt_duration(delay),
+                    crate::fmt_duration(self.retry_timeout)
                 )));
             }
-            tracing::debug!(call, tries, ?delay, %failure, "retrying");
+            tracing::debug!(call, tries, delay = %crate::fmt_duration(delay), %failure, "retrying");
             tokio::time::sleep(delay).await;
         }
     }

@@ -89,6 +89,9 @@ impl Downloader {
             })?;
         let total: u64 = files.iter().filter_map(|f| f.file_size).sum();
         self.progress.set_length(total);
+        // Counted from zero on every call: verified parts add their bytes below, so a second
+        // call (the merge re-checks the staged parts) must not add them on top of the first.
+        self.progress.set_position(0);
         let mut parts: Vec<StagedPart> = futures_util::stream::iter(files.iter().enumerate())
             .map(|(index, entry)| self.part(index, entry))
             .buffer_unordered(self.concurrency.max(1))

@@ -246,7 +246,13 @@ impl Sink for DirSink {
         let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.error(key, format!("cannot read {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(self.error_of_kind(
+                    key,
+                    FailureKind::of_io(&e),
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
         };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             self.error(

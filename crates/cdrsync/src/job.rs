@@ -565,12 +565,9 @@ impl Job {
         let mut last: Option<(String, Vec<FileEntry>)> = None;
         let mut last_change = Instant::now();
         loop {
-            // A status call is read-only: abandoning one half-way is safe.
-            let status = tokio::select! {
-                status = self.client.status(&request_id) => status,
-                signal = self.shutdown.wait() => return Err(self.stopped(key, rec, signal)),
-            };
-            let status = match status {
+            // The status call itself is never abandoned: it may be in the middle of a
+            // refresh-token exchange, which must finish and be saved.
+            let status = match self.client.status(&request_id).await {
                 Ok(s) => s,
                 Err(cxone::Error::RequestNotFound { .. }) => {
                     return Ok(PollEnd::Gone(format!(
@@ -672,16 +669,11 @@ impl Job {
             concurrency: self.config.job.concurrency,
             retry_delay: self.config.poll.initial.min(Duration::from_secs(2)),
             progress: self.progress.clone(),
+            shutdown: self.shutdown.clone(),
         };
         self.progress
             .set_message(format!("{date}: downloading {} part(s)", files.len()));
-        // Abandoning the downloads is safe: a part's bytes so far stay in staging and are
-        // resumed with `Range` by the next run; only verified parts have a marker.
-        let downloaded = tokio::select! {
-            downloaded = downloader.download_all(&files) => downloaded,
-            signal = self.shutdown.wait() => return Err(self.stopped(key, rec, signal)),
-        };
-        downloaded.map_err(|e| match e {
+        downloader.download_all(&files).await.map_err(|e| match e {
             crate::download::PartError::Exhausted {
                 part,
                 file_name,
@@ -696,6 +688,8 @@ impl Job {
                 last,
             },
             crate::download::PartError::Fatal(source) => JobError::Api { date, source },
+            // Every part stopped at a safe point; their bytes stay staged for a resume.
+            crate::download::PartError::Stopped(signal) => self.stopped(key, rec, signal),
             crate::download::PartError::Io { path, source } => JobError::Io {
                 what: format!("staging {}", path.display()),
                 source,

@@ -298,3 +298,38 @@ async fn the_progress_bar_counts_each_byte_once_through_the_merge() {
         "verified parts re-checked by the merge are not counted again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_while_stopping_exits_at_once_with_143() {
+    let h = Harness::new(Scenario {
+        rows_per_day: 1_000,
+        faults: Faults {
+            stuck: Some(Stage::Pending),
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let date = day("2024-05-15");
+    let log = h.dir.path().join("run.log");
+    let mut child = spawn(&h, date, &log);
+    until("the run to poll", || h.sim.counters().status_polls >= 2).await;
+    // Hold the database's write lock so the stop's save waits (up to the 5 s busy
+    // timeout): the second signal lands while the run is stopping.
+    let db = rusqlite::Connection::open(h.dir.path().join("state.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    send(&child, libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still stopping");
+    send(&child, libc::SIGTERM);
+    let started = Instant::now();
+    assert_eq!(exit_code(&mut child).await, 143);
+    assert!(started.elapsed() < Duration::from_secs(2), "at once");
+    db.execute_batch("ROLLBACK").unwrap();
+    // The day is as last saved, resumable; the dead run's lease is taken over at once.
+    assert_eq!(record(&h, date).await.state, JobState::Polling);
+    h.sim.control().set_stuck(false);
+    let (code, stderr) = h.run_binary(&["run", "--date", "2024-05-15"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(h.sim.counters().creates, 1);
+}

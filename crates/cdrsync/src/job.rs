@@ -704,12 +704,8 @@ impl Job {
         let expected: u64 = Self::files(rec).iter().filter_map(|f| f.file_size).sum();
         self.sink.health_check(Some(expected)).await?;
         let staging = self.staging_dir(key, rec);
-        // The folder may not exist yet: its nearest existing ancestor shares its filesystem.
-        let Some(existing) = staging.ancestors().find(|p| p.exists()) else {
-            return Ok(());
-        };
-        let free = crate::sink::free_space(existing).map_err(|source| JobError::Io {
-            what: format!("the free space of staging {}", existing.display()),
+        let free = crate::sink::free_space(&staging).map_err(|source| JobError::Io {
+            what: format!("the free space of staging {}", staging.display()),
             source,
         })?;
         let needs = expected.saturating_mul(crate::sink::SPACE_FACTOR);

@@ -121,6 +121,29 @@ async fn a_full_sink_exits_69_before_any_download_and_alerts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_staging_folder_exits_69_before_any_download() {
+    let h = Harness::new(small_day()).await;
+    let date = day("2024-05-15");
+    // The default staging folder is `.cdrsync-staging` beside the config; only it is full.
+    let staging = h.dir.path().join(".cdrsync-staging");
+    let (code, stderr) = h.run_binary(
+        &["run", "--date", "2024-05-15"],
+        &[(
+            "CDRSYNC_TEST_FREE_BYTES",
+            &format!("{}:524288", staging.display()),
+        )],
+    );
+    assert_eq!(code, 69, "{stderr}");
+    assert!(
+        stderr.contains(&format!("2024-05-15: staging {}", staging.display()))
+            && stderr.contains("needs 1 MiB, has 0 MiB free"),
+        "{stderr}"
+    );
+    assert_eq!(h.sim.counters().downloads_total, 0, "nothing downloaded");
+    assert!(!h.day_dir(date).join("_manifest.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_names_its_config_key() {
     let h = Harness::new(small_day()).await;
     let (code, stderr) = h.run_binary(

@@ -66,18 +66,28 @@ pub trait Sink: Send + Sync {
 /// and the merged file sit side by side until the publish. Both are about one day each.
 pub const SPACE_FACTOR: u64 = 2;
 
-/// The bytes available to an unprivileged writer on the filesystem holding `path`.
+/// The bytes available to an unprivileged writer on the filesystem that holds `path` — or
+/// will hold it once created: a missing folder is measured at its nearest existing ancestor.
 ///
 /// With the `test-hooks` feature, `CDRSYNC_TEST_FREE_BYTES` replaces the figure (tests
-/// cannot fill a real disk); release builds never read it.
+/// cannot fill a real disk): `BYTES` for every path, or `PREFIX:BYTES` for paths under
+/// `PREFIX` only. Release builds never read it.
 pub fn free_space(path: &Path) -> std::io::Result<u64> {
     #[cfg(feature = "test-hooks")]
-    if let Some(bytes) = std::env::var("CDRSYNC_TEST_FREE_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return Ok(bytes);
+    if let Ok(value) = std::env::var("CDRSYNC_TEST_FREE_BYTES") {
+        let (prefix, bytes) = match value.rsplit_once(':') {
+            Some((prefix, bytes)) => (Some(prefix), bytes),
+            None => (None, value.as_str()),
+        };
+        if let Ok(bytes) = bytes.parse()
+            && prefix.is_none_or(|p| path.starts_with(p))
+        {
+            return Ok(bytes);
+        }
     }
+    let Some(path) = path.ancestors().find(|p| p.exists()) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+    };
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;

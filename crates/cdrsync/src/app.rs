@@ -5,7 +5,7 @@ use crate::alert::Alerter;
 use crate::config::{Config, SinkConfig, StateConfig};
 use crate::exit::JobError;
 use crate::job::{Hooks, Job};
-use crate::secrets::{self, SecretRef};
+use crate::secrets;
 use crate::sink::{Sink, dir::DirSink};
 use crate::state::{JobKey, JobRecord, JobStore, sqlite::SqliteJobStore};
 use cxone::{Client, ClientConfig, Credentials, RetryPolicy};
@@ -29,10 +29,14 @@ pub fn open_sink(config: &Config) -> Result<Arc<dyn Sink>, JobError> {
     }
 }
 
-/// Resolves a secret reference from the config (relative `file:` paths against its folder).
-async fn secret(reference: &str, config: &Config) -> Result<cxone::Secret, JobError> {
-    let r = SecretRef::parse(reference)?.resolved_against(&config.base_dir);
-    Ok(secrets::resolve(&r)?)
+/// Resolves the secret reference of config key `key` (relative `file:` paths against the
+/// config's folder); errors name the key.
+async fn secret(
+    key: &'static str,
+    reference: &str,
+    config: &Config,
+) -> Result<cxone::Secret, JobError> {
+    Ok(secrets::resolve_key(key, reference, &config.base_dir)?)
 }
 
 /// Builds the job for `config`.
@@ -42,12 +46,23 @@ pub async fn build_job(
     hooks: Hooks,
 ) -> Result<Job, JobError> {
     let cx = &config.cxone;
-    let client_secret = secret(&cx.client_secret, &config).await?;
+    let client_secret = secret("cxone.client_secret", &cx.client_secret, &config).await?;
     let password = match &cx.password {
-        Some(p) => Some(secret(p, &config).await?),
+        Some(p) => Some(secret("cxone.password", p, &config).await?),
         None => None,
     };
-    let tokens = secrets::refresh_token_store(&cx.refresh_token, &config.base_dir)?;
+    const TOKEN_KEY: &str = "cxone.refresh_token";
+    let tokens = secrets::refresh_token_store(&cx.refresh_token, &config.base_dir)
+        .map_err(|e| e.for_key(TOKEN_KEY))?;
+    // Read once now (read-only) so an unreadable token file is a configuration error
+    // naming its key before anything is requested, not a failure of the first call.
+    if let Err(e) = tokens.load().await {
+        return Err(secrets::SecretError::TokenStore {
+            key: TOKEN_KEY,
+            message: e.message,
+        }
+        .into());
+    }
     let client_config = ClientConfig {
         base_url: cx.base_url.clone(),
         token_url: cx.token_url.clone(),
@@ -83,6 +98,7 @@ pub async fn build_job(
         owner: lease_owner(),
         lease_ttl: crate::job::LEASE_TTL,
         hooks,
+        shutdown: crate::job::Shutdown::never(),
     })
 }
 

@@ -291,8 +291,48 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BarWriter {
     }
 }
 
-/// Test hooks from the environment (crash tests drive the real binary).
+/// SIGTERM and SIGINT ask the job to stop at its next safe point (it then exits 75); a
+/// second one while it stops exits at once, 128 + the signal's number (143 or 130), as an
+/// unhandled signal would — the day's state is still the last one saved, and the lease is
+/// taken over by the next run on this host or expires after `LEASE_TTL`.
+fn install_signals() -> crate::job::Shutdown {
+    use crate::job::Signal;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, shutdown) = crate::job::Shutdown::channel();
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!(
+            "cannot install the SIGTERM/SIGINT handlers; a signal stops the run where it is"
+        );
+        return shutdown;
+    };
+    tokio::spawn(async move {
+        let next = async |term: &mut tokio::signal::unix::Signal,
+                          int: &mut tokio::signal::unix::Signal| {
+            tokio::select! {
+                _ = term.recv() => Signal::Term,
+                _ = int.recv() => Signal::Int,
+            }
+        };
+        let first = next(&mut term, &mut int).await;
+        let _ = tx.send(Some(first));
+        let second = next(&mut term, &mut int).await;
+        std::process::exit(match second {
+            Signal::Term => 128 + 15,
+            Signal::Int => 128 + 2,
+        });
+    });
+    shutdown
+}
+
+/// Test hooks from the environment (crash tests drive the real binary); compiled only with
+/// the `test-hooks` feature, which `cargo test` turns on and release builds do not.
 fn hooks_from_env() -> Hooks {
+    if !cfg!(feature = "test-hooks") {
+        return Hooks::default();
+    }
     let stop_after = std::env::var("CDRSYNC_TEST_STOP_AFTER").ok().and_then(|s| {
         serde_json::from_value::<JobState>(serde_json::Value::String(s.to_lowercase())).ok()
     });
@@ -325,7 +365,8 @@ async fn run(
     let config = Config::load_default(config_path)?;
     // Before anything is built or requested: an open day is refused outright.
     let date = resolve_date(date, config.job.lag)?;
-    let job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
+    let mut job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
+    job.shutdown = install_signals();
     let outcome = job.run(date, force).await;
     progress.finish_and_clear();
     report(&job, date, &outcome?, out);
@@ -386,8 +427,9 @@ async fn backfill(
     let (lag, in_flight) = (config.job.lag, config.job.concurrency.max(1));
     // One job shared by every day (one client and token store, one job store); its own
     // byte bar is hidden because several days download at once: the visible bar counts days.
-    let job =
-        Arc::new(crate::app::build_job(config, ProgressBar::hidden(), hooks_from_env()).await?);
+    let mut job = crate::app::build_job(config, ProgressBar::hidden(), hooks_from_env()).await?;
+    job.shutdown = install_signals();
+    let job = Arc::new(job);
     let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
     progress.set_style(
         ProgressStyle::with_template("{spinner} {msg:50} [{bar:30}] {pos}/{len} days")

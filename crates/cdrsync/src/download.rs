@@ -8,6 +8,11 @@
 //! `part-NNNN.verified` marker, so a rerun after a crash skips it. A broken-off body is
 //! resumed with `Range` when the server allows; a corrupt part is fetched again from byte
 //! 0 — always from the same request, at most `attempts` times.
+//!
+//! A shutdown request (SIGTERM/SIGINT) stops every part at its next chunk, before its next
+//! attempt or during a retry pause: the bytes received so far are flushed and fsynced and
+//! stay in staging, so the next run resumes them with `Range`. A part is never abandoned
+//! inside a request or a token exchange.
 
 use crate::digest::{hex_lower, parse_hex_sha256};
 use cxone::{Client, FileEntry};
@@ -54,6 +59,9 @@ pub enum PartError {
         #[source]
         source: std::io::Error,
     },
+    /// A shutdown was requested: the parts stopped with what they had staged.
+    #[error("stopped by {0}")]
+    Stopped(crate::job::Signal),
 }
 
 /// Outcome of one attempt that did not verify.
@@ -64,6 +72,8 @@ enum AttemptError {
     Corrupt(String),
     Fatal(cxone::Error),
     Io(std::io::Error),
+    /// Shutdown requested: what arrived is kept for a `Range` resume.
+    Stopped(crate::job::Signal),
 }
 
 /// Downloads and verifies all parts of one request.
@@ -76,6 +86,8 @@ pub struct Downloader {
     /// First pause between attempts of one part (doubles, capped at 30 s).
     pub retry_delay: Duration,
     pub progress: ProgressBar,
+    /// Stops the parts at their next safe point.
+    pub shutdown: crate::job::Shutdown,
 }
 
 impl Downloader {
@@ -89,11 +101,21 @@ impl Downloader {
             })?;
         let total: u64 = files.iter().filter_map(|f| f.file_size).sum();
         self.progress.set_length(total);
-        let mut parts: Vec<StagedPart> = futures_util::stream::iter(files.iter().enumerate())
-            .map(|(index, entry)| self.part(index, entry))
-            .buffer_unordered(self.concurrency.max(1))
-            .try_collect()
-            .await?;
+        // Counted from zero on every call: verified parts add their bytes below, so a second
+        // call (the merge re-checks the staged parts) must not add them on top of the first.
+        self.progress.set_position(0);
+        // A stopped part is `Ok(Err(signal))`, so the others are not dropped mid-request
+        // but reach their own safe point too.
+        let parts: Vec<Result<StagedPart, crate::job::Signal>> =
+            futures_util::stream::iter(files.iter().enumerate())
+                .map(|(index, entry)| self.part(index, entry))
+                .buffer_unordered(self.concurrency.max(1))
+                .try_collect()
+                .await?;
+        let mut parts = parts
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PartError::Stopped)?;
         parts.sort_by_key(|p| p.index);
         Ok(parts)
     }
@@ -106,12 +128,17 @@ impl Downloader {
         self.staging.join(format!("part-{:04}.verified", index + 1))
     }
 
-    /// One part: reuse a verified copy, else download with bounded attempts.
-    async fn part(&self, index: usize, entry: &FileEntry) -> Result<StagedPart, PartError> {
+    /// One part: reuse a verified copy, else download with bounded attempts. `Ok(Err)`
+    /// when a shutdown stopped it.
+    async fn part(
+        &self,
+        index: usize,
+        entry: &FileEntry,
+    ) -> Result<Result<StagedPart, crate::job::Signal>, PartError> {
         let path = self.data_path(index);
         if let Some(done) = self.verified(index, entry).await {
             self.progress.inc(done.bytes);
-            return Ok(done);
+            return Ok(Ok(done));
         }
         let io = |source| PartError::Io {
             path: path.clone(),
@@ -121,8 +148,14 @@ impl Downloader {
         let mut delay = self.retry_delay;
         for attempt in 1..=self.attempts.max(1) {
             if attempt > 1 {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    signal = self.shutdown.wait() => return Ok(Err(signal)),
+                }
                 delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            if let Some(signal) = self.shutdown.requested() {
+                return Ok(Err(signal));
             }
             match self.attempt(index, entry, &path).await {
                 Ok(part) => {
@@ -135,8 +168,9 @@ impl Downloader {
                     .expect("the marker write does not panic")
                     .map_err(io)?;
                     tracing::debug!(part = index + 1, bytes = part.bytes, "part verified");
-                    return Ok(part);
+                    return Ok(Ok(part));
                 }
+                Err(AttemptError::Stopped(signal)) => return Ok(Err(signal)),
                 Err(AttemptError::Fatal(e)) => return Err(PartError::Fatal(e)),
                 Err(AttemptError::Io(e)) => return Err(io(e)),
                 Err(AttemptError::Resumable(why)) => {
@@ -255,7 +289,12 @@ impl Downloader {
         let mut received = have;
         let mut this_attempt = have;
         let result = loop {
-            match response.chunk().await {
+            // Between chunks is a safe point: what arrived is flushed and kept below.
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk,
+                signal = self.shutdown.wait() => break Err(AttemptError::Stopped(signal)),
+            };
+            match chunk {
                 Ok(Some(chunk)) => {
                     received += chunk.len() as u64;
                     this_attempt += chunk.len() as u64;

@@ -144,6 +144,19 @@ pub enum JobError {
         #[source]
         source: std::io::Error,
     },
+    /// SIGTERM or SIGINT stopped the day at a safe point: its state is saved and its lease
+    /// released, so the next run (on any host) resumes at once.
+    #[error("{date}: stopped by {signal} at {state}; {}", resumes(request_id.as_deref()))]
+    Stopped {
+        date: chrono::NaiveDate,
+        signal: crate::job::Signal,
+        /// The resumable state the day was saved in (its stored name, e.g. `polling`).
+        state: String,
+        request_id: Option<String>,
+    },
+    /// The staging folder or the sink has too little free space for the day.
+    #[error("{what} needs {} MiB, has {} MiB free", needs.div_ceil(1 << 20), free >> 20)]
+    NoSpace { what: String, needs: u64, free: u64 },
     /// A test hook stopped the job right after it persisted `state` (crash simulation).
     #[error("stopped after {0:?} (test hook)")]
     StoppedAfter(crate::state::JobState),
@@ -170,6 +183,8 @@ impl JobError {
             JobError::Sink(e) => e.kind.exit_code(),
             JobError::Io { .. } => ExitCode::Other,
             JobError::StoppedAfter(_) => ExitCode::Other,
+            JobError::Stopped { .. } => ExitCode::TempFail,
+            JobError::NoSpace { .. } => ExitCode::Unavailable,
         }
     }
 
@@ -183,6 +198,14 @@ impl JobError {
             ExitCode::NoPerm => Some("auth_failed"),
             _ => None,
         }
+    }
+}
+
+/// What the next run does after a stop by a signal.
+fn resumes(request_id: Option<&str>) -> String {
+    match request_id {
+        Some(id) => format!("the next run resumes request {id}"),
+        None => "nothing was requested yet; the next run starts the day".into(),
     }
 }
 

@@ -61,6 +61,67 @@ pub struct Hooks {
     pub stop_after: Option<JobState>,
 }
 
+/// The signal that asked a run to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Int,
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Term => "SIGTERM",
+            Signal::Int => "SIGINT",
+        })
+    }
+}
+
+/// A request to stop at the next safe point (DESIGN.md §3): the CLI sends it on SIGTERM or
+/// SIGINT; the job looks at it between steps, while it sleeps between polls and while
+/// parts download — never between publishing a day and recording it `Published`.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    rx: tokio::sync::watch::Receiver<Option<Signal>>,
+}
+
+impl Shutdown {
+    /// A handle and the sender that trips it.
+    pub fn channel() -> (tokio::sync::watch::Sender<Option<Signal>>, Shutdown) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (tx, Shutdown { rx })
+    }
+
+    /// A handle that never trips (library use, tests, the demo).
+    pub fn never() -> Shutdown {
+        Shutdown::channel().1
+    }
+
+    /// The signal received, if any.
+    pub fn requested(&self) -> Option<Signal> {
+        *self.rx.borrow()
+    }
+
+    /// Resolves when a stop is requested; never, if the sender is gone without one.
+    pub async fn wait(&self) -> Signal {
+        let mut rx = self.rx.clone();
+        loop {
+            if let Some(signal) = *rx.borrow_and_update() {
+                return signal;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::never()
+    }
+}
+
 /// Everything one run needs.
 pub struct Job {
     pub config: Arc<Config>,
@@ -74,6 +135,8 @@ pub struct Job {
     /// Lifetime of the day's lease ([`LEASE_TTL`]; renewed every third of it).
     pub lease_ttl: Duration,
     pub hooks: Hooks,
+    /// Stops the run at the next safe point (SIGTERM/SIGINT in the CLI).
+    pub shutdown: Shutdown,
 }
 
 /// How a polling session ended.
@@ -213,17 +276,53 @@ impl Job {
         }
         rec.started_at = now;
         rec.finished_at = None;
+        // A sink that cannot take the day fails now, before anything is requested.
+        self.sink.health_check(None).await?;
         let mut budget = RunBudget {
             generations: 1,
             url_refreshes: 0,
         };
         loop {
-            if let Some(outcome) = self.advance(key, &mut rec, &mut budget).await? {
+            if let Some(signal) = self.shutdown.requested() {
+                return Err(self.stop(key, &mut rec, signal).await);
+            }
+            let outcome = match self.advance(key, &mut rec, &mut budget).await {
+                Err(JobError::Stopped { signal, .. }) => {
+                    return Err(self.stop(key, &mut rec, signal).await);
+                }
+                other => other?,
+            };
+            if let Some(outcome) = outcome {
                 return Ok(outcome);
             }
             if self.hooks.stop_after == Some(rec.state) {
                 return Err(JobError::StoppedAfter(rec.state));
             }
+        }
+    }
+
+    /// Stops the day for `signal`: saves it in its current state (every state the loop
+    /// stops in is resumable) and says what the next run does. The lease is released by
+    /// [`Job::run_leased`] on the way out.
+    async fn stop(&self, key: &JobKey, rec: &mut JobRecord, signal: Signal) -> JobError {
+        let state = rec.state;
+        if let Err(e) = self.save(key, rec, state).await {
+            return e;
+        }
+        self.stopped(key, rec, signal)
+    }
+
+    /// The stop error for `rec` as it stands (constructed where a wait is interrupted, and
+    /// completed by [`Job::stop`]).
+    fn stopped(&self, key: &JobKey, rec: &JobRecord, signal: Signal) -> JobError {
+        JobError::Stopped {
+            date: key.date,
+            signal,
+            state: serde_json::to_value(rec.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{:?}", rec.state)),
+            request_id: rec.request_id.clone(),
         }
     }
 
@@ -250,6 +349,9 @@ impl Job {
     ) -> Result<Option<Outcome>, JobError> {
         let date = key.date;
         let api = |source| JobError::Api { date, source };
+        if rec.state == JobState::Downloading {
+            self.check_space(key, rec).await?;
+        }
         match rec.state {
             JobState::Planned => {
                 let cfg = &self.config;
@@ -463,6 +565,8 @@ impl Job {
         let mut last: Option<(String, Vec<FileEntry>)> = None;
         let mut last_change = Instant::now();
         loop {
+            // The status call itself is never abandoned: it may be in the middle of a
+            // refresh-token exchange, which must finish and be saved.
             let status = match self.client.status(&request_id).await {
                 Ok(s) => s,
                 Err(cxone::Error::RequestNotFound { .. }) => {
@@ -529,7 +633,10 @@ impl Job {
                     stalled,
                 });
             }
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                signal = self.shutdown.wait() => return Err(self.stopped(key, rec, signal)),
+            }
         }
     }
 
@@ -565,6 +672,7 @@ impl Job {
             concurrency: self.config.job.concurrency,
             retry_delay: self.config.poll.initial.min(Duration::from_secs(2)),
             progress: self.progress.clone(),
+            shutdown: self.shutdown.clone(),
         };
         self.progress
             .set_message(format!("{date}: downloading {} part(s)", files.len()));
@@ -583,11 +691,35 @@ impl Job {
                 last,
             },
             crate::download::PartError::Fatal(source) => JobError::Api { date, source },
+            // Every part stopped at a safe point; their bytes stay staged for a resume.
+            crate::download::PartError::Stopped(signal) => self.stopped(key, rec, signal),
             crate::download::PartError::Io { path, source } => JobError::Io {
                 what: format!("staging {}", path.display()),
                 source,
             },
         })
+    }
+
+    /// Before downloading: the sink must have room for the day (its health check with the
+    /// parts' total), and the staging folder twice the day too — the parts and the merged
+    /// file sit there side by side until the publish.
+    async fn check_space(&self, key: &JobKey, rec: &JobRecord) -> Result<(), JobError> {
+        let expected: u64 = Self::files(rec).iter().filter_map(|f| f.file_size).sum();
+        self.sink.health_check(Some(expected)).await?;
+        let staging = self.staging_dir(key, rec);
+        let free = crate::sink::free_space(&staging).map_err(|source| JobError::Io {
+            what: format!("the free space of staging {}", staging.display()),
+            source,
+        })?;
+        let needs = expected.saturating_mul(crate::sink::SPACE_FACTOR);
+        if free < needs {
+            return Err(JobError::NoSpace {
+                what: format!("{}: staging {}", key.date, staging.display()),
+                needs,
+                free,
+            });
+        }
+        Ok(())
     }
 
     /// Merges the verified parts (mapping columns by name) and publishes the day.

@@ -65,6 +65,30 @@ pub enum SecretError {
         "`{reference}` cannot hold the refresh token: CXone refresh tokens rotate on every use and the new one must be saved, which an environment variable cannot do; use file:PATH"
     )]
     NotWritable { reference: String },
+    /// Any of the above, for the config key that holds the reference
+    /// (`cxone.client_secret: environment variable X is not set`).
+    #[error("{key}: {source}")]
+    ForKey {
+        key: &'static str,
+        #[source]
+        source: Box<SecretError>,
+    },
+    /// The refresh-token store named by `key` cannot be read (its own sentence).
+    #[error("{key}: {message}")]
+    TokenStore { key: &'static str, message: String },
+}
+
+impl SecretError {
+    /// This error, said of the config key `key`.
+    pub fn for_key(self, key: &'static str) -> SecretError {
+        match self {
+            already @ SecretError::ForKey { .. } => already,
+            other => SecretError::ForKey {
+                key,
+                source: Box::new(other),
+            },
+        }
+    }
 }
 
 /// Where a secret lives.
@@ -111,13 +135,53 @@ impl SecretRef {
         }
     }
 
-    /// Makes a relative `file:` path absolute against `base_dir` (the config's folder).
+    /// Makes a relative `file:` path absolute against `base_dir` (the config's folder),
+    /// and normalises it lexically (`./` and `a/../` dropped), so errors show the path a
+    /// reader expects (see [`normalise`]).
     pub fn resolved_against(self, base_dir: &Path) -> SecretRef {
         match self {
-            SecretRef::File(p) if p.is_relative() => SecretRef::File(base_dir.join(p)),
+            SecretRef::File(p) => SecretRef::File(normalise(&base_dir.join(p))),
             other => other,
         }
     }
+}
+
+/// `path` without `.` components, and with each `name/..` pair removed (`..` at the root
+/// stays at the root). Lexical, like the config's other relative paths: a `..` after a
+/// symlinked folder means the folder that holds the link, not the link target's parent.
+pub fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Resolves the reference held by config key `key` (relative `file:` paths against
+/// `base_dir`); every error names the key.
+pub fn resolve_key(
+    key: &'static str,
+    reference: &str,
+    base_dir: &Path,
+) -> Result<Secret, SecretError> {
+    let r = SecretRef::parse(reference)
+        .map_err(|e| e.for_key(key))?
+        .resolved_against(base_dir);
+    resolve(&r).map_err(|e| e.for_key(key))
 }
 
 impl std::fmt::Display for SecretRef {
@@ -198,6 +262,41 @@ mod tests {
             .unwrap()
             .resolved_against(Path::new("/x"));
         assert_eq!(abs, SecretRef::File("/run/t".into()));
+    }
+
+    #[test]
+    fn file_paths_are_shown_normalised() {
+        let r = SecretRef::parse("file:./secrets/../secrets/./t")
+            .unwrap()
+            .resolved_against(Path::new("/etc/cdrsync/./conf/.."));
+        assert_eq!(r.to_string(), "file:/etc/cdrsync/secrets/t");
+        assert_eq!(normalise(Path::new("/../a/../../b")), Path::new("/b"));
+        assert_eq!(normalise(Path::new("../a/./b/..")), Path::new("../a"));
+    }
+
+    #[test]
+    fn errors_name_the_config_key() {
+        let err = resolve_key(
+            "cxone.client_secret",
+            "env:CDRSYNC_TEST_NEVER_SET_X",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cxone.client_secret: environment variable CDRSYNC_TEST_NEVER_SET_X is not set"
+        );
+        let err = resolve_key(
+            "cxone.password",
+            "file:./a/../missing",
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("cxone.password: cannot read secret file /nonexistent/missing:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,8 +8,14 @@
 //! sees (every object of the day, hidden ones included), to check that a replacement leaves
 //! exactly one data file and the manifest, with no second copy and no temp file.
 //! Run either against an empty destination.
+//!
+//! The health check has named cases: [`health_check_accepts_a_writable_destination`] runs
+//! inside both suites; [`health_check_refuses_an_unwritable_destination`] and
+//! [`health_check_refuses_a_day_larger_than_the_free_space`] take a destination the backend
+//! sets up to fail (read-only, or any finite one), so each backend calls them itself.
 
 use super::Sink;
+use crate::exit::FailureKind;
 use crate::manifest::{Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
 use crate::state::JobKey;
 use crate::window::Window;
@@ -114,7 +120,71 @@ async fn assert_day(
     );
 }
 
+/// A fresh, writable destination passes the health check, with and without a size,
+/// repeatedly, and the check publishes nothing (a reader sees no day, no probe).
+pub async fn health_check_accepts_a_writable_destination(
+    sink: &dyn Sink,
+    reader: Option<DayReader<'_>>,
+) {
+    for expected in [None, Some(0), Some(64 * 1024), None] {
+        sink.health_check(expected)
+            .await
+            .unwrap_or_else(|e| panic!("health check ({expected:?} bytes) must pass: {e}"));
+    }
+    let day = key("2024-05-15");
+    assert_eq!(
+        sink.manifest(&day).await.unwrap(),
+        None,
+        "a health check must not publish anything"
+    );
+    if let Some(reader) = reader {
+        let files = reader(&day).await;
+        assert!(
+            files.is_empty(),
+            "a health check must leave nothing a reader sees: {:?}",
+            files.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A destination that refuses writes fails the check as a configuration error (exit 78),
+/// in a sentence naming the sink. `sink` is set up by the backend to refuse writes.
+pub async fn health_check_refuses_an_unwritable_destination(sink: &dyn Sink) {
+    let err = sink
+        .health_check(None)
+        .await
+        .expect_err("an unwritable destination must fail the health check");
+    assert_eq!(
+        err.kind,
+        FailureKind::Config,
+        "an unwritable destination is a configuration error: {err}"
+    );
+    assert!(
+        err.to_string().contains("not writable"),
+        "the sentence must say what is wrong: {err}"
+    );
+}
+
+/// A day larger than any real destination's free space fails the check as unavailable
+/// (exit 69), saying how much is needed. For backends that know their free space.
+pub async fn health_check_refuses_a_day_larger_than_the_free_space(sink: &dyn Sink) {
+    let err = sink
+        .health_check(Some(u64::MAX / 4))
+        .await
+        .expect_err("a day larger than the free space must fail the health check");
+    assert_eq!(
+        err.kind,
+        FailureKind::Unavailable,
+        "a full destination is unavailable: {err}"
+    );
+    assert!(
+        err.to_string().contains("MiB free"),
+        "the sentence must say how much is free: {err}"
+    );
+}
+
 async fn run_suite(sink: &dyn Sink, staging: &Path, reader: Option<DayReader<'_>>) {
+    health_check_accepts_a_writable_destination(sink, reader).await;
     let day = key("2024-05-15");
     let next_day = key("2024-05-16");
     assert!(

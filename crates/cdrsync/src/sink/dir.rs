@@ -246,7 +246,13 @@ impl Sink for DirSink {
         let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.error(key, format!("cannot read {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(self.error_of_kind(
+                    key,
+                    FailureKind::of_io(&e),
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
         };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             self.error(
@@ -288,13 +294,77 @@ impl Sink for DirSink {
     fn location(&self, key: &JobKey) -> String {
         self.day_dir(key).display().to_string()
     }
+
+    async fn health_check(&self, expected_bytes: Option<u64>) -> Result<(), SinkError> {
+        let root = self.root.clone();
+        let checked = tokio::task::spawn_blocking(move || check_root(&root, expected_bytes))
+            .await
+            .map_err(|e| {
+                SinkError::new(
+                    self.name(),
+                    FailureKind::Other,
+                    format!("file task failed: {e}"),
+                )
+            })?;
+        checked.map_err(|(kind, message)| SinkError::new(self.name(), kind, message))
+    }
+}
+
+impl DirSink {
+    /// `dir:{root}`, as errors name the sink.
+    fn name(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+}
+
+/// The dir sink's health check: the root exists or is created, takes a hidden probe file
+/// (created, fsynced, removed), and its filesystem has [`super::SPACE_FACTOR`] × `expected`
+/// free.
+fn check_root(root: &Path, expected: Option<u64>) -> Result<(), (FailureKind, String)> {
+    let io_fault = |what: &str, e: io::Error| {
+        let kind = FailureKind::of_io(&e);
+        let message = match kind {
+            FailureKind::Config => format!(
+                "the folder is not writable: {what} ({e}); point [sink] path at a writable folder or fix its permissions"
+            ),
+            _ => format!("the folder is unavailable: {what} ({e})"),
+        };
+        (kind, message)
+    };
+    create_dirs(root).map_err(|e| io_fault("the folder cannot be created", e))?;
+    let probe = temp_path(root, "health-check");
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_fault("a file cannot be created in it", e))?;
+    fs::remove_file(&probe).map_err(|e| io_fault("a probe file cannot be removed", e))?;
+    if let Some(expected) = expected {
+        let needs = expected.saturating_mul(super::SPACE_FACTOR);
+        let free = super::free_space(root).map_err(|e| io_fault("its free space is unknown", e))?;
+        if free < needs {
+            return Err((
+                FailureKind::Unavailable,
+                format!(
+                    "not enough free space for the day: needs {} MiB (twice the day's {} MiB), has {} MiB free",
+                    needs.div_ceil(1 << 20),
+                    expected.div_ceil(1 << 20),
+                    free >> 20
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sink::conformance::{
-        DayFiles, run_sink_conformance, run_sink_conformance_with_reader, sample_manifest,
+        DayFiles, health_check_refuses_a_day_larger_than_the_free_space,
+        health_check_refuses_an_unwritable_destination, run_sink_conformance,
+        run_sink_conformance_with_reader, sample_manifest,
     };
     use chrono::NaiveDate;
     use futures_util::FutureExt;
@@ -343,6 +413,31 @@ mod tests {
             }
         };
         run_sink_conformance_with_reader(&sink, staging.path(), &reader).await;
+    }
+
+    #[tokio::test]
+    async fn dir_sink_health_check_refuses_what_cannot_take_a_day() {
+        let root = tempfile::tempdir().unwrap();
+        health_check_refuses_a_day_larger_than_the_free_space(&DirSink::new(
+            root.path().join("out"),
+        ))
+        .await;
+        // A root under a regular file cannot be created, for root too (ENOTDIR).
+        let file = root.path().join("a-file");
+        fs::write(&file, "x").unwrap();
+        let sink = DirSink::new(file.join("out"));
+        health_check_refuses_an_unwritable_destination(&sink).await;
+        // sysfs refuses new files even to root (EACCES): a folder that exists but cannot
+        // be written, as a read-only mount would be.
+        if Path::new("/sys/kernel").is_dir() {
+            let sink = DirSink::new(PathBuf::from("/sys/kernel"));
+            health_check_refuses_an_unwritable_destination(&sink).await;
+        }
+        let names: Vec<_> = fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "no probe left behind: {names:?}");
     }
 
     #[tokio::test]

@@ -224,7 +224,12 @@ async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressB
         Ok(()) => ExitCode::Done,
         Err(e) => {
             let code = e.exit_code();
-            tracing::error!(exit_code = code as u8, "{e}");
+            if matches!(e, JobError::Stopped { .. }) {
+                // A stop someone asked for is not an error: one WARN line, exit 75.
+                tracing::warn!(exit_code = code as u8, "{e}");
+            } else {
+                tracing::error!(exit_code = code as u8, "{e}");
+            }
             code
         }
     }

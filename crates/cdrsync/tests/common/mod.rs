@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod schema;
+pub mod services;
 pub mod webhook;
 
 use cdrsync::config::Config;

@@ -289,9 +289,17 @@ fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome) {
     }
 }
 
+/// `status`: looks only. The store is opened read-only (works in a read-only folder, never
+/// creates a database); no database yet is a sentence and exit 0, not an error.
 async fn status(config_path: &std::path::Path, limit: usize) -> Result<(), JobError> {
     let config = Config::load_default(config_path)?;
-    let store = crate::app::open_store(&config)?;
+    let store = match crate::app::open_store_read_only(&config)? {
+        Ok(store) => store,
+        Err(no_store) => {
+            println!("{no_store}");
+            return Ok(());
+        }
+    };
     let records = store.recent(limit).await?;
     print!("{}", crate::app::status_table(&records));
     Ok(())

@@ -22,6 +22,22 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn JobStore>, JobError> {
     }
 }
 
+/// The configured job store opened read-only, for looking only (`cdrsync status`):
+/// nothing is created or migrated. `Err(sentence)` inside `Ok` when there is no store yet.
+pub fn open_store_read_only(
+    config: &Config,
+) -> Result<Result<Arc<dyn JobStore>, String>, JobError> {
+    match &config.state {
+        StateConfig::Sqlite { path } => Ok(match SqliteJobStore::open_read_only(path)? {
+            Some(store) => Ok(Arc::new(store)),
+            None => Err(format!(
+                "no state database at {} yet (no day has run)",
+                path.display()
+            )),
+        }),
+    }
+}
+
 /// Opens the configured sink.
 pub fn open_sink(config: &Config) -> Result<Arc<dyn Sink>, JobError> {
     match &config.sink {
@@ -122,10 +138,7 @@ pub fn status_table(records: &[(JobKey, JobRecord)]) -> String {
         out.push_str("(no days yet)\n");
     }
     for (key, r) in records {
-        let state = serde_json::to_value(r.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let state = r.state.name();
         let duration = r
             .finished_at
             .map(|f| secs((f - r.started_at).num_milliseconds() as f64 / 1000.0))

@@ -547,9 +547,20 @@ fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome, out: Out) {
     );
 }
 
+/// `status`: looks only. The store is opened read-only (works in a read-only folder, never
+/// creates a database); no database yet is a sentence and exit 0, not an error.
 async fn status(config_path: &Path, limit: usize, out: Out) -> Result<(), JobError> {
     let config = Config::load_default(config_path)?;
-    let store = crate::app::open_store(&config)?;
+    let store = match crate::app::open_store_read_only(&config)? {
+        Ok(store) => store,
+        Err(no_store) => {
+            out.line(
+                || no_store.to_string(),
+                || json!({"event": "status", "days": [], "message": no_store.to_string()}),
+            );
+            return Ok(());
+        }
+    };
     let records = store.recent(limit).await?;
     print_status(&records, out);
     Ok(())

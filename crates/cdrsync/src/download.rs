@@ -13,6 +13,9 @@
 //! attempt or during a retry pause: the bytes received so far are flushed and fsynced and
 //! stay in staging, so the next run resumes them with `Range`. A part is never abandoned
 //! inside a request or a token exchange.
+//!
+//! Staged parts are full customer records: the staging folders are created 0700 and every
+//! part, marker and temp file 0600, whatever the umask.
 
 use crate::digest::{hex_lower, parse_hex_sha256};
 use cxone::{Client, FileEntry};
@@ -93,8 +96,10 @@ pub struct Downloader {
 impl Downloader {
     /// Downloads every part not yet verified; returns all parts in manifest order.
     pub async fn download_all(&self, files: &[FileEntry]) -> Result<Vec<StagedPart>, PartError> {
-        tokio::fs::create_dir_all(&self.staging)
+        let staging = self.staging.clone();
+        tokio::task::spawn_blocking(move || crate::durable::create_private_dir_all(&staging))
             .await
+            .expect("creating the staging folder does not panic")
             .map_err(|source| PartError::Io {
                 path: self.staging.clone(),
                 source,
@@ -162,7 +167,11 @@ impl Downloader {
                     let marker = serde_json::to_vec(&part).expect("a part serialises");
                     let marker_path = self.marker_path(index);
                     tokio::task::spawn_blocking(move || {
-                        crate::durable::replace_file(&marker_path, &marker, 0o666)
+                        crate::durable::replace_file(
+                            &marker_path,
+                            &marker,
+                            crate::durable::PRIVATE_FILE,
+                        )
                     })
                     .await
                     .expect("the marker write does not panic")
@@ -281,9 +290,13 @@ impl Downloader {
                 .await
                 .map_err(AttemptError::Io)?
         } else {
-            tokio::fs::File::create(path)
-                .await
-                .map_err(AttemptError::Io)?
+            let path = path.to_path_buf();
+            let file =
+                tokio::task::spawn_blocking(move || crate::durable::create_private_file(&path))
+                    .await
+                    .expect("creating a part file does not panic")
+                    .map_err(AttemptError::Io)?;
+            tokio::fs::File::from_std(file)
         };
         self.progress.inc(have);
         let mut received = have;

@@ -13,6 +13,16 @@
 //! Every transition is in [`Job::advance`]; each step is idempotent: a create is repeated
 //! with the same deterministic `X-Request-Id` (the platform answers with the same request),
 //! a download skips parts already verified, a publish replaces the day as a whole.
+//!
+//! How a run stopped is recorded in one place, [`Job::run`], for every error: `halted`
+//! (exit 65), `failed` (any other failure), or `waiting` as it was, with the error's
+//! sentence as the record's `reason` (the `note` of `cdrsync status`). A halted or failed
+//! day keeps the state it stopped in as `resume_from`, and the next run resumes from there
+//! — the same request, its files list and its verified parts — so recording a failure
+//! never throws away a request that may still be valid. Only a failed day without a
+//! `resume_from` (CXone failed or expired its request `max_generations` times) starts the
+//! next generation. A halted day resumes like a verified one: its parts stay in staging
+//! and are merged again.
 
 use crate::alert::{Alert, Alerter};
 use crate::config::Config;
@@ -158,9 +168,19 @@ impl Job {
 
     /// Runs one day to `Done` (or to the first thing that stops it), raising the alert of
     /// DESIGN.md §3 when it stops for a reason a human should hear about.
+    ///
+    /// Every stop is recorded in the day's record first ([`Job::record_stop`]): under the
+    /// run's lease when it stopped holding one, else under a brief lease of its own, which
+    /// is skipped when another run holds the day.
     pub async fn run(&self, date: NaiveDate, force: bool) -> Result<Outcome, JobError> {
         let key = self.key(date);
-        let result = self.run_leased(&key, force).await;
+        let mut recorded = false;
+        let result = self.run_leased(&key, force, &mut recorded).await;
+        if let Err(error) = &result
+            && !recorded
+        {
+            self.record_stop_unleased(&key, error).await;
+        }
         if let Err(error) = &result
             && let Some(event) = error.alert_event()
         {
@@ -175,7 +195,14 @@ impl Job {
         result
     }
 
-    async fn run_leased(&self, key: &JobKey, force: bool) -> Result<Outcome, JobError> {
+    /// Runs the day under its lease; a stop met while holding the lease is recorded
+    /// before the lease is given back (`recorded` is then set).
+    async fn run_leased(
+        &self,
+        key: &JobKey,
+        force: bool,
+        recorded: &mut bool,
+    ) -> Result<Outcome, JobError> {
         // A day already done is a no-op: no lease, no request, nothing rewritten.
         if !force && let Some(done) = self.already_done(key).await? {
             return Ok(done);
@@ -195,11 +222,78 @@ impl Job {
         };
         // `run_day` re-checks under the lease: the run we waited for may have finished.
         let result = self.run_day(key, force).await;
+        if let Err(error) = &result {
+            self.record_stop(key, error).await;
+            *recorded = true;
+        }
         renew.abort();
         if let Err(e) = self.store.release_lease(key, &self.owner).await {
             tracing::warn!("could not release the lease: {e}");
         }
         result
+    }
+
+    /// Records how the day stopped (the caller holds its lease), as [`stop_record`] says:
+    /// the error's sentence as the `reason`, and `halted` or `failed`, keeping the state
+    /// the day stopped in as `resume_from` so the next run resumes there. A day that is
+    /// done keeps its record (its published data stands). Best effort: a store that cannot
+    /// save the record is logged, and the run's own error is what it reports.
+    async fn record_stop(&self, key: &JobKey, error: &JobError) {
+        let stop = stop_record(error);
+        if stop == StopRecord::Nothing {
+            return;
+        }
+        let mut rec = match self.store.load(key).await {
+            Ok(Some(r)) if r.state == JobState::Done => return,
+            Ok(Some(r)) => r,
+            Ok(None) => JobRecord::planned(key.date, Utc::now()),
+            Err(e) => {
+                tracing::warn!(date = %key.date, "could not record why the day stopped: {e}");
+                return;
+            }
+        };
+        if let StopRecord::State(state) = stop {
+            if !matches!(rec.state, JobState::Halted | JobState::Failed) {
+                rec.resume_from = Some(rec.state);
+            }
+            rec.state = state;
+        }
+        rec.reason = Some(error.to_string());
+        rec.updated_at = Utc::now();
+        match self.store.save(key, &rec).await {
+            Ok(()) => {
+                tracing::debug!(date = %key.date, state = %rec.state, resume_from = ?rec.resume_from, "stop recorded");
+            }
+            Err(e) => {
+                tracing::warn!(date = %key.date, "could not record why the day stopped: {e}");
+            }
+        }
+    }
+
+    /// [`Job::record_stop`] for a stop met before this run held the day's lease: under a
+    /// brief lease, taken only if it is free (never waited for).
+    async fn record_stop_unleased(&self, key: &JobKey, error: &JobError) {
+        if stop_record(error) == StopRecord::Nothing {
+            return;
+        }
+        match self
+            .store
+            .acquire_lease(key, &self.owner, self.lease_ttl)
+            .await
+        {
+            Ok(Lease::Acquired { .. }) => {
+                self.record_stop(key, error).await;
+                if let Err(e) = self.store.release_lease(key, &self.owner).await {
+                    tracing::warn!("could not release the lease: {e}");
+                }
+            }
+            Ok(Lease::HeldBy { .. }) => {
+                tracing::debug!(date = %key.date, "another run holds the day; its record is left to it");
+            }
+            Err(e) => {
+                tracing::warn!(date = %key.date, "could not record why the day stopped: {e}");
+            }
+        }
     }
 
     /// Takes the day's lease, waiting up to `[job] lease_wait` for another run to give it
@@ -271,11 +365,22 @@ impl Job {
         {
             return Ok(Outcome::AlreadyDone(m));
         }
-        if force || matches!(rec.state, JobState::Done | JobState::Failed) {
+        let stopped = matches!(rec.state, JobState::Failed | JobState::Halted);
+        if force || rec.state == JobState::Done {
             next_generation(&mut rec);
+        } else if stopped {
+            let (was, why) = (rec.state, rec.reason.clone().unwrap_or_default());
+            resume(&mut rec);
+            tracing::info!(date = %key.date, state = %rec.state, generation = rec.generation, "resuming a {was} day (it stopped with: {why})");
         }
         rec.started_at = now;
         rec.finished_at = None;
+        if stopped && !force {
+            // Saved at once, so that a stop before the next save records where this run
+            // really was (a new generation not yet requested, say), not the old stop.
+            let state = rec.state;
+            self.save(key, &mut rec, state).await?;
+        }
         // A sink that cannot take the day fails now, before anything is requested.
         self.sink.health_check(None).await?;
         let mut budget = RunBudget {
@@ -460,9 +565,8 @@ impl Job {
                     }
                 };
             }
-            JobState::Done | JobState::Failed => {
-                next_generation(rec);
-            }
+            JobState::Done => next_generation(rec),
+            JobState::Failed | JobState::Halted => resume(rec),
         }
         Ok(None)
     }
@@ -809,6 +913,22 @@ impl Job {
         };
         manifest.schema.headers_differ = HeaderChange::between(&manifest.parts);
         self.progress.set_message(format!("{date}: publishing"));
+        // Private while in staging; the sink publishes the file as it is, so give it the
+        // mode any file this process creates gets (the sink's modes are the sink's own).
+        let publish_mode = {
+            let (dir, file) = (staging.clone(), out_path.clone());
+            tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = crate::durable::new_file_mode(&dir)?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+            })
+            .await
+            .expect("setting the mode does not panic")
+        };
+        publish_mode.map_err(|source| JobError::Io {
+            what: format!("setting the mode of {}", out_path.display()),
+            source,
+        })?;
         self.sink
             .publish(key, &out_path, data_name, &manifest)
             .await?;
@@ -844,6 +964,10 @@ impl Job {
         }
         rec.finished_at = Some(Utc::now());
         rec.reason = None;
+        rec.resume_from = None;
+        // The pre-signed download URLs are credentials to the day's data; a done day needs
+        // none of them (a forced re-extraction asks for a new request).
+        rec.files_json = rec.files_json.as_deref().and_then(without_download_urls);
         self.save(key, rec, JobState::Done).await
     }
 }
@@ -890,6 +1014,56 @@ fn next_generation(rec: &mut JobRecord) {
     rec.rows = None;
     rec.requested_at = None;
     rec.completed_at = None;
+    rec.resume_from = None;
+}
+
+/// What a stop writes into the day's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopRecord {
+    /// Nothing: the stop is not the day's own — another run's lease, the crash-simulation
+    /// hook (a crash records nothing), a locked job store (a write would only wait and fail).
+    Nothing,
+    /// The reason only; the state stays (WAITING, which already resumes its request).
+    Reason,
+    /// The reason and this state: `Halted` for a data or schema halt (exit 65), `Failed`
+    /// for any other failure.
+    State(JobState),
+}
+
+fn stop_record(error: &JobError) -> StopRecord {
+    match error {
+        JobError::LeaseHeld { .. } | JobError::StoppedAfter(_) => StopRecord::Nothing,
+        JobError::State(e) if e.kind == crate::exit::FailureKind::Busy => StopRecord::Nothing,
+        // A stop by signal keeps its resumable state (saved by `Job::stop`) and says why.
+        JobError::Waiting { .. } | JobError::Stopped { .. } => StopRecord::Reason,
+        e if e.exit_code() == crate::exit::ExitCode::DataHalt => {
+            StopRecord::State(JobState::Halted)
+        }
+        _ => StopRecord::State(JobState::Failed),
+    }
+}
+
+/// Picks a halted or failed day up where it stopped: the `resume_from` state with its
+/// request, files list and verified parts (a halted day without one: verified, merged
+/// again). A failed day without one (its request is gone) starts the next generation.
+fn resume(rec: &mut JobRecord) {
+    match rec.resume_from.take() {
+        Some(state) if !matches!(state, JobState::Halted | JobState::Failed) => rec.state = state,
+        _ if rec.state == JobState::Halted => rec.state = JobState::Verified,
+        _ => next_generation(rec),
+    }
+    rec.reason = None;
+}
+
+/// A files list (`files_json`) without its `downloadUrl`s: name, size and digest stay.
+/// `None` when it does not parse, so nothing that might hold a URL is kept.
+fn without_download_urls(files_json: &str) -> Option<String> {
+    let mut files: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(files_json).ok()?;
+    for file in &mut files {
+        file.remove("downloadUrl");
+    }
+    serde_json::to_string(&files).ok()
 }
 
 enum MergeError {
@@ -936,7 +1110,8 @@ fn merge_to_file(
             }),
         });
     }
-    let file = std::fs::File::create(out).map_err(MergeError::Io)?;
+    // Owner-only: the merged day is customer records while it sits in staging.
+    let file = crate::durable::create_private_file(out).map_err(MergeError::Io)?;
     let mut writer =
         crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let report =
@@ -971,4 +1146,134 @@ fn owner_is_dead(owner: &str) -> bool {
         && host == hostname()
         && std::path::Path::new("/proc/self").exists()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn record(state: JobState, resume_from: Option<JobState>) -> JobRecord {
+        let at = Utc.timestamp_opt(1_715_800_000, 0).unwrap();
+        let mut rec = JobRecord::planned(NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(), at);
+        rec.generation = 2;
+        rec.request_id = Some("req-1".into());
+        rec.x_request_id = Some("x-1".into());
+        rec.files_json = Some("[]".into());
+        rec.state = state;
+        rec.resume_from = resume_from;
+        rec.reason = Some("why".into());
+        rec
+    }
+
+    #[test]
+    fn a_stopped_day_resumes_where_it_stopped_keeping_its_request() {
+        for (state, resume_from, want) in [
+            (JobState::Failed, Some(JobState::Polling), JobState::Polling),
+            (
+                JobState::Failed,
+                Some(JobState::Downloading),
+                JobState::Downloading,
+            ),
+            (
+                JobState::Failed,
+                Some(JobState::Verified),
+                JobState::Verified,
+            ),
+            (JobState::Failed, Some(JobState::Planned), JobState::Planned),
+            (
+                JobState::Halted,
+                Some(JobState::Verified),
+                JobState::Verified,
+            ),
+            (JobState::Halted, None, JobState::Verified),
+        ] {
+            let mut rec = record(state, resume_from);
+            resume(&mut rec);
+            assert_eq!(rec.state, want, "{state} from {resume_from:?}");
+            assert_eq!(rec.generation, 2, "same generation");
+            assert_eq!(rec.request_id.as_deref(), Some("req-1"), "same request");
+            assert_eq!((rec.resume_from, rec.reason.as_deref()), (None, None));
+        }
+        // Failed without a resume point: the request is gone; the next generation.
+        let mut rec = record(JobState::Failed, None);
+        resume(&mut rec);
+        assert_eq!(rec.state, JobState::Planned);
+        assert_eq!(rec.generation, 3);
+        assert_eq!(
+            (rec.request_id.as_deref(), rec.files_json.as_deref()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn each_stop_records_its_state() {
+        let date = NaiveDate::from_ymd_opt(2024, 5, 15).unwrap();
+        let halt = JobError::Halt {
+            date,
+            halt: cdr_normalise::Halt::MissingCriticalColumn {
+                column: "CallId".into(),
+                part: "part 1".into(),
+                closest: None,
+            },
+        };
+        assert_eq!(stop_record(&halt), StopRecord::State(JobState::Halted));
+        let waiting = JobError::Waiting {
+            date,
+            request_id: "r".into(),
+            status: "PENDING".into(),
+            stalled: Duration::from_secs(1),
+        };
+        assert_eq!(
+            stop_record(&waiting),
+            StopRecord::Reason,
+            "waiting stays waiting"
+        );
+        let exhausted = JobError::GenerationsExhausted {
+            date,
+            generations: 3,
+            last: "FAILED".into(),
+        };
+        assert_eq!(stop_record(&exhausted), StopRecord::State(JobState::Failed));
+        let io = JobError::Io {
+            what: "x".into(),
+            source: std::io::Error::other("y"),
+        };
+        assert_eq!(stop_record(&io), StopRecord::State(JobState::Failed));
+        let busy = JobError::State(crate::state::StateError::new(
+            "s",
+            crate::exit::FailureKind::Busy,
+            "locked",
+        ));
+        assert_eq!(
+            stop_record(&busy),
+            StopRecord::Nothing,
+            "a locked store cannot record"
+        );
+        let lease = JobError::LeaseHeld {
+            date,
+            owner: "o".into(),
+        };
+        assert_eq!(
+            stop_record(&lease),
+            StopRecord::Nothing,
+            "not this run's day"
+        );
+        assert_eq!(
+            stop_record(&JobError::StoppedAfter(JobState::Verified)),
+            StopRecord::Nothing
+        );
+    }
+
+    #[test]
+    fn download_urls_are_dropped_and_the_rest_kept() {
+        let files = r#"[{"fileName":"p1.csv","fileSize":12,"downloadUrl":"https://b.example/p1?sig=abc","sha256":"00"},
+                        {"fileName":"p2.csv","fileSize":3,"downloadUrl":"/files/2"}]"#;
+        let kept = without_download_urls(files).unwrap();
+        assert_eq!(
+            kept,
+            r#"[{"fileName":"p1.csv","fileSize":12,"sha256":"00"},{"fileName":"p2.csv","fileSize":3}]"#
+        );
+        assert_eq!(without_download_urls("not json ?sig=abc"), None);
+    }
 }

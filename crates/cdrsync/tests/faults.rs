@@ -329,7 +329,17 @@ async fn a_part_that_never_verifies_exits_69_and_leaves_the_day_resumable() {
     assert!(matches!(e, JobError::PartFailed { attempts: 2, .. }), "{e}");
     assert_nothing_published(&h, date);
     let rec = record(&h, date).await;
-    assert_eq!(rec.state, JobState::Downloading, "left resumable");
+    assert_eq!(
+        rec.state,
+        JobState::Failed,
+        "status says how the run stopped"
+    );
+    assert_eq!(
+        rec.resume_from,
+        Some(JobState::Downloading),
+        "left resumable"
+    );
+    assert_eq!(rec.reason, Some(e.to_string()));
     let alert = hook.only();
     assert_alert(&alert, "failed", date);
     assert_eq!(
@@ -542,7 +552,13 @@ async fn status_unavailable_after_retries_exits_69_and_the_rerun_resumes() {
     assert!(matches!(e, JobError::Api { .. }), "{e}");
     assert_nothing_published(&h, date);
     let rec = record(&h, date).await;
-    assert_eq!(rec.state, JobState::Polling);
+    assert_eq!(
+        rec.state,
+        JobState::Failed,
+        "status says how the run stopped"
+    );
+    assert_eq!(rec.resume_from, Some(JobState::Polling), "left resumable");
+    assert_eq!(rec.reason, Some(e.to_string()));
     let alert = hook.only();
     assert_alert(&alert, "failed", date);
     assert_eq!(

@@ -7,13 +7,18 @@
 //! or the new one, never a torn or empty file. Its lock is an exclusive advisory lock
 //! (`flock`) on a sidecar `<path>.lock`, shared by every process that uses the same path;
 //! the sidecar, unlike the token file, is never replaced, so the lock stays on one inode.
+//!
+//! A token path that is a symlink is written *through*: the temp file goes beside the
+//! link's final target and is renamed over the target, so the link stays a link. The
+//! sidecars (`<path>.lock`, `<path>.spending`) stay beside the configured path. Every file
+//! and folder the store creates is owner-only (0600/0700) whatever the umask.
 
 use super::SecretError;
 use async_trait::async_trait;
 use cxone::{RefreshTokenStore, Secret, StoreError, StoreLock};
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Reads a secret file: owner-only mode, UTF-8, trailing line ends trimmed, non-empty.
@@ -103,20 +108,19 @@ fn ensure_dir(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::durable::create_private_dir_all(dir)
 }
 
-/// Replaces `path` with `contents` durably and readable by the owner only (0600).
+/// Replaces `path` (through any symlink: its final target is replaced, the link stays)
+/// with `contents` durably and readable by the owner only (0600).
 fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
+    let target = crate::durable::resolve_symlinks(path)?;
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     ensure_dir(dir)?;
-    crate::durable::replace_file(path, contents, 0o600)
+    crate::durable::replace_file(&target, contents, crate::durable::PRIVATE_FILE)
 }
 
 #[async_trait]
@@ -171,7 +175,7 @@ impl RefreshTokenStore for FileTokenStore {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .mode(0o600)
+                .mode(crate::durable::PRIVATE_FILE)
                 .open(&lock_path)
                 .map_err(fail)?;
             // Blocks this pool thread until every other holder (any process) lets go;
@@ -315,6 +319,40 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["refresh_token"]);
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_token_file_is_written_through_and_stays_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        fs::create_dir(&vault).unwrap();
+        let link = dir.path().join("refresh_token");
+        // Relative link, target not there yet (the bootstrap writes the first token).
+        std::os::unix::fs::symlink("vault/rt", &link).unwrap();
+        let store = FileTokenStore::new(&link);
+        assert!(store.load().await.unwrap().is_none());
+        store.save(&Secret::new("rt-1")).await.unwrap();
+        store.save(&Secret::new("rt-2")).await.unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(vault.join("rt")).unwrap(), "rt-2\n");
+        assert_eq!(store.load().await.unwrap().unwrap().expose(), "rt-2");
+        let mode = fs::metadata(vault.join("rt")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&vault), ["rt"], "no temp file left beside the target");
+        assert_eq!(names(dir.path()), ["refresh_token", "vault"]);
     }
 
     #[tokio::test]

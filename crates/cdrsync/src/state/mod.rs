@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The states of DESIGN.md §4. Stored as their lowercase names.
+///
+/// `Halted` and `Failed` say how the last run stopped (a data/schema halt, exit 65; any
+/// other failure); [`JobRecord::resume_from`] keeps where the next run picks the day up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -23,9 +26,48 @@ pub enum JobState {
     Waiting,
     Downloading,
     Verified,
+    Halted,
+    Failed,
     Published,
     Done,
-    Failed,
+}
+
+impl JobState {
+    /// Every state, in the order of DESIGN.md §4.
+    pub const ALL: [JobState; 10] = [
+        JobState::Planned,
+        JobState::Requested,
+        JobState::Polling,
+        JobState::Waiting,
+        JobState::Downloading,
+        JobState::Verified,
+        JobState::Halted,
+        JobState::Failed,
+        JobState::Published,
+        JobState::Done,
+    ];
+
+    /// The stored (and displayed) name: `planned`, `halted`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Planned => "planned",
+            JobState::Requested => "requested",
+            JobState::Polling => "polling",
+            JobState::Waiting => "waiting",
+            JobState::Downloading => "downloading",
+            JobState::Verified => "verified",
+            JobState::Halted => "halted",
+            JobState::Failed => "failed",
+            JobState::Published => "published",
+            JobState::Done => "done",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Identifies one day's job: `{report_type}/{report_id}/{date}`.
@@ -65,8 +107,12 @@ pub struct JobRecord {
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// Why the day failed or waits (one sentence, no secrets).
+    /// Why the day's last run stopped: halted, failed or waiting (one sentence, no secrets).
     pub reason: Option<String>,
+    /// For a `Halted` or `Failed` day: the state the next run resumes from (the request,
+    /// its files list and verified parts are kept). `None` on a failed day: the next run
+    /// starts a new generation (the request itself is gone).
+    pub resume_from: Option<JobState>,
 }
 
 impl JobRecord {
@@ -88,6 +134,7 @@ impl JobRecord {
             updated_at: now,
             finished_at: None,
             reason: None,
+            resume_from: None,
         }
     }
 }

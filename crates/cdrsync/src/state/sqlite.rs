@@ -10,12 +10,23 @@
 //! runs on tokio's blocking pool (`spawn_blocking`): a call is usually microseconds, but it
 //! can wait up to the busy timeout for another process's write lock, and that wait must
 //! not stall the runtime's worker threads.
+//!
+//! The file and its `-wal`/`-shm` companions are private (0600, whatever the umask): the
+//! store creates the database file itself before SQLite opens it, and SQLite gives the
+//! companions the database file's mode. `cdrsync status` opens the file read-only
+//! ([`SqliteJobStore::open_read_only`]): no migration, no WAL switch, nothing created.
+//!
+//! Every [`StateError`] carries the [`FailureKind`] of its cause: a locked database is
+//! `Busy` (run again later), a file that cannot be opened or created (permissions, a
+//! read-only folder, not a database) is `Config`, a full disk or an I/O fault is
+//! `Unavailable`.
 
 use super::{JobKey, JobRecord, JobState, JobStore, Lease, StateError};
 use crate::exit::FailureKind;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,12 +66,92 @@ const MIGRATIONS: &[&str] = &[
         expires_at  TEXT NOT NULL,
         PRIMARY KEY (report_type, report_id, date)
     );",
+    // 2: where a halted or failed day resumes.
+    "ALTER TABLE jobs ADD COLUMN resume_from TEXT;",
 ];
+
+/// What a store call can fail with before it is given the store's name.
+#[derive(Debug)]
+struct Fail {
+    kind: FailureKind,
+    message: String,
+}
+
+impl Fail {
+    fn other(message: impl Into<String>) -> Fail {
+        Fail {
+            kind: FailureKind::Other,
+            message: message.into(),
+        }
+    }
+
+    /// A SQLite failure while doing `context`, of the kind its result code says.
+    fn sql(context: impl std::fmt::Display, error: rusqlite::Error) -> Fail {
+        let kind = kind_of(&error);
+        let message = if kind == FailureKind::Busy {
+            // One sentence that says what to do; SQLite's "database is locked" adds nothing.
+            format!("the database is locked by another process ({context}); run again later")
+        } else {
+            format!("{context}: {error}")
+        };
+        Fail { kind, message }
+    }
+
+    /// A file-system failure while opening or creating the database or its folder.
+    fn io(context: impl std::fmt::Display, error: std::io::Error) -> Fail {
+        Fail {
+            kind: kind_of_open_io(&error),
+            message: format!("{context}: {error}"),
+        }
+    }
+
+    fn with_store(self, store: String) -> StateError {
+        StateError::new(store, self.kind, self.message)
+    }
+}
+
+impl From<String> for Fail {
+    fn from(message: String) -> Fail {
+        Fail::other(message)
+    }
+}
+
+/// The kind of a SQLite failure: locked → `Busy`; cannot open, no permission, read-only,
+/// not a database → `Config`; disk full or an I/O fault → `Unavailable`; else `Other`.
+pub fn kind_of(error: &rusqlite::Error) -> FailureKind {
+    use rusqlite::ErrorCode as C;
+    match error {
+        rusqlite::Error::SqliteFailure(e, _) => match e.code {
+            C::DatabaseBusy | C::DatabaseLocked => FailureKind::Busy,
+            C::CannotOpen | C::PermissionDenied | C::ReadOnly | C::NotADatabase => {
+                FailureKind::Config
+            }
+            C::DiskFull | C::SystemIoFailure => FailureKind::Unavailable,
+            _ => FailureKind::Other,
+        },
+        _ => FailureKind::Other,
+    }
+}
+
+/// The kind of a file-system failure while creating the database or its folder: a path
+/// that cannot be created or written is a configuration mistake (78), a full disk or an
+/// I/O fault is the storage being unavailable (69).
+fn kind_of_open_io(error: &std::io::Error) -> FailureKind {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => FailureKind::Config,
+        _ => FailureKind::of_io(error),
+    }
+}
 
 /// The job store in one SQLite file.
 pub struct SqliteJobStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The schema version of the file: always the latest for a read-write store (it
+    /// migrates on open); a read-only store reads older files as they are.
+    version: i64,
+    /// Opened with [`SqliteJobStore::open_read_only`]: every write is refused.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for SqliteJobStore {
@@ -83,17 +174,9 @@ fn parse_ts(column: &str, text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("column {column} holds `{text}`, not a timestamp: {e}"))
 }
 
-fn state_name(state: JobState) -> String {
-    match serde_json::to_value(state) {
-        Ok(serde_json::Value::String(s)) => s,
-        // JobState is a unit enum with rename_all: it always serialises to a string.
-        other => unreachable!("JobState serialised to {other:?}"),
-    }
-}
-
-fn parse_state(text: &str) -> Result<JobState, String> {
+fn parse_state(column: &str, text: &str) -> Result<JobState, String> {
     serde_json::from_value(serde_json::Value::String(text.to_string()))
-        .map_err(|_| format!("column state holds unknown state `{text}`"))
+        .map_err(|_| format!("column {column} holds unknown state `{text}`"))
 }
 
 fn date_text(date: NaiveDate) -> String {
@@ -119,11 +202,22 @@ struct Row {
     updated_at: String,
     finished_at: Option<String>,
     reason: Option<String>,
+    resume_from: Option<String>,
 }
 
 const ROW_COLUMNS: &str = "report_type, report_id, date, state, generation, x_request_id, \
     request_id, files_json, parts, rows, requested_at, completed_at, queue_wait_secs, \
-    started_at, updated_at, finished_at, reason";
+    started_at, updated_at, finished_at, reason, resume_from";
+
+/// The columns to select from a file of schema `version` (a read-only store reads older
+/// files without migrating them; columns they lack read as NULL).
+fn select_columns(version: i64) -> String {
+    if version >= 2 {
+        ROW_COLUMNS.to_string()
+    } else {
+        ROW_COLUMNS.replace("resume_from", "NULL AS resume_from")
+    }
+}
 
 impl Row {
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -145,6 +239,7 @@ impl Row {
             updated_at: r.get(14)?,
             finished_at: r.get(15)?,
             reason: r.get(16)?,
+            resume_from: r.get(17)?,
         })
     }
 
@@ -154,7 +249,7 @@ impl Row {
         let opt_ts = |column: &str, v: Option<String>| v.map(|t| parse_ts(column, &t)).transpose();
         let record = JobRecord {
             date,
-            state: parse_state(&self.state)?,
+            state: parse_state("state", &self.state)?,
             generation: u32::try_from(self.generation)
                 .map_err(|_| format!("column generation holds {}", self.generation))?,
             x_request_id: self.x_request_id,
@@ -177,6 +272,10 @@ impl Row {
             updated_at: parse_ts("updated_at", &self.updated_at)?,
             finished_at: opt_ts("finished_at", self.finished_at)?,
             reason: self.reason,
+            resume_from: self
+                .resume_from
+                .map(|s| parse_state("resume_from", &s))
+                .transpose()?,
         };
         let key = JobKey {
             report_type: self.report_type,
@@ -189,27 +288,67 @@ impl Row {
 
 impl SqliteJobStore {
     /// Opens (creating if needed, with its folder) the database at `path` and brings its
-    /// schema up to date.
+    /// schema up to date. A new folder is created 0700 and a new file 0600, whatever the
+    /// umask; SQLite gives `-wal`/`-shm` the file's mode.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
         let path = path.as_ref().to_path_buf();
-        let fail = |message: String| StateError::new(describe(&path), FailureKind::Other, message);
+        let store = describe(&path);
+        let fail = |f: Fail| f.with_store(store.clone());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| fail(format!("cannot create folder {}: {e}", dir.display())))?;
+            crate::durable::create_private_dir_all(dir).map_err(|e| {
+                fail(Fail::io(
+                    format!("cannot create folder {}", dir.display()),
+                    e,
+                ))
+            })?;
         }
-        let mut conn = Connection::open(&path).map_err(|e| fail(format!("cannot open: {e}")))?;
+        create_empty_private(&path).map_err(|e| fail(Fail::io("cannot create the file", e)))?;
+        let mut conn = Connection::open(&path).map_err(|e| fail(Fail::sql("cannot open", e)))?;
         conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(Fail::sql("cannot set the busy timeout", e)))?;
         // WAL: readers (`cdrsync status`) never block the running job. FULL: a commit is on
         // disk when `save` returns, which the state machine relies on after every step.
-        enable_wal(&conn).map_err(|e| fail(format!("cannot enable WAL: {e}")))?;
+        enable_wal(&conn).map_err(fail)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(Fail::sql("cannot set synchronous=FULL", e)))?;
         migrate(&mut conn).map_err(fail)?;
         Ok(SqliteJobStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            version: MIGRATIONS.len() as i64,
+            read_only: false,
         })
+    }
+
+    /// Opens an existing database read-only, for `cdrsync status`: nothing is created,
+    /// migrated or switched (`None` when there is no file at `path`). Works in a read-only
+    /// folder: a database without a live `-wal` file is then read as immutable, which is
+    /// exact, since no writer can run where its `-wal`/`-shm` files cannot be created.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Option<Self>, StateError> {
+        let path = path.as_ref().to_path_buf();
+        let store = describe(&path);
+        let fail = |f: Fail| f.with_store(store.clone());
+        match std::fs::metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fail(Fail::io("cannot open", e))),
+        }
+        let conn = match read_only_connection(&path, false) {
+            Err(e) if needs_immutable(&e, &path) => read_only_connection(&path, true),
+            other => other,
+        }
+        .map_err(fail)?;
+        let version = schema_version(&conn).map_err(fail)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(fail(Fail::other(newer_schema(version))));
+        }
+        Ok(Some(SqliteJobStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            version,
+            read_only: true,
+        }))
     }
 
     /// The database file.
@@ -217,14 +356,25 @@ impl SqliteJobStore {
         &self.path
     }
 
+    /// Refuses a write on a store opened read-only.
+    fn writable(&self, what: impl std::fmt::Display) -> Result<(), StateError> {
+        if self.read_only {
+            return Err(StateError::new(
+                self.describe(),
+                FailureKind::Config,
+                format!("cannot {what}: the store was opened read-only"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs `work` on the connection on the blocking pool; its error becomes a StateError.
     async fn with_conn<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection) -> Result<T, String> + Send + 'static,
+        work: impl FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static,
     ) -> Result<T, StateError> {
         let conn = self.conn.clone();
         let describe = self.describe();
-        let fail = |message: String| StateError::new(describe.clone(), FailureKind::Other, message);
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves the connection usable: SQLite rolls back
             // an unfinished transaction when the Transaction guard drops.
@@ -232,30 +382,111 @@ impl SqliteJobStore {
             work(&mut conn)
         })
         .await
-        .map_err(|e| fail(format!("database task failed: {e}")))?
-        .map_err(fail)
+        .map_err(|e| Fail::other(format!("database task failed: {e}")))
+        .and_then(|r| r)
+        .map_err(|f| f.with_store(describe))
     }
+}
+
+/// Creates `path` as an empty, owner-only file if nothing is there (an empty file is an
+/// empty SQLite database), so SQLite never creates it with its default 0644.
+fn create_empty_private(path: &Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => {
+            // The umask can only take bits away; make the mode exact all the same.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A read-only connection to `path`; `immutable` tells SQLite no one changes the file
+/// (so it needs no `-shm` file and takes no locks).
+fn read_only_connection(path: &Path, immutable: bool) -> Result<Connection, Fail> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        let absolute = std::path::absolute(path)
+            .map_err(|e| Fail::io(format!("cannot resolve {}", path.display()), e))?;
+        let mut uri = url::Url::from_file_path(&absolute)
+            .map_err(|()| Fail::other(format!("{} is not an absolute path", path.display())))?;
+        uri.set_query(Some("immutable=1"));
+        Connection::open_with_flags(uri.as_str(), flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(|e| Fail::sql("cannot open read-only", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| Fail::sql("cannot set the busy timeout", e))?;
+    // Opening is lazy: read the schema now so a file that cannot be read fails here.
+    schema_version(&conn)?;
+    Ok(conn)
+}
+
+/// Whether a read-only open failed only because the folder does not let SQLite create
+/// the `-shm` file of a WAL database, and no writer has a `-wal` file in flight.
+fn needs_immutable(error: &Fail, path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_in_flight = std::fs::metadata(PathBuf::from(wal)).is_ok_and(|m| m.len() > 0);
+    error.kind == FailureKind::Config && !wal_in_flight
+}
+
+/// The schema version of the file (0 for a file without the `schema_version` table).
+fn schema_version(conn: &Connection) -> Result<i64, Fail> {
+    let has_table: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| Fail::sql("cannot read the schema", e))?;
+    if !has_table {
+        return Ok(0);
+    }
+    let version: Option<i64> = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()
+        .map_err(|e| Fail::sql("cannot read the schema version", e))?;
+    Ok(version.unwrap_or(0))
+}
+
+fn newer_schema(version: i64) -> String {
+    format!(
+        "the database has schema version {version}, newer than this cdrsync knows ({}); upgrade cdrsync",
+        MIGRATIONS.len()
+    )
 }
 
 /// Switches the file to WAL (a persistent property of the file, so only its first opener
 /// changes anything). SQLite answers a mode change that races another connection's with
 /// SQLITE_BUSY without consulting the busy handler, so busy answers are retried here, within
 /// the same budget as `busy_timeout`.
-fn enable_wal(conn: &Connection) -> Result<(), String> {
+fn enable_wal(conn: &Connection) -> Result<(), Fail> {
     let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     loop {
         let mode =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0));
         match mode {
             Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
-            Ok(mode) => return Err(format!("the journal mode stayed {mode}")),
+            Ok(mode) => {
+                return Err(Fail::other(format!(
+                    "cannot enable WAL: the journal mode stayed {mode}"
+                )));
+            }
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Fail::sql("cannot enable WAL", e)),
         }
     }
 }
@@ -265,80 +496,90 @@ fn describe(path: &Path) -> String {
 }
 
 /// Applies the migrations the database has not seen, in one immediate transaction so two
-/// processes opening a new file at once do not both create the tables.
-fn migrate(conn: &mut Connection) -> Result<(), String> {
+/// processes opening a new file at once do not both create the tables. A file already at
+/// the latest version takes no write lock.
+fn migrate(conn: &mut Connection) -> Result<(), Fail> {
+    let known = MIGRATIONS.len() as i64;
+    match schema_version(conn)? {
+        v if v == known => return Ok(()),
+        v if v > known => return Err(Fail::other(newer_schema(v))),
+        _ => {}
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| format!("cannot start the schema migration: {e}"))?;
-    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .map_err(|e| e.to_string())?;
-    let version: Option<i64> = tx
-        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-        .optional()
-        .map_err(|e| e.to_string())?;
-    let version = version.unwrap_or(0);
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(format!(
-            "the database has schema version {version}, newer than this cdrsync knows ({known}); upgrade cdrsync"
-        ));
+        .map_err(|e| Fail::sql("cannot start the schema migration", e))?;
+    fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> Fail {
+        move |e| Fail::sql(context, e)
     }
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)
-            .map_err(|e| format!("migration to schema version {} failed: {e}", n + 1))?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(sql("cannot create the schema_version table"))?;
+    // Read again under the write lock: another process may have migrated meanwhile.
+    let version = schema_version(&tx)?;
+    if version > known {
+        return Err(Fail::other(newer_schema(version)));
+    }
+    for (n, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(migration)
+            .map_err(|e| Fail::sql(format!("migration to schema version {}", n + 1), e))?;
     }
     if version < known {
         tx.execute("DELETE FROM schema_version", [])
-            .map_err(|e| e.to_string())?;
+            .map_err(sql("cannot record the schema version"))?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [known])
-            .map_err(|e| e.to_string())?;
+            .map_err(sql("cannot record the schema version"))?;
     }
-    tx.commit().map_err(|e| e.to_string())
+    tx.commit()
+        .map_err(sql("cannot commit the schema migration"))
 }
 
 #[async_trait]
 impl JobStore for SqliteJobStore {
     async fn load(&self, key: &JobKey) -> Result<Option<JobRecord>, StateError> {
+        if self.version == 0 {
+            return Ok(None); // a read-only look at a file no run has set up yet
+        }
         let key = key.clone();
+        let columns = select_columns(self.version);
         self.with_conn(move |conn| {
             let row = conn
                 .query_row(
                     &format!(
-                        "SELECT {ROW_COLUMNS} FROM jobs \
+                        "SELECT {columns} FROM jobs \
                          WHERE report_type = ?1 AND report_id = ?2 AND date = ?3"
                     ),
                     params![key.report_type, key.report_id, date_text(key.date)],
                     Row::read,
                 )
                 .optional()
-                .map_err(|e| format!("cannot load {key}: {e}"))?;
+                .map_err(|e| Fail::sql(format!("cannot load {key}"), e))?;
             row.map(|r| r.into_record().map(|(_, record)| record))
                 .transpose()
-                .map_err(|e| format!("record {key} is damaged: {e}"))
+                .map_err(|e| Fail::other(format!("record {key} is damaged: {e}")))
         })
         .await
     }
 
     async fn save(&self, key: &JobKey, record: &JobRecord) -> Result<(), StateError> {
+        self.writable(format_args!("save {key}"))?;
         let key = key.clone();
         let r = record.clone();
         self.with_conn(move |conn| {
             let rows = r.rows.map(i64::try_from).transpose().map_err(|_| {
-                format!(
+                Fail::other(format!(
                     "cannot save {key}: rows {} is too large",
                     r.rows.unwrap_or(0)
-                )
+                ))
             })?;
             conn.execute(
                 &format!(
                     "INSERT OR REPLACE INTO jobs ({ROW_COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
                 ),
                 params![
                     key.report_type,
                     key.report_id,
                     date_text(key.date),
-                    state_name(r.state),
+                    r.state.name(),
                     i64::from(r.generation),
                     r.x_request_id,
                     r.request_id,
@@ -352,36 +593,42 @@ impl JobStore for SqliteJobStore {
                     ts(r.updated_at),
                     r.finished_at.map(ts),
                     r.reason,
+                    r.resume_from.map(JobState::name),
                 ],
             )
-            .map_err(|e| format!("cannot save {key}: {e}"))?;
+            .map_err(|e| Fail::sql(format!("cannot save {key}"), e))?;
             Ok(())
         })
         .await
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<(JobKey, JobRecord)>, StateError> {
+        if self.version == 0 {
+            return Ok(Vec::new());
+        }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let columns = select_columns(self.version);
         self.with_conn(move |conn| {
+            let fail = |e| Fail::sql("cannot list recent days", e);
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {ROW_COLUMNS} FROM jobs \
+                    "SELECT {columns} FROM jobs \
                      ORDER BY date DESC, report_type, report_id LIMIT ?1"
                 ))
-                .map_err(|e| e.to_string())?;
-            let rows = stmt
-                .query_map([limit], Row::read)
-                .map_err(|e| format!("cannot list recent days: {e}"))?;
+                .map_err(fail)?;
+            let rows = stmt.query_map([limit], Row::read).map_err(fail)?;
             let mut out = Vec::new();
             for row in rows {
-                let row = row.map_err(|e| format!("cannot list recent days: {e}"))?;
+                let row = row.map_err(fail)?;
                 let (report_type, report_id, date) = (
                     row.report_type.clone(),
                     row.report_id.clone(),
                     row.date.clone(),
                 );
                 out.push(row.into_record().map_err(|e| {
-                    format!("record {report_type}/{report_id}/{date} is damaged: {e}")
+                    Fail::other(format!(
+                        "record {report_type}/{report_id}/{date} is damaged: {e}"
+                    ))
                 })?);
             }
             Ok(out)
@@ -395,10 +642,11 @@ impl JobStore for SqliteJobStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<Lease, StateError> {
+        self.writable(format_args!("take the lease of {key}"))?;
         let key = key.clone();
         let owner = owner.to_string();
         self.with_conn(move |conn| {
-            let fail = |e: rusqlite::Error| format!("cannot take the lease of {key}: {e}");
+            let fail = |e: rusqlite::Error| Fail::sql(format!("cannot take the lease of {key}"), e);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(fail)?;
@@ -425,7 +673,7 @@ impl JobStore for SqliteJobStore {
                 }
             }
             let ttl = chrono::Duration::from_std(ttl)
-                .map_err(|_| format!("lease ttl {ttl:?} is too long"))?;
+                .map_err(|_| Fail::other(format!("lease ttl {ttl:?} is too long")))?;
             let expires = now + ttl;
             tx.execute(
                 "INSERT OR REPLACE INTO leases (report_type, report_id, date, owner, expires_at) \
@@ -440,6 +688,7 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn release_lease(&self, key: &JobKey, owner: &str) -> Result<(), StateError> {
+        self.writable(format_args!("release the lease of {key}"))?;
         let key = key.clone();
         let owner = owner.to_string();
         self.with_conn(move |conn| {
@@ -449,7 +698,7 @@ impl JobStore for SqliteJobStore {
                  WHERE report_type = ?1 AND report_id = ?2 AND date = ?3 AND owner = ?4",
                 params![key.report_type, key.report_id, date_text(key.date), owner],
             )
-            .map_err(|e| format!("cannot release the lease of {key}: {e}"))?;
+            .map_err(|e| Fail::sql(format!("cannot release the lease of {key}"), e))?;
             Ok(())
         })
         .await
@@ -518,7 +767,7 @@ mod tests {
         drop(conn);
         let err = SqliteJobStore::open(&path).unwrap_err().to_string();
         assert!(
-            err.contains("schema version 99, newer than this cdrsync knows (1)"),
+            err.contains("schema version 99, newer than this cdrsync knows (2)"),
             "{err}"
         );
         assert!(err.starts_with("job store sqlite://"), "{err}");
@@ -532,6 +781,244 @@ mod tests {
                 .starts_with("job store sqlite:///proc/cdrsync/not/here.db: "),
             "{err}"
         );
+        assert_eq!(err.kind, FailureKind::Config, "{err}");
+    }
+
+    fn sqlite_error(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn every_sqlite_result_code_has_its_failure_kind() {
+        use rusqlite::ffi;
+        for (code, kind) in [
+            (ffi::SQLITE_BUSY, FailureKind::Busy),
+            (ffi::SQLITE_LOCKED, FailureKind::Busy),
+            (ffi::SQLITE_BUSY_SNAPSHOT, FailureKind::Busy),
+            (ffi::SQLITE_CANTOPEN, FailureKind::Config),
+            (ffi::SQLITE_PERM, FailureKind::Config),
+            (ffi::SQLITE_READONLY, FailureKind::Config),
+            (ffi::SQLITE_READONLY_DIRECTORY, FailureKind::Config),
+            (ffi::SQLITE_NOTADB, FailureKind::Config),
+            (ffi::SQLITE_FULL, FailureKind::Unavailable),
+            (ffi::SQLITE_IOERR, FailureKind::Unavailable),
+            (ffi::SQLITE_IOERR_WRITE, FailureKind::Unavailable),
+            (ffi::SQLITE_CORRUPT, FailureKind::Other),
+            (ffi::SQLITE_CONSTRAINT, FailureKind::Other),
+            (ffi::SQLITE_MISUSE, FailureKind::Other),
+        ] {
+            assert_eq!(kind_of(&sqlite_error(code)), kind, "result code {code}");
+        }
+        assert_eq!(
+            kind_of(&rusqlite::Error::QueryReturnedNoRows),
+            FailureKind::Other
+        );
+        // Kinds decide the exit code: locked 75, cannot open 78, disk full 69.
+        for (code, exit) in [
+            (ffi::SQLITE_BUSY, 75),
+            (ffi::SQLITE_CANTOPEN, 78),
+            (ffi::SQLITE_FULL, 69),
+        ] {
+            let fail = Fail::sql("x", sqlite_error(code));
+            assert_eq!(fail.kind.exit_code() as u8, exit, "result code {code}");
+        }
+    }
+
+    #[test]
+    fn io_failures_while_creating_the_file_have_their_kind() {
+        use std::io::{Error, ErrorKind};
+        for (kind, want) in [
+            (ErrorKind::PermissionDenied, FailureKind::Config),
+            (ErrorKind::ReadOnlyFilesystem, FailureKind::Config),
+            (ErrorKind::NotFound, FailureKind::Config),
+            (ErrorKind::NotADirectory, FailureKind::Config),
+            (ErrorKind::StorageFull, FailureKind::Unavailable),
+            (ErrorKind::Other, FailureKind::Unavailable),
+        ] {
+            assert_eq!(Fail::io("x", Error::from(kind)).kind, want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = SqliteJobStore::open(&path).unwrap_err();
+        assert_eq!(err.kind, FailureKind::Config, "{err}");
+        let err = SqliteJobStore::open_read_only(&path).err().unwrap();
+        assert_eq!(err.kind, FailureKind::Config, "{err}");
+    }
+
+    #[test]
+    fn a_folder_in_place_of_the_file_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SqliteJobStore::open(dir.path()).unwrap_err();
+        assert_eq!(err.kind, FailureKind::Config, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_database_locked_by_another_process_is_busy_with_a_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteJobStore::open(&path).unwrap();
+        // Not the 5 s of production: this test only needs the answer.
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .busy_timeout(Duration::from_millis(50))
+            .unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let key = JobKey {
+            report_type: "callDetailRecords".into(),
+            report_id: "default".into(),
+            date: NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
+        };
+        let err = store
+            .save(&key, &JobRecord::planned(key.date, Utc::now()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Busy, "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "job store sqlite://{}: the database is locked by another process \
+                 (cannot save callDetailRecords/default/2024-05-15); run again later",
+                path.display()
+            )
+        );
+        let err = store
+            .acquire_lease(&key, "me", Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Busy, "{err}");
+        // WAL: a reader is not blocked by the writer.
+        assert_eq!(store.load(&key).await.unwrap(), None);
+        other.execute_batch("ROLLBACK").unwrap();
+        store
+            .save(&key, &JobRecord::planned(key.date, Utc::now()))
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn the_database_file_is_created_0600_and_its_new_folder_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/s.db");
+        let store = SqliteJobStore::open(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        // SQLite gives -wal and -shm the database file's mode.
+        for companion in ["s.db-wal", "s.db-shm"] {
+            assert_eq!(
+                mode(&dir.path().join("state").join(companion)),
+                0o600,
+                "{companion}"
+            );
+        }
+        drop(store);
+    }
+
+    /// A schema-1 file (rollback journal, no `resume_from`) with one record of `state`.
+    fn schema_1_file(path: &Path, state: &str, reason: Option<&str>) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO jobs (report_type, report_id, date, state, generation, started_at, updated_at, reason)
+             VALUES ('callDetailRecords', 'default', '2024-05-15', ?1, 2,
+                     '2024-05-16T01:30:00.000000000Z', '2024-05-16T01:31:00.000000000Z', ?2)",
+            params![state, reason],
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn read_only_open_creates_nothing_migrates_nothing_and_reads_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        assert!(SqliteJobStore::open_read_only(&path).unwrap().is_none());
+        assert!(!path.exists(), "no database is created by looking");
+
+        // A schema-1 file in rollback-journal mode, as an older cdrsync left it.
+        schema_1_file(&path, "failed", Some("why"));
+        let store = SqliteJobStore::open_read_only(&path).unwrap().unwrap();
+        let recent = store.recent(10).await.unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].1.state, JobState::Failed);
+        assert_eq!(recent[0].1.resume_from, None);
+        assert_eq!(recent[0].1.reason.as_deref(), Some("why"));
+        assert_eq!(
+            store.load(&recent[0].0).await.unwrap().unwrap(),
+            recent[0].1
+        );
+        // Writes are refused, as a configuration matter.
+        let err = store.save(&recent[0].0, &recent[0].1).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Config, "{err}");
+        assert!(err.to_string().contains("opened read-only"), "{err}");
+        let err = store
+            .acquire_lease(&recent[0].0, "me", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Config, "{err}");
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1, "not migrated");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "not switched to WAL");
+        drop(conn);
+
+        // An empty file (created, never set up) reads as no days yet.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let store = SqliteJobStore::open_read_only(&empty).unwrap().unwrap();
+        assert!(store.recent(10).await.unwrap().is_empty());
+
+        // A newer schema is refused, read-only too.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE schema_version SET version = 99", [])
+            .unwrap();
+        drop(conn);
+        let err = SqliteJobStore::open_read_only(&path).err().unwrap();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_file_is_migrated_and_keeps_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        schema_1_file(&path, "downloading", None);
+        let store = SqliteJobStore::open(&path).unwrap();
+        let (key, mut rec) = store.recent(1).await.unwrap().remove(0);
+        assert_eq!((rec.state, rec.resume_from), (JobState::Downloading, None));
+        rec.state = JobState::Failed;
+        rec.resume_from = Some(JobState::Downloading);
+        store.save(&key, &rec).await.unwrap();
+        assert_eq!(store.load(&key).await.unwrap(), Some(rec));
+    }
+
+    #[test]
+    fn state_names_are_their_serde_names() {
+        for state in JobState::ALL {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::Value::String(state.name().into())
+            );
+            assert_eq!(parse_state("state", state.name()).unwrap(), state);
+        }
     }
 
     #[test]

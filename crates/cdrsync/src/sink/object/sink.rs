@@ -72,6 +72,11 @@ impl ObjectSink {
         &self.store
     }
 
+    /// The key prefix below which days are laid out.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The sink's name in messages.
     pub fn name(&self) -> &str {
         &self.name

@@ -537,3 +537,23 @@ async fn a_staged_file_unlike_its_manifest_publishes_nothing() {
     );
     assert!(reader(&sink)(&day).await.is_empty(), "nothing published");
 }
+
+/// For `bench/object_upload.sh`: publishes `CDRSYNC_BENCH_FILE` to moto and prints the
+/// seconds it took (`bench seconds=…`).
+#[tokio::test]
+#[ignore = "a benchmark: run by bench/object_upload.sh"]
+async fn bench_publish_one_file() {
+    let file = std::env::var("CDRSYNC_BENCH_FILE").expect("CDRSYNC_BENCH_FILE");
+    let Some(sink) = s3("bench").await else { return };
+    let staging = tempfile::tempdir().unwrap();
+    let staged = staging.path().join("bench.csv");
+    std::fs::copy(&file, &staged).unwrap();
+    let bytes = std::fs::read(&staged).unwrap();
+    let m = sample_manifest(1, &bytes);
+    drop(bytes);
+    let started = std::time::Instant::now();
+    sink.publish(&key("2024-07-01"), &staged, "cdr.csv", &m)
+        .await
+        .unwrap();
+    println!("bench seconds={:.3}", started.elapsed().as_secs_f64());
+}

@@ -544,7 +544,9 @@ async fn a_staged_file_unlike_its_manifest_publishes_nothing() {
 #[ignore = "a benchmark: run by bench/object_upload.sh"]
 async fn bench_publish_one_file() {
     let file = std::env::var("CDRSYNC_BENCH_FILE").expect("CDRSYNC_BENCH_FILE");
-    let Some(sink) = s3("bench").await else { return };
+    let Some(sink) = s3("bench").await else {
+        return;
+    };
     let staging = tempfile::tempdir().unwrap();
     let staged = staging.path().join("bench.csv");
     std::fs::copy(&file, &staged).unwrap();

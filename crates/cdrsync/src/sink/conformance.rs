@@ -185,10 +185,21 @@ pub async fn health_check_refuses_a_day_larger_than_the_free_space(sink: &dyn Si
 
 async fn run_suite(sink: &dyn Sink, staging: &Path, reader: Option<DayReader<'_>>) {
     health_check_accepts_a_writable_destination(sink, reader).await;
+    location_names_the_day(sink).await;
+    publish_then_read_back(sink, staging, reader).await;
+    replace_keeps_one_copy(sink, staging, reader).await;
+    days_are_independent(sink, staging, reader).await;
+    a_failed_publish_keeps_the_previous_day(sink, staging, reader).await;
+    if let Some(reader) = reader {
+        manifest_is_written_last(sink, staging, reader).await;
+    }
+}
+
+/// `location()` names the day; an unpublished day has no manifest.
+pub async fn location_names_the_day(sink: &dyn Sink) {
     let day = key("2024-05-15");
-    let next_day = key("2024-05-16");
     assert!(
-        sink.location(&day).contains("2024-05-15"),
+        sink.location(&day).contains("date=2024-05-15"),
         "location() must name the day: {}",
         sink.location(&day)
     );
@@ -197,8 +208,16 @@ async fn run_suite(sink: &dyn Sink, staging: &Path, reader: Option<DayReader<'_>
         None,
         "an unpublished day has no manifest"
     );
+}
 
-    // Publish and read back.
+/// A published day reads back: its manifest, and (with a reader) exactly the data file
+/// and the manifest.
+pub async fn publish_then_read_back(
+    sink: &dyn Sink,
+    staging: &Path,
+    reader: Option<DayReader<'_>>,
+) {
+    let day = key("2024-01-01");
     let first = b"CallId,extra_columns\r\n1,\r\n".as_slice();
     let m1 = sample_manifest(1, first);
     sink.publish(&day, &stage(staging, "first.csv", first), "cdr.csv", &m1)
@@ -212,11 +231,24 @@ async fn run_suite(sink: &dyn Sink, staging: &Path, reader: Option<DayReader<'_>
     if let Some(reader) = reader {
         assert_day(reader, &day, "cdr.csv", first, &m1, "first publish").await;
     }
+}
 
-    // Replace the day: new content, one copy, the new manifest.
+/// Replacing a day leaves one copy: the new data and manifest; switching format removes
+/// the other format's file; re-publishing identical content is harmless.
+pub async fn replace_keeps_one_copy(
+    sink: &dyn Sink,
+    staging: &Path,
+    reader: Option<DayReader<'_>>,
+) {
+    let day = key("2024-02-01");
+    let first = b"CallId,extra_columns\r\n1,\r\n".as_slice();
+    let m1 = sample_manifest(1, first);
+    sink.publish(&day, &stage(staging, "r1.csv", first), "cdr.csv", &m1)
+        .await
+        .unwrap();
     let second = b"CallId,extra_columns\r\n1,\r\n2,\r\n".as_slice();
     let m2 = sample_manifest(2, second);
-    sink.publish(&day, &stage(staging, "second.csv", second), "cdr.csv", &m2)
+    sink.publish(&day, &stage(staging, "r2.csv", second), "cdr.csv", &m2)
         .await
         .unwrap();
     assert_eq!(
@@ -228,62 +260,156 @@ async fn run_suite(sink: &dyn Sink, staging: &Path, reader: Option<DayReader<'_>
         assert_day(reader, &day, "cdr.csv", second, &m2, "replacement").await;
     }
 
-    // Another day leaves the first intact.
-    let other = b"CallId,extra_columns\r\n9,\r\n".as_slice();
-    let m3 = sample_manifest(1, other);
-    sink.publish(
-        &next_day,
-        &stage(staging, "other.csv", other),
-        "cdr.csv",
-        &m3,
-    )
-    .await
-    .unwrap();
-    assert_eq!(sink.manifest(&next_day).await.unwrap().as_ref(), Some(&m3));
-    assert_eq!(
-        sink.manifest(&day).await.unwrap().as_ref(),
-        Some(&m2),
-        "publishing one day must not touch another"
-    );
-    if let Some(reader) = reader {
-        assert_day(reader, &day, "cdr.csv", second, &m2, "after another day").await;
-        assert_day(reader, &next_day, "cdr.csv", other, &m3, "the other day").await;
-    }
-
-    // Switching format replaces the day too: no stale file of the old format remains.
     let json = b"{\"CallId\":\"1\",\"extra_columns\":{}}\n".as_slice();
-    let m4 = sample_manifest(3, json);
-    sink.publish(
-        &day,
-        &stage(staging, "third.ndjson", json),
-        "cdr.ndjson",
-        &m4,
-    )
-    .await
-    .unwrap();
-    assert_eq!(sink.manifest(&day).await.unwrap().as_ref(), Some(&m4));
+    let m3 = sample_manifest(3, json);
+    sink.publish(&day, &stage(staging, "r3.ndjson", json), "cdr.ndjson", &m3)
+        .await
+        .unwrap();
+    assert_eq!(sink.manifest(&day).await.unwrap().as_ref(), Some(&m3));
     if let Some(reader) = reader {
-        assert_day(reader, &day, "cdr.ndjson", json, &m4, "format switch").await;
+        assert_day(reader, &day, "cdr.ndjson", json, &m3, "format switch").await;
     }
 
-    // Re-publishing identical content is harmless (a retried publish).
-    sink.publish(
-        &day,
-        &stage(staging, "again.ndjson", json),
-        "cdr.ndjson",
-        &m4,
-    )
-    .await
-    .unwrap();
+    sink.publish(&day, &stage(staging, "r4.ndjson", json), "cdr.ndjson", &m3)
+        .await
+        .unwrap();
+    assert_eq!(sink.manifest(&day).await.unwrap().as_ref(), Some(&m3));
     if let Some(reader) = reader {
         assert_day(
             reader,
             &day,
             "cdr.ndjson",
             json,
-            &m4,
+            &m3,
             "identical re-publish",
         )
         .await;
     }
+}
+
+/// Publishing one day does not touch another.
+pub async fn days_are_independent(sink: &dyn Sink, staging: &Path, reader: Option<DayReader<'_>>) {
+    let (a, b) = (key("2024-03-01"), key("2024-03-02"));
+    let da = b"CallId,extra_columns\r\n1,\r\n".as_slice();
+    let db = b"CallId,extra_columns\r\n9,\r\n".as_slice();
+    let (ma, mb) = (sample_manifest(1, da), sample_manifest(1, db));
+    sink.publish(&a, &stage(staging, "a.csv", da), "cdr.csv", &ma)
+        .await
+        .unwrap();
+    sink.publish(&b, &stage(staging, "b.csv", db), "cdr.csv", &mb)
+        .await
+        .unwrap();
+    assert_eq!(sink.manifest(&b).await.unwrap().as_ref(), Some(&mb));
+    assert_eq!(
+        sink.manifest(&a).await.unwrap().as_ref(),
+        Some(&ma),
+        "publishing one day must not touch another"
+    );
+    if let Some(reader) = reader {
+        assert_day(reader, &a, "cdr.csv", da, &ma, "after another day").await;
+        assert_day(reader, &b, "cdr.csv", db, &mb, "the other day").await;
+    }
+}
+
+/// A publish that fails (its staged file is gone) leaves the previous day published, as
+/// it was.
+pub async fn a_failed_publish_keeps_the_previous_day(
+    sink: &dyn Sink,
+    staging: &Path,
+    reader: Option<DayReader<'_>>,
+) {
+    let day = key("2024-04-01");
+    let old = b"CallId,extra_columns\r\n1,\r\n".as_slice();
+    let m1 = sample_manifest(1, old);
+    sink.publish(&day, &stage(staging, "f1.csv", old), "cdr.csv", &m1)
+        .await
+        .unwrap();
+    let missing = staging.join("never-staged.csv");
+    let new = b"CallId,extra_columns\r\n2,\r\n".as_slice();
+    sink.publish(&day, &missing, "cdr.csv", &sample_manifest(2, new))
+        .await
+        .expect_err("a publish of a missing file must fail");
+    assert_eq!(
+        sink.manifest(&day).await.unwrap().as_ref(),
+        Some(&m1),
+        "a failed publish must keep the previous day"
+    );
+    if let Some(reader) = reader {
+        assert_day(reader, &day, "cdr.csv", old, &m1, "after a failed publish").await;
+    }
+}
+
+/// While replacements run, a reader who reads the manifest, then the data, then the
+/// manifest again and finds the same manifest twice, finds the data that manifest
+/// describes: the manifest goes last, and is gone while the data changes.
+pub async fn manifest_is_written_last(sink: &dyn Sink, staging: &Path, reader: DayReader<'_>) {
+    let day = key("2024-05-01");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let publisher = async {
+        for generation in 1..=6u32 {
+            let data = format!(
+                "CallId,extra_columns\r\n{}\r\n",
+                "x".repeat(generation as usize * 1000)
+            );
+            let m = sample_manifest(generation, data.as_bytes());
+            let staged = stage(staging, &format!("w{generation}.csv"), data.as_bytes());
+            sink.publish(&day, &staged, "cdr.csv", &m).await.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let observer = async {
+        let mut consistent = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let first = reader(&day).await;
+            let again = reader(&day).await;
+            let (Some(m1), Some(m2)) = (first.get(MANIFEST_NAME), again.get(MANIFEST_NAME)) else {
+                tokio::task::yield_now().await;
+                continue;
+            };
+            if m1 != m2 {
+                continue;
+            }
+            let manifest: Manifest = serde_json::from_slice(m1).unwrap();
+            let data = first
+                .get("cdr.csv")
+                .expect("a published day's manifest must have its data beside it");
+            assert_eq!(
+                hex::encode(Sha256::digest(data)),
+                manifest.sha256,
+                "a reader who finds a manifest must find the data it describes (generation {})",
+                manifest.generation
+            );
+            consistent += 1;
+            tokio::task::yield_now().await;
+        }
+        consistent
+    };
+    let ((), _seen) = tokio::join!(publisher, observer);
+    let last = reader(&day).await;
+    let manifest: Manifest = serde_json::from_slice(&last[MANIFEST_NAME]).unwrap();
+    assert_eq!(manifest.generation, 6, "the last publish wins");
+    assert_eq!(
+        hex::encode(Sha256::digest(&last["cdr.csv"])),
+        manifest.sha256
+    );
+}
+
+/// A destination the backend set up to fail (a missing bucket, refused credentials, an
+/// unreachable endpoint) fails the health check with `kind`, in a sentence that names the
+/// sink and contains no `secret` given.
+pub async fn health_check_fails_as(sink: &dyn Sink, kind: FailureKind, secret: Option<&str>) {
+    let err = sink
+        .health_check(None)
+        .await
+        .expect_err("a destination set up to fail must fail the health check");
+    assert_eq!(err.kind, kind, "wrong kind for: {err}");
+    let text = err.to_string();
+    assert!(!text.contains('\n'), "one sentence: {text}");
+    if let Some(secret) = secret {
+        assert!(!text.contains(secret), "never show a secret: {text}");
+    }
+    assert!(
+        !text.to_ascii_lowercase().contains("signature"),
+        "never show a signature: {text}"
+    );
 }

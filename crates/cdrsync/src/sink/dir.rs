@@ -24,13 +24,10 @@ use crate::state::JobKey;
 use async_trait::async_trait;
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-/// The manifest's file name.
-pub const MANIFEST_NAME: &str = "_manifest.json";
-
-/// The data file names the job publishes; publishing one removes the other.
-pub const DATA_NAMES: [&str; 2] = ["cdr.csv", "cdr.ndjson"];
+use super::layout::is_plain_name;
+pub use super::layout::{DATA_NAMES, MANIFEST_NAME};
 
 /// Publishes days into a folder tree.
 #[derive(Debug, Clone)]
@@ -51,9 +48,7 @@ impl DirSink {
 
     /// The day's folder: `{root}/{report_type}/date=YYYY-MM-DD`.
     pub fn day_dir(&self, key: &JobKey) -> PathBuf {
-        self.root
-            .join(&key.report_type)
-            .join(format!("date={}", key.date.format("%Y-%m-%d")))
+        self.root.join(super::layout::day_path(key))
     }
 
     /// An error of this sink about `key`: the folder is unavailable unless said otherwise.
@@ -85,15 +80,6 @@ impl DirSink {
         }
         Ok(self.day_dir(key))
     }
-}
-
-/// One normal path component that readers do not skip: no `/`, `..`, or leading `.`/`_`.
-fn is_plain_name(name: &str) -> bool {
-    let mut components = Path::new(name).components();
-    matches!(components.next(), Some(Component::Normal(_)))
-        && components.next().is_none()
-        && !name.starts_with('.')
-        && !name.starts_with('_')
 }
 
 fn remove_if_present(path: &Path) -> io::Result<bool> {
@@ -386,7 +372,10 @@ mod tests {
             for entry in entries {
                 let entry = entry.unwrap();
                 let name = entry.file_name().to_string_lossy().into_owned();
-                files.insert(name, fs::read(entry.path()).unwrap());
+                // A temp file may be renamed away between the listing and the read.
+                if let Ok(bytes) = fs::read(entry.path()) {
+                    files.insert(name, bytes);
+                }
             }
         }
         files

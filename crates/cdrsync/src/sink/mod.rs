@@ -1,11 +1,15 @@
 //! Sinks: where a verified day is published, atomically, with its manifest.
 //!
-//! Backends: [`dir`] (a Hive-style folder tree). Object stores and PostgreSQL fit the same
+//! Backends: [`dir`] (a Hive-style folder tree) and `object` (S3, Azure Blob/ADLS Gen2, GCS;
+//! feature `object-store`), both in the [`layout`]. PostgreSQL fits the same
 //! small trait: `publish` must replace a day as a whole (never append a second copy) and
 //! write the manifest last.
 
 pub mod conformance;
 pub mod dir;
+pub mod layout;
+#[cfg(feature = "object-store")]
+pub mod object;
 
 use crate::exit::FailureKind;
 use crate::manifest::Manifest;

@@ -1,0 +1,48 @@
+//! The Hive-style layout every file-like sink shares (DESIGN.md §3): below a root folder or
+//! an object prefix, `{report_type}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`) with
+//! `_manifest.json` beside it, written last. `dir` and `object` both use it, so DuckDB,
+//! Spark, Athena and Snowflake read either the same way.
+
+use crate::state::JobKey;
+use std::path::{Component, Path};
+
+/// The manifest's file name.
+pub const MANIFEST_NAME: &str = "_manifest.json";
+
+/// The data file names the job publishes; publishing one removes the other.
+pub const DATA_NAMES: [&str; 2] = ["cdr.csv", "cdr.ndjson"];
+
+/// The day's location relative to the root, `/`-separated:
+/// `{report_type}/date=YYYY-MM-DD`.
+pub fn day_path(key: &JobKey) -> String {
+    format!("{}/date={}", key.report_type, key.date.format("%Y-%m-%d"))
+}
+
+/// One normal path component that readers do not skip: no `/`, `..`, or leading `.`/`_`.
+pub fn is_plain_name(name: &str) -> bool {
+    let mut components = Path::new(name).components();
+    matches!(components.next(), Some(Component::Normal(_)))
+        && components.next().is_none()
+        && !name.starts_with('.')
+        && !name.starts_with('_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    #[test]
+    fn the_day_path_is_hive_style() {
+        let key = JobKey {
+            report_type: "callDetailRecords".into(),
+            report_id: "default".into(),
+            date: NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
+        };
+        assert_eq!(day_path(&key), "callDetailRecords/date=2024-05-15");
+        assert!(is_plain_name("callDetailRecords"));
+        for bad in ["..", "a/b", ".x", "_x", ""] {
+            assert!(!is_plain_name(bad), "{bad}");
+        }
+    }
+}

@@ -24,8 +24,8 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn JobStore>, JobError> {
 
 /// Opens the configured sink.
 pub fn open_sink(config: &Config) -> Result<Arc<dyn Sink>, JobError> {
-    match &config.sink {
-        SinkConfig::Dir { path } => Ok(Arc::new(DirSink::new(path.clone()))),
+    match &config.sinks[0].config {
+        SinkConfig::Dir(dir) => Ok(Arc::new(DirSink::new(dir.path.clone()))),
     }
 }
 
@@ -33,10 +33,14 @@ pub fn open_sink(config: &Config) -> Result<Arc<dyn Sink>, JobError> {
 /// config's folder); errors name the key.
 async fn secret(
     key: &'static str,
-    reference: &str,
+    reference: &secrets::SecretRef,
     config: &Config,
 ) -> Result<cxone::Secret, JobError> {
-    Ok(secrets::resolve_key(key, reference, &config.base_dir)?)
+    Ok(secrets::resolve_key(
+        key,
+        &reference.to_string(),
+        &config.base_dir,
+    )?)
 }
 
 /// Builds the job for `config`.
@@ -52,7 +56,7 @@ pub async fn build_job(
         None => None,
     };
     const TOKEN_KEY: &str = "cxone.refresh_token";
-    let tokens = secrets::refresh_token_store(&cx.refresh_token, &config.base_dir)
+    let tokens = secrets::refresh_token_store(&cx.refresh_token.to_string(), &config.base_dir)
         .map_err(|e| e.for_key(TOKEN_KEY))?;
     // Read once now (read-only) so an unreadable token file is a configuration error
     // naming its key before anything is requested, not a failure of the first call.

@@ -611,7 +611,7 @@ fn schema_check(file: &Path, config_path: &Path, out: Out) -> Result<(), JobErro
     let json = match file.extension().and_then(|e| e.to_str()) {
         Some("json" | "ndjson" | "jsonl") => true,
         Some("csv") => false,
-        _ => config.job.format == "json",
+        _ => config.job.format == crate::config::Format::Json,
     };
     let format = if json {
         cdr_normalise::Format::Json

@@ -107,11 +107,7 @@ pub async fn run(
             dir.display()
         );
     }
-    let data_name = if job.config.job.format == "json" {
-        "cdr.ndjson"
-    } else {
-        "cdr.csv"
-    };
+    let data_name = job.config.job.data_name();
     let elapsed = cxone::fmt_duration(started.elapsed());
     let fetched = m.parts.iter().map(|p| p.bytes).sum::<u64>();
     let generated = sim.row_count(date);

@@ -360,7 +360,7 @@ impl Job {
                     &cfg.job.report_type,
                     &cfg.job.report_id,
                     date,
-                    &cfg.job.format,
+                    cfg.job.format.as_str(),
                     &cfg.job.columns,
                     rec.generation,
                 )
@@ -372,7 +372,7 @@ impl Job {
                     report_id: cfg.job.report_id.clone(),
                     from_date: window.from_date(),
                     to_date: window.to_date(),
-                    format: cfg.job.format.clone(),
+                    format: cfg.job.format.to_string(),
                     columns: cfg.job.columns.clone(),
                 };
                 self.progress.set_message(format!("{date}: requesting"));
@@ -728,15 +728,10 @@ impl Job {
         // Idempotent: verified parts are reused; missing ones (staging wiped) re-fetched.
         let parts = self.download(key, rec).await?;
         let staging = self.staging_dir(key, rec);
-        let csv = self.config.job.format != "json";
-        let data_name = if csv { "cdr.csv" } else { "cdr.ndjson" };
+        let data_name = self.config.job.data_name();
         let out_path = staging.join(format!(".{data_name}.merging"));
         let schema = schema_of(&self.config);
-        let format = if csv {
-            cdr_normalise::Format::Csv
-        } else {
-            cdr_normalise::Format::Json
-        };
+        let format = self.config.job.format;
         self.progress.set_message(format!("{date}: merging"));
         let merge_parts = parts.clone();
         let merge_out = out_path.clone();

@@ -13,6 +13,32 @@ use crate::state::JobKey;
 use async_trait::async_trait;
 use std::path::Path;
 
+/// The published file's format (`[[sink]] file_format`): today the job's own
+/// (`job.format` csv → `cdr.csv`, json → `cdr.ndjson`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Ndjson,
+}
+
+impl FileFormat {
+    /// The format a job of `format` publishes.
+    pub fn of_job(format: crate::config::Format) -> FileFormat {
+        match format {
+            crate::config::Format::Csv => FileFormat::Csv,
+            crate::config::Format::Json => FileFormat::Ndjson,
+        }
+    }
+
+    /// `csv` or `ndjson`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Ndjson => "ndjson",
+        }
+    }
+}
+
 /// A failure of a sink. Names the sink and the day, never a secret; its kind decides the
 /// exit code (unavailable 69, refused 77, config 78).
 #[derive(Debug, thiserror::Error)]

@@ -99,7 +99,7 @@ pub async fn run(
     let counters = sim.counters();
     let key = job.key(date);
     let m = outcome.manifest();
-    let location = job.sink.location(&key);
+    let location = job.locations(&key);
     if let (Some(rows), Outcome::AlreadyDone(_)) = (rows, &outcome) {
         tracing::warn!(
             date = %date,

@@ -2,7 +2,11 @@
 //!
 //! Backends: [`dir`] (a Hive-style folder tree). Object stores and PostgreSQL fit the same
 //! small trait: `publish` must replace a day as a whole (never append a second copy) and
-//! write the manifest last.
+//! write the manifest last. Each backend is a folder with its config beside it
+//! (`dir/config.rs`); `config/sink.rs` dispatches a `[[sink]]` table to it by `kind`.
+//!
+//! Several sinks at once: the job publishes to each [`NamedSink`] and records each
+//! success in the job store under the sink's name; a day is done when every sink has it.
 
 pub mod conformance;
 pub mod dir;
@@ -12,6 +16,22 @@ use crate::manifest::Manifest;
 use crate::state::JobKey;
 use async_trait::async_trait;
 use std::path::Path;
+use std::sync::Arc;
+
+/// A configured sink and its name (`[[sink]] name`), which keys its publish records.
+#[derive(Clone)]
+pub struct NamedSink {
+    pub name: String,
+    pub sink: Arc<dyn Sink>,
+}
+
+impl std::fmt::Debug for NamedSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedSink")
+            .field("name", &self.name)
+            .finish()
+    }
+}
 
 /// The published file's format (`[[sink]] file_format`): today the job's own
 /// (`job.format` csv → `cdr.csv`, json → `cdr.ndjson`).

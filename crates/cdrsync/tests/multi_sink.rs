@@ -306,3 +306,37 @@ async fn a_day_missing_from_one_sink_is_not_done_and_force_republishes_every_sin
         sha256_hex(&backup_day_dir(&h).join("cdr.csv"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sink_is_health_checked_before_any_request() {
+    let h = Harness::new(small_day()).await;
+    // The second sink's root cannot exist: its parent is a regular file.
+    let file = h.dir.path().join("not-a-folder");
+    std::fs::write(&file, "x").unwrap();
+    let text = h.write_config();
+    let one = "[sink]\nkind = \"dir\"\npath = \"./out\"\n";
+    let two = "[[sink]]\npath = \"./out\"\n\n[[sink]]\npath = \"./not-a-folder/cdr\"\n";
+    std::fs::write(h.config_path(), text.replace(one, two)).unwrap();
+    let config = cdrsync::config::Config::load_default(&h.config_path()).expect("config loads");
+    let names: Vec<_> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, ["dir", "dir-2"]);
+    let job = cdrsync::app::build_job(config, indicatif::ProgressBar::hidden(), Hooks::default())
+        .await
+        .expect("job builds");
+    let err = job
+        .run(day(DATE), false)
+        .await
+        .expect_err("dir-2 is refused");
+    assert_eq!(err.exit_code(), ExitCode::Config, "{err}");
+    assert!(err.to_string().contains("not-a-folder"), "{err}");
+    let c = h.sim.counters();
+    assert_eq!(
+        c.creates + c.status_polls + c.downloads_total,
+        0,
+        "nothing requested"
+    );
+    assert!(
+        !h.day_dir(day(DATE)).exists(),
+        "the first sink got nothing either"
+    );
+}

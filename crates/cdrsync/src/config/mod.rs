@@ -4,7 +4,8 @@
 //!
 //! Loading runs in three steps, like ripgrep's flags: the TOML is read into a table and
 //! every key is checked against [`KEYS`] (an unknown key is an error naming its dotted
-//! path, with the closest known key suggested); environment overrides are laid over it;
+//! path, with the closest known key suggested; a sink table's keys depend on its `kind`
+//! and are checked by [`sink`], naming `sink[1].path`); environment overrides are laid over it;
 //! the table is deserialised into raw `#[serde(deny_unknown_fields)]` structs and then
 //! validated into [`Config`], whose values are ready to use (absolute paths, parsed URLs
 //! and durations). Every error is a [`ConfigError`]: one sentence naming the file (or
@@ -19,10 +20,11 @@
 //! Numbers are plain (`CDRSYNC_POLL_FACTOR=2`). A variable whose section is known but whose
 //! key is not (`CDRSYNC_POLL_INTIAL`) is an error when loading with [`Config::load_default`]
 //! or [`Config::load_with_vars`]; variables of other `CDRSYNC_` names (`CDRSYNC_CONFIG`,
-//! `CDRSYNC_LOG`) are left to the CLI.
+//! `CDRSYNC_LOG`) are left to the CLI. `CDRSYNC_SINK_<KEY>` sets a key of the sink when
+//! there is exactly one; with several `[[sink]]` tables it is an error (edit the file).
 //!
 //! # Layout
-//! One file per section owns its raw form (declared once with [`raw_section!`], which
+//! One file per section owns its raw form (declared once with `raw_section!`, which
 //! derives the section's key table from the struct), its validated form, its defaults and
 //! its checks: [`cxone`], [`job`], [`poll`], [`state`], [`sink`] (`[[sink]]`, dispatching
 //! to each backend's config beside the backend, `sink/dir/config.rs`), [`alert`]. This file

@@ -91,6 +91,22 @@ pub enum Format {
     Json,
 }
 
+impl Format {
+    /// The name the config and the API use: `csv` or `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The expected schema: configured columns in output order, the critical ones, and types.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Schema {

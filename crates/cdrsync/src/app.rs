@@ -6,8 +6,8 @@ use crate::config::{Config, SinkConfig, StateConfig};
 use crate::exit::JobError;
 use crate::job::{Hooks, Job};
 use crate::secrets;
-use crate::sink::{Sink, dir::DirSink};
-use crate::state::{JobKey, JobRecord, JobStore, sqlite::SqliteJobStore};
+use crate::sink::{NamedSink, dir::DirSink};
+use crate::state::{JobKey, JobRecord, JobState, JobStore, SinkPublish, sqlite::SqliteJobStore};
 use cxone::{Client, ClientConfig, Credentials, RetryPolicy};
 use indicatif::ProgressBar;
 use std::sync::Arc;
@@ -38,21 +38,40 @@ pub fn open_store_read_only(
     }
 }
 
-/// Opens the configured sink.
-pub fn open_sink(config: &Config) -> Result<Arc<dyn Sink>, JobError> {
-    match &config.sink {
-        SinkConfig::Dir { path } => Ok(Arc::new(DirSink::new(path.clone()))),
+/// Opens every configured sink, in config order, each with its name.
+/// Makes no request: every sink's health check is the first.
+pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
+    let mut sinks = Vec::with_capacity(config.sinks.len());
+    for spec in &config.sinks {
+        let sink: Arc<dyn crate::sink::Sink> = match &spec.config {
+            SinkConfig::Dir(dir) => Arc::new(DirSink::new(dir.path.clone())),
+            #[cfg(feature = "object-store")]
+            SinkConfig::Object(object) => {
+                use crate::sink::object;
+                let secrets = object::ObjectSecrets::resolve(object)?;
+                Arc::new(object::open(object, &secrets).await?)
+            }
+        };
+        sinks.push(NamedSink {
+            name: spec.name.clone(),
+            sink,
+        });
     }
+    Ok(sinks)
 }
 
 /// Resolves the secret reference of config key `key` (relative `file:` paths against the
 /// config's folder); errors name the key.
 async fn secret(
     key: &'static str,
-    reference: &str,
+    reference: &secrets::SecretRef,
     config: &Config,
 ) -> Result<cxone::Secret, JobError> {
-    Ok(secrets::resolve_key(key, reference, &config.base_dir)?)
+    Ok(secrets::resolve_key(
+        key,
+        &reference.to_string(),
+        &config.base_dir,
+    )?)
 }
 
 /// Builds the job for `config`.
@@ -68,7 +87,7 @@ pub async fn build_job(
         None => None,
     };
     const TOKEN_KEY: &str = "cxone.refresh_token";
-    let tokens = secrets::refresh_token_store(&cx.refresh_token, &config.base_dir)
+    let tokens = secrets::refresh_token_store(&cx.refresh_token.to_string(), &config.base_dir)
         .map_err(|e| e.for_key(TOKEN_KEY))?;
     // Read once now (read-only) so an unreadable token file is a configuration error
     // naming its key before anything is requested, not a failure of the first call.
@@ -102,13 +121,13 @@ pub async fn build_job(
         source,
     })?;
     let store = open_store(&config)?;
-    let sink = open_sink(&config)?;
+    let sinks = open_sinks(&config).await?;
     let alerter = Alerter::new(config.alert.webhook_url.clone());
     Ok(Job {
         config: Arc::new(config),
         client: Arc::new(client),
         store,
-        sink,
+        sinks,
         alerter,
         progress,
         owner: lease_owner(),
@@ -128,23 +147,89 @@ fn lease_owner() -> String {
     )
 }
 
-/// The `status` table: one line per day, newest first.
-pub fn status_table(records: &[(JobKey, JobRecord)]) -> String {
+/// Where one sink stands with a day, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkMark {
+    pub sink: String,
+    /// `Some(true)`: the sink has the day's current generation; `Some(false)`: it does not
+    /// although the day was (partly) published; `None`: not published anywhere yet.
+    pub published: Option<bool>,
+    pub published_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Each configured sink's mark for the day `r`, from the day's publish records. A day
+/// done before publishes were recorded (no records at all) counts as published everywhere.
+pub fn sink_marks(names: &[String], r: &JobRecord, publishes: &[SinkPublish]) -> Vec<SinkMark> {
+    let current: Vec<&SinkPublish> = publishes
+        .iter()
+        .filter(|p| p.generation == r.generation)
+        .collect();
+    let attempted = matches!(
+        r.state,
+        JobState::Verified | JobState::Published | JobState::Done
+    );
+    names
+        .iter()
+        .map(|name| {
+            let record = current.iter().find(|p| &p.sink == name);
+            let published = match record {
+                Some(_) => Some(true),
+                None if r.state == JobState::Done && publishes.is_empty() => Some(true),
+                None if attempted && !current.is_empty() => Some(false),
+                None if r.state == JobState::Done => Some(false),
+                None => None,
+            };
+            SinkMark {
+                sink: name.clone(),
+                published,
+                published_at: record.map(|p| p.published_at),
+            }
+        })
+        .collect()
+}
+
+/// `dir:✓ s3:✗` (`-` for not yet published).
+fn sink_column(marks: &[SinkMark]) -> String {
+    marks
+        .iter()
+        .map(|m| {
+            let mark = match m.published {
+                Some(true) => "✓",
+                Some(false) => "✗",
+                None => "-",
+            };
+            format!("{}:{mark}", m.sink)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `status` table: one line per day, newest first, with each sink's mark.
+pub fn status_table(records: &[(JobKey, JobRecord, Vec<SinkMark>)]) -> String {
     let mut out = format!(
-        "{:<10}  {:<11}  {:<36}  {:>3}  {:>5}  {:>10}  {:>10}  {:>9}  {}\n",
-        "date", "state", "request id", "gen", "parts", "rows", "queue wait", "duration", "note"
+        "{:<10}  {:<11}  {:<36}  {:>3}  {:>5}  {:>10}  {:>10}  {:>9}  {}  {}\n",
+        "date",
+        "state",
+        "request id",
+        "gen",
+        "parts",
+        "rows",
+        "queue wait",
+        "duration",
+        "sinks",
+        "note"
     );
     if records.is_empty() {
         out.push_str("(no days yet)\n");
     }
-    for (key, r) in records {
+    for (key, r, marks) in records {
         let state = r.state.name();
         let duration = r
             .finished_at
             .map(|f| secs((f - r.started_at).num_milliseconds() as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<10}  {:<11}  {:<36}  {:>3}  {:>5}  {:>10}  {:>10}  {:>9}  {}\n",
+            "{:<10}  {:<11}  {:<36}  {:>3}  {:>5}  {:>10}  {:>10}  {:>9}  {}  {}\n",
             key.date,
             state,
             r.request_id.as_deref().unwrap_or("-"),
@@ -153,6 +238,7 @@ pub fn status_table(records: &[(JobKey, JobRecord)]) -> String {
             r.rows.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             r.queue_wait_secs.map(secs).unwrap_or_else(|| "-".into()),
             duration,
+            sink_column(marks),
             r.reason.as_deref().unwrap_or(""),
         ));
     }

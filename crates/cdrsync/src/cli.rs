@@ -521,7 +521,7 @@ async fn backfill(
 /// The end-of-run line of one day: text, or one JSON object.
 fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome, out: Out) {
     let m = outcome.manifest();
-    let location = job.sink.location(&job.key(date));
+    let location = job.locations(&job.key(date));
     let event = outcome_word(&Ok(outcome.clone()));
     out.line(
         || match outcome {
@@ -561,18 +561,34 @@ async fn status(config_path: &Path, limit: usize, out: Out) -> Result<(), JobErr
             return Ok(());
         }
     };
-    let records = store.recent(limit).await?;
-    print_status(&records, out);
+    let names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    let mut days = Vec::new();
+    for (key, r) in store.recent(limit).await? {
+        let marks = crate::app::sink_marks(&names, &r, &store.publishes(&key).await?);
+        days.push((key, r, marks));
+    }
+    print_status(&days, out);
     Ok(())
 }
 
 /// `status`'s output: the table, or one JSON object per day, newest first.
-fn print_status(records: &[(crate::state::JobKey, crate::state::JobRecord)], out: Out) {
+fn print_status(
+    records: &[(
+        crate::state::JobKey,
+        crate::state::JobRecord,
+        Vec<crate::app::SinkMark>,
+    )],
+    out: Out,
+) {
     if !out.json() {
         print!("{}", crate::app::status_table(records));
         return;
     }
-    for (key, r) in records {
+    for (key, r, marks) in records {
+        let sinks: Vec<_> = marks
+            .iter()
+            .map(|m| json!({"name": m.sink, "published": m.published, "published_at": m.published_at}))
+            .collect();
         let duration = r
             .finished_at
             .map(|f| (f - r.started_at).num_milliseconds() as f64 / 1000.0);
@@ -582,7 +598,7 @@ fn print_status(records: &[(crate::state::JobKey, crate::state::JobRecord)], out
                 "event": "status", "date": key.date.to_string(), "state": r.state,
                 "request_id": r.request_id, "generation": r.generation, "parts": r.parts,
                 "rows": r.rows, "queue_wait_secs": r.queue_wait_secs,
-                "duration_secs": duration, "reason": r.reason,
+                "duration_secs": duration, "reason": r.reason, "sinks": sinks,
             })
         );
     }
@@ -622,7 +638,7 @@ fn schema_check(file: &Path, config_path: &Path, out: Out) -> Result<(), JobErro
     let json = match file.extension().and_then(|e| e.to_str()) {
         Some("json" | "ndjson" | "jsonl") => true,
         Some("csv") => false,
-        _ => config.job.format == "json",
+        _ => config.job.format == crate::config::Format::Json,
     };
     let format = if json {
         cdr_normalise::Format::Json

@@ -99,7 +99,7 @@ pub async fn run(
     let counters = sim.counters();
     let key = job.key(date);
     let m = outcome.manifest();
-    let location = job.sink.location(&key);
+    let location = job.locations(&key);
     if let (Some(rows), Outcome::AlreadyDone(_)) = (rows, &outcome) {
         tracing::warn!(
             date = %date,
@@ -107,11 +107,7 @@ pub async fn run(
             dir.display()
         );
     }
-    let data_name = if job.config.job.format == "json" {
-        "cdr.ndjson"
-    } else {
-        "cdr.csv"
-    };
+    let data_name = job.config.job.data_name();
     let elapsed = cxone::fmt_duration(started.elapsed());
     let fetched = m.parts.iter().map(|p| p.bytes).sum::<u64>();
     let generated = sim.row_count(date);

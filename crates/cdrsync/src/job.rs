@@ -30,8 +30,8 @@ use crate::download::{Downloader, StagedPart};
 use crate::exit::JobError;
 use crate::manifest::{HeaderChange, Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
 use crate::poll::{ManifestGuard, NotReady, PollBackoff, status_name};
-use crate::sink::Sink;
-use crate::state::{JobKey, JobRecord, JobState, JobStore, Lease};
+use crate::sink::{NamedSink, SinkError};
+use crate::state::{JobKey, JobRecord, JobState, JobStore, Lease, SinkPublish};
 use crate::window::{Window, x_request_id};
 use chrono::{NaiveDate, Utc};
 use cxone::{Client, CreateRequest, FileEntry, RequestStatus};
@@ -137,7 +137,8 @@ pub struct Job {
     pub config: Arc<Config>,
     pub client: Arc<Client>,
     pub store: Arc<dyn JobStore>,
-    pub sink: Arc<dyn Sink>,
+    /// Every configured sink (at least one); a day is done when each has it.
+    pub sinks: Vec<NamedSink>,
     pub alerter: Alerter,
     pub progress: ProgressBar,
     /// Lease owner, unique per process: `host:pid:random`.
@@ -332,17 +333,48 @@ impl Job {
 
     async fn already_done(&self, key: &JobKey) -> Result<Option<Outcome>, JobError> {
         match self.store.load(key).await? {
-            Some(r) if r.state == JobState::Done => match self.sink.manifest(key).await? {
-                Some(m) => {
-                    tracing::info!(date = %key.date, location = %self.sink.location(key), "day already done; nothing to do");
+            Some(r) if r.state == JobState::Done => match self.manifest_of_every_sink(key).await? {
+                Ok(m) => {
+                    tracing::info!(date = %key.date, location = %self.locations(key), "day already done; nothing to do");
                     Ok(Some(Outcome::AlreadyDone(m)))
                 }
-                None => {
-                    tracing::warn!(date = %key.date, "the state store says done but the sink has no manifest; extracting again");
+                Err(sink) => {
+                    tracing::warn!(date = %key.date, %sink, "the state store says done but sink {sink} has no manifest; extracting again");
                     Ok(None)
                 }
             },
             _ => Ok(None),
+        }
+    }
+
+    /// The day's manifest (the first sink's) when every sink has the day published, else
+    /// the name of the first sink that does not.
+    async fn manifest_of_every_sink(
+        &self,
+        key: &JobKey,
+    ) -> Result<Result<Manifest, String>, JobError> {
+        let mut first = None;
+        for s in &self.sinks {
+            match s.sink.manifest(key).await? {
+                Some(m) => {
+                    first.get_or_insert(m);
+                }
+                None => return Ok(Err(s.name.clone())),
+            }
+        }
+        Ok(first.ok_or_else(|| "(none configured)".to_string()))
+    }
+
+    /// Where the day lands in every sink, for messages (`name: location`, comma-separated
+    /// when there are several).
+    pub fn locations(&self, key: &JobKey) -> String {
+        match self.sinks.as_slice() {
+            [one] => one.sink.location(key),
+            many => many
+                .iter()
+                .map(|s| format!("{}: {}", s.name, s.sink.location(key)))
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 
@@ -352,8 +384,10 @@ impl Job {
         let mut rec = match self.store.load(key).await? {
             Some(r) => r,
             None => {
-                if self.sink.manifest(key).await?.is_some() {
-                    tracing::warn!(date = %key.date, "the sink has this day but the state store does not (state lost); it will be replaced, not appended to");
+                for s in &self.sinks {
+                    if s.sink.manifest(key).await?.is_some() {
+                        tracing::warn!(date = %key.date, sink = %s.name, "sink {} has this day but the state store does not (state lost); it will be replaced, not appended to", s.name);
+                    }
                 }
                 JobRecord::planned(key.date, now)
             }
@@ -361,13 +395,15 @@ impl Job {
         // Re-check under the lease: another run may have finished the day meanwhile.
         if !force
             && rec.state == JobState::Done
-            && let Some(m) = self.sink.manifest(key).await?
+            && let Ok(m) = self.manifest_of_every_sink(key).await?
         {
             return Ok(Outcome::AlreadyDone(m));
         }
         let stopped = matches!(rec.state, JobState::Failed | JobState::Halted);
         if force || rec.state == JobState::Done {
             next_generation(&mut rec);
+            // Every sink needs the new generation.
+            self.store.clear_publishes(key).await?;
         } else if stopped {
             let (was, why) = (rec.state, rec.reason.clone().unwrap_or_default());
             resume(&mut rec);
@@ -382,7 +418,9 @@ impl Job {
             self.save(key, &mut rec, state).await?;
         }
         // A sink that cannot take the day fails now, before anything is requested.
-        self.sink.health_check(None).await?;
+        for s in &self.sinks {
+            s.sink.health_check(None).await?;
+        }
         let mut budget = RunBudget {
             generations: 1,
             url_refreshes: 0,
@@ -465,7 +503,7 @@ impl Job {
                     &cfg.job.report_type,
                     &cfg.job.report_id,
                     date,
-                    &cfg.job.format,
+                    cfg.job.format.as_str(),
                     &cfg.job.columns,
                     rec.generation,
                 )
@@ -477,7 +515,7 @@ impl Job {
                     report_id: cfg.job.report_id.clone(),
                     from_date: window.from_date(),
                     to_date: window.to_date(),
-                    format: cfg.job.format.clone(),
+                    format: cfg.job.format.to_string(),
                     columns: cfg.job.columns.clone(),
                 };
                 self.progress.set_message(format!("{date}: requesting"));
@@ -554,12 +592,12 @@ impl Job {
                 return Ok(Some(Outcome::Published(manifest)));
             }
             JobState::Published => {
-                // Crashed between publish and clean-up: the sink holds the day.
+                // Crashed between publish and clean-up: every sink holds the day.
                 self.finish(key, rec).await?;
-                let manifest = self.sink.manifest(key).await?;
+                let manifest = self.manifest_of_every_sink(key).await?;
                 return match manifest {
-                    Some(m) => Ok(Some(Outcome::Published(m))),
-                    None => {
+                    Ok(m) => Ok(Some(Outcome::Published(m))),
+                    Err(_) => {
                         rec.state = JobState::Verified;
                         Ok(None)
                     }
@@ -594,6 +632,7 @@ impl Job {
         budget.generations += 1;
         tokio::time::sleep(self.config.poll.initial).await;
         next_generation(rec);
+        self.store.clear_publishes(key).await?;
         rec.reason = Some(why);
         self.save(key, rec, JobState::Planned).await
     }
@@ -809,7 +848,9 @@ impl Job {
     /// file sit there side by side until the publish.
     async fn check_space(&self, key: &JobKey, rec: &JobRecord) -> Result<(), JobError> {
         let expected: u64 = Self::files(rec).iter().filter_map(|f| f.file_size).sum();
-        self.sink.health_check(Some(expected)).await?;
+        for s in &self.sinks {
+            s.sink.health_check(Some(expected)).await?;
+        }
         let staging = self.staging_dir(key, rec);
         let free = crate::sink::free_space(&staging).map_err(|source| JobError::Io {
             what: format!("the free space of staging {}", staging.display()),
@@ -826,21 +867,174 @@ impl Job {
         Ok(())
     }
 
-    /// Merges the verified parts (mapping columns by name) and publishes the day.
-    async fn merge_and_publish(&self, key: &JobKey, rec: &JobRecord) -> Result<Manifest, JobError> {
+    /// Merges the verified parts (mapping columns by name) — or takes the day merged by an
+    /// earlier run whose publish reached only some sinks — and publishes it to every sink
+    /// that does not have this generation yet.
+    async fn merge_and_publish(
+        &self,
+        key: &JobKey,
+        rec: &mut JobRecord,
+    ) -> Result<Manifest, JobError> {
+        let staging = self.staging_dir(key, rec);
+        let merged = staging.join(MERGED_DATA);
+        let manifest = match self.staged_merge(&staging, rec).await {
+            Some(m) => {
+                tracing::info!(date = %key.date, "the day is merged in staging already (some sinks have it); no download");
+                m
+            }
+            None => {
+                let (path, manifest) = self.merge(key, rec).await?;
+                // Kept, with its manifest, until every sink has the day.
+                let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+                let kept = tokio::fs::rename(&path, &merged).await.and_then(|()| {
+                    crate::durable::replace_file(&staging.join(MERGED_MANIFEST), &json, 0o600)
+                });
+                kept.map_err(|source| JobError::Io {
+                    what: format!("keeping the merged day in {}", staging.display()),
+                    source,
+                })?;
+                manifest
+            }
+        };
+        // Private while in staging (its folder is 0700); a sink publishes the file as it is,
+        // so give it the mode any file this process creates gets (the sink's modes are the
+        // sink's own).
+        let publish_mode = {
+            let (dir, file) = (staging.clone(), merged.clone());
+            tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = crate::durable::new_file_mode(&dir)?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+            })
+            .await
+            .expect("setting the mode does not panic")
+        };
+        publish_mode.map_err(|source| JobError::Io {
+            what: format!("setting the mode of {}", merged.display()),
+            source,
+        })?;
+        self.progress
+            .set_message(format!("{}: publishing", key.date));
+        self.publish_to_sinks(key, rec, &merged, &manifest).await?;
+        self.say_what_was_published(key.date, &manifest).await;
+        Ok(manifest)
+    }
+
+    /// The day merged by an earlier run of this generation, if staging still holds it
+    /// whole (its bytes match the kept manifest's SHA-256).
+    async fn staged_merge(&self, staging: &std::path::Path, rec: &JobRecord) -> Option<Manifest> {
+        let text = tokio::fs::read(staging.join(MERGED_MANIFEST)).await.ok()?;
+        let manifest: Manifest = serde_json::from_slice(&text).ok()?;
+        let data = staging.join(MERGED_DATA);
+        let digest = tokio::task::spawn_blocking(move || crate::digest::sha256_file(&data))
+            .await
+            .ok()?
+            .ok()?;
+        let whole = manifest.generation == rec.generation
+            && digest == (manifest.bytes, manifest.sha256.clone());
+        if !whole {
+            tracing::warn!(
+                "the merged day kept in {} does not match its manifest; merging again",
+                staging.display()
+            );
+        }
+        whole.then_some(manifest)
+    }
+
+    /// Publishes the merged day at `merged` to every sink without a record of this
+    /// generation, recording each success at once. When a sink fails, the others still
+    /// publish; the day stays `Verified` with the merged file kept, and the first failure
+    /// is returned (the next run publishes to the sinks still missing, nothing else).
+    async fn publish_to_sinks(
+        &self,
+        key: &JobKey,
+        rec: &mut JobRecord,
+        merged: &std::path::Path,
+        manifest: &Manifest,
+    ) -> Result<(), JobError> {
+        let date = key.date;
+        let data_name = self.config.job.data_name();
+        let have: Vec<String> = self
+            .store
+            .publishes(key)
+            .await?
+            .into_iter()
+            .filter(|p| p.generation == rec.generation)
+            .map(|p| p.sink)
+            .collect();
+        let mut failed: Vec<(String, SinkError)> = Vec::new();
+        for s in &self.sinks {
+            if have.contains(&s.name) {
+                tracing::info!(date = %date, sink = %s.name, "sink has this generation already; left untouched");
+                continue;
+            }
+            // Each sink gets its own link to the merged file: a publish may consume it.
+            let given = merged.with_file_name(format!(".{data_name}.for-{}", s.name));
+            link_or_copy(merged, &given).map_err(|source| JobError::Io {
+                what: format!("preparing {} for sink {}", given.display(), s.name),
+                source,
+            })?;
+            self.progress
+                .set_message(format!("{date}: publishing to {}", s.name));
+            let published = s.sink.publish(key, &given, data_name, manifest).await;
+            if let Err(e) = tokio::fs::remove_file(&given).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("could not remove {}: {e}", given.display());
+            }
+            match published {
+                Ok(()) => {
+                    let record = SinkPublish {
+                        sink: s.name.clone(),
+                        generation: rec.generation,
+                        sha256: manifest.sha256.clone(),
+                        rows: manifest.rows,
+                        published_at: Utc::now(),
+                    };
+                    self.store.record_publish(key, &record).await?;
+                    tracing::info!(date = %date, sink = %s.name, location = %s.sink.location(key), rows = manifest.rows, "published");
+                }
+                Err(e) => {
+                    // The first failure is the run's error (logged once by the CLI); later
+                    // ones are said here, as they are not returned.
+                    if failed.is_empty() {
+                        tracing::warn!(date = %date, sink = %s.name, "publishing to sink {} failed; the other sinks go on, and the next run publishes to this one alone", s.name);
+                    } else {
+                        tracing::error!(date = %date, sink = %s.name, "{e}; the next run publishes to this sink alone");
+                    }
+                    failed.push((s.name.clone(), e));
+                }
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+        let missing = format!(
+            "published to {} of {} sinks; missing: {}",
+            self.sinks.len() - failed.len(),
+            self.sinks.len(),
+            names.join(", ")
+        );
+        rec.reason = Some(missing.clone());
+        self.save(key, rec, JobState::Verified).await?;
+        // The run's error (recorded as the day's reason by `Job::run`) says which sinks
+        // still miss the day, beside the first failure.
+        let mut first = failed.remove(0).1;
+        first.message = format!("{}; {missing}", first.message);
+        Err(first.into())
+    }
+
+    /// Merges the verified parts into a staging file; returns its path and the manifest.
+    async fn merge(&self, key: &JobKey, rec: &JobRecord) -> Result<(PathBuf, Manifest), JobError> {
         let date = key.date;
         // Idempotent: verified parts are reused; missing ones (staging wiped) re-fetched.
         let parts = self.download(key, rec).await?;
         let staging = self.staging_dir(key, rec);
-        let csv = self.config.job.format != "json";
-        let data_name = if csv { "cdr.csv" } else { "cdr.ndjson" };
+        let data_name = self.config.job.data_name();
         let out_path = staging.join(format!(".{data_name}.merging"));
         let schema = schema_of(&self.config);
-        let format = if csv {
-            cdr_normalise::Format::Csv
-        } else {
-            cdr_normalise::Format::Json
-        };
+        let format = self.config.job.format;
         self.progress.set_message(format!("{date}: merging"));
         let merge_parts = parts.clone();
         let merge_out = out_path.clone();
@@ -912,29 +1106,7 @@ impl Job {
             created_at: Utc::now(),
         };
         manifest.schema.headers_differ = HeaderChange::between(&manifest.parts);
-        self.progress.set_message(format!("{date}: publishing"));
-        // Private while in staging; the sink publishes the file as it is, so give it the
-        // mode any file this process creates gets (the sink's modes are the sink's own).
-        let publish_mode = {
-            let (dir, file) = (staging.clone(), out_path.clone());
-            tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = crate::durable::new_file_mode(&dir)?;
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-            })
-            .await
-            .expect("setting the mode does not panic")
-        };
-        publish_mode.map_err(|source| JobError::Io {
-            what: format!("setting the mode of {}", out_path.display()),
-            source,
-        })?;
-        self.sink
-            .publish(key, &out_path, data_name, &manifest)
-            .await?;
-        tracing::info!(date = %date, location = %self.sink.location(key), rows = manifest.rows, "published");
-        self.say_what_was_published(date, &manifest).await;
-        Ok(manifest)
+        Ok((out_path, manifest))
     }
 
     /// A published day that an operator should look at is said out loud (DESIGN.md §2):
@@ -979,6 +1151,20 @@ pub fn schema_of(config: &Config) -> cdr_normalise::Schema {
         critical: config.job.critical.clone(),
         types: config.job.types.clone(),
     }
+}
+
+/// The merged day in staging, kept until every sink has it.
+const MERGED_DATA: &str = ".merged.data";
+/// Its manifest, beside it.
+const MERGED_MANIFEST: &str = ".merged.manifest.json";
+
+/// A hard link of `from` at `to` (same folder), or a copy where links are not possible.
+fn link_or_copy(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::hard_link(from, to).or_else(|_| std::fs::copy(from, to).map(|_| ()))
 }
 
 /// What one run may still spend on a day.

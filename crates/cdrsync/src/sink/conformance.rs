@@ -366,7 +366,9 @@ pub async fn manifest_is_written_last(sink: &dyn Sink, staging: &Path, reader: D
                 tokio::task::yield_now().await;
                 continue;
             };
-            if m1 != m2 {
+            // A reader lists the day's files in whatever order the store gives them, so one
+            // read may straddle a replacement; two identical reads may not.
+            if m1 != m2 || first.get("cdr.csv") != again.get("cdr.csv") {
                 continue;
             }
             let manifest: Manifest = serde_json::from_slice(m1).unwrap();

@@ -3,7 +3,11 @@
 //! Backends: [`dir`] (a Hive-style folder tree) and `object` (S3, Azure Blob/ADLS Gen2, GCS;
 //! feature `object-store`), both in the [`layout`]. PostgreSQL fits the same
 //! small trait: `publish` must replace a day as a whole (never append a second copy) and
-//! write the manifest last.
+//! write the manifest last. Each backend is a folder with its config beside it
+//! (`dir/config.rs`); `config/sink.rs` dispatches a `[[sink]]` table to it by `kind`.
+//!
+//! Several sinks at once: the job publishes to each [`NamedSink`] and records each
+//! success in the job store under the sink's name; a day is done when every sink has it.
 
 pub mod conformance;
 pub mod dir;
@@ -16,6 +20,48 @@ use crate::manifest::Manifest;
 use crate::state::JobKey;
 use async_trait::async_trait;
 use std::path::Path;
+use std::sync::Arc;
+
+/// A configured sink and its name (`[[sink]] name`), which keys its publish records.
+#[derive(Clone)]
+pub struct NamedSink {
+    pub name: String,
+    pub sink: Arc<dyn Sink>,
+}
+
+impl std::fmt::Debug for NamedSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedSink")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The published file's format (`[[sink]] file_format`): today the job's own
+/// (`job.format` csv → `cdr.csv`, json → `cdr.ndjson`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Ndjson,
+}
+
+impl FileFormat {
+    /// The format a job of `format` publishes.
+    pub fn of_job(format: crate::config::Format) -> FileFormat {
+        match format {
+            crate::config::Format::Csv => FileFormat::Csv,
+            crate::config::Format::Json => FileFormat::Ndjson,
+        }
+    }
+
+    /// `csv` or `ndjson`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Ndjson => "ndjson",
+        }
+    }
+}
 
 /// A failure of a sink. Names the sink and the day, never a secret; its kind decides the
 /// exit code (unavailable 69, refused 77, config 78).

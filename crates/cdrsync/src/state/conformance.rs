@@ -234,3 +234,85 @@ pub async fn run_job_store_conformance(store: &dyn JobStore) {
         "{name}: leases must not change records"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Per-sink publish records (several sinks). Named cases, each on its own days.
+// ---------------------------------------------------------------------------------------
+
+fn publish(sink: &str, generation: u32, secs: i64) -> super::SinkPublish {
+    super::SinkPublish {
+        sink: sink.into(),
+        generation,
+        sha256: format!("{:064x}", secs),
+        rows: u64::from(u32::MAX) + 1,
+        published_at: at(secs, 123_456_789),
+    }
+}
+
+/// Every field of a publish record comes back as saved; a day without any has none.
+pub async fn publish_records_round_trip(store: &dyn JobStore) {
+    let name = store.describe();
+    let day = key("publishes", "2024-06-01");
+    assert!(
+        store.publishes(&day).await.unwrap().is_empty(),
+        "{name}: no records yet"
+    );
+    let a = publish("dir", 2, 1_717_200_000);
+    store.record_publish(&day, &a).await.unwrap();
+    assert_eq!(
+        store.publishes(&day).await.unwrap(),
+        [a],
+        "{name}: round trip"
+    );
+}
+
+/// One record per sink: recording a sink again replaces its record; others stay. Records
+/// come back ordered by sink name.
+pub async fn a_publish_replaces_only_its_own_sinks_record(store: &dyn JobStore) {
+    let name = store.describe();
+    let day = key("publishes", "2024-06-02");
+    let s3 = publish("s3", 1, 1_717_300_000);
+    store.record_publish(&day, &s3).await.unwrap();
+    store
+        .record_publish(&day, &publish("dir", 1, 1_717_300_001))
+        .await
+        .unwrap();
+    let dir2 = publish("dir", 2, 1_717_300_002);
+    store.record_publish(&day, &dir2).await.unwrap();
+    assert_eq!(
+        store.publishes(&day).await.unwrap(),
+        [dir2, s3],
+        "{name}: the dir record is replaced, the s3 one kept, ordered by name"
+    );
+}
+
+/// Clearing a day forgets its records and no other day's.
+pub async fn clearing_a_day_keeps_other_days(store: &dyn JobStore) {
+    let name = store.describe();
+    let (one, two) = (
+        key("publishes", "2024-06-03"),
+        key("publishes", "2024-06-04"),
+    );
+    let other_type = key("otherReport", "2024-06-03");
+    for day in [&one, &two, &other_type] {
+        store
+            .record_publish(day, &publish("dir", 1, 1_717_400_000))
+            .await
+            .unwrap();
+    }
+    store.clear_publishes(&one).await.unwrap();
+    assert!(
+        store.publishes(&one).await.unwrap().is_empty(),
+        "{name}: cleared"
+    );
+    assert_eq!(
+        store.publishes(&two).await.unwrap().len(),
+        1,
+        "{name}: other date kept"
+    );
+    assert_eq!(
+        store.publishes(&other_type).await.unwrap().len(),
+        1,
+        "{name}: other report type kept"
+    );
+}

@@ -171,6 +171,20 @@ pub enum Lease {
     },
 }
 
+/// One sink's publish of one day (several sinks: DESIGN.md §3). A day is done when every
+/// configured sink has a record of the day's current generation; a new generation clears
+/// the day's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkPublish {
+    /// The sink's configured name (`[[sink]] name`).
+    pub sink: String,
+    pub generation: u32,
+    /// Of the published file, lowercase hex.
+    pub sha256: String,
+    pub rows: u64,
+    pub published_at: DateTime<Utc>,
+}
+
 /// Persists job records and day leases.
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -190,4 +204,11 @@ pub trait JobStore: Send + Sync {
     async fn release_lease(&self, key: &JobKey, owner: &str) -> Result<(), StateError>;
     /// Names the store for messages, e.g. `sqlite:///var/lib/cdrsync/state.db`.
     fn describe(&self) -> String;
+    /// Records that `publish.sink` has the day (replacing that sink's earlier record of the
+    /// day; durable on return).
+    async fn record_publish(&self, key: &JobKey, publish: &SinkPublish) -> Result<(), StateError>;
+    /// The day's publish records, one per sink, ordered by sink name.
+    async fn publishes(&self, key: &JobKey) -> Result<Vec<SinkPublish>, StateError>;
+    /// Forgets the day's publish records (a new generation: every sink needs it again).
+    async fn clear_publishes(&self, key: &JobKey) -> Result<(), StateError>;
 }

@@ -68,7 +68,22 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: where a halted or failed day resumes.
     "ALTER TABLE jobs ADD COLUMN resume_from TEXT;",
+    // 3: each sink's publish of a day (several sinks).
+    "CREATE TABLE sink_publishes (
+        report_type  TEXT NOT NULL,
+        report_id    TEXT NOT NULL,
+        date         TEXT NOT NULL,
+        sink         TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        sha256       TEXT NOT NULL,
+        rows         INTEGER NOT NULL,
+        published_at TEXT NOT NULL,
+        PRIMARY KEY (report_type, report_id, date, sink)
+    );",
 ];
+
+/// The schema version that added `sink_publishes`.
+const PUBLISHES_SINCE: i64 = 3;
 
 /// What a store call can fail with before it is given the store's name.
 #[derive(Debug)]
@@ -707,6 +722,99 @@ impl JobStore for SqliteJobStore {
     fn describe(&self) -> String {
         describe(&self.path)
     }
+
+    async fn record_publish(
+        &self,
+        key: &JobKey,
+        publish: &super::SinkPublish,
+    ) -> Result<(), StateError> {
+        let key = key.clone();
+        let p = publish.clone();
+        self.with_conn(move |conn| {
+            let fail = |e: String| format!("cannot record the publish of {key} to {}: {e}", p.sink);
+            let rows =
+                i64::try_from(p.rows).map_err(|_| fail(format!("rows {} is too large", p.rows)))?;
+            conn.execute(
+                "INSERT OR REPLACE INTO sink_publishes \
+                 (report_type, report_id, date, sink, generation, sha256, rows, published_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    key.report_type,
+                    key.report_id,
+                    date_text(key.date),
+                    p.sink,
+                    i64::from(p.generation),
+                    p.sha256,
+                    rows,
+                    ts(p.published_at),
+                ],
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn publishes(&self, key: &JobKey) -> Result<Vec<super::SinkPublish>, StateError> {
+        if self.version < PUBLISHES_SINCE {
+            // An older database opened read-only (`status`): no sink has a record yet.
+            return Ok(Vec::new());
+        }
+        let key = key.clone();
+        self.with_conn(move |conn| {
+            let fail = |e: rusqlite::Error| format!("cannot read the publishes of {key}: {e}");
+            let mut stmt = conn
+                .prepare(
+                    "SELECT sink, generation, sha256, rows, published_at FROM sink_publishes \
+                     WHERE report_type = ?1 AND report_id = ?2 AND date = ?3 ORDER BY sink",
+                )
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map(
+                    params![key.report_type, key.report_id, date_text(key.date)],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
+                    },
+                )
+                .map_err(fail)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sink, generation, sha256, rows, published_at) = row.map_err(fail)?;
+                let damaged =
+                    |what: &str| format!("the publish of {key} to {sink} is damaged: {what}");
+                out.push(super::SinkPublish {
+                    generation: u32::try_from(generation).map_err(|_| damaged("generation"))?,
+                    sha256,
+                    rows: u64::try_from(rows).map_err(|_| damaged("rows"))?,
+                    published_at: parse_ts("published_at", &published_at)
+                        .map_err(|e| damaged(&e))?,
+                    sink,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn clear_publishes(&self, key: &JobKey) -> Result<(), StateError> {
+        let key = key.clone();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "DELETE FROM sink_publishes \
+                 WHERE report_type = ?1 AND report_id = ?2 AND date = ?3",
+                params![key.report_type, key.report_id, date_text(key.date)],
+            )
+            .map_err(|e| format!("cannot clear the publishes of {key}: {e}"))?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -726,6 +834,31 @@ mod tests {
             )
         );
         run_job_store_conformance(&store).await;
+    }
+
+    /// A fresh store for one named conformance case.
+    fn fresh() -> (tempfile::TempDir, SqliteJobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteJobStore::open(dir.path().join("state.db")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn sqlite_publish_records_round_trip() {
+        let (_dir, store) = fresh();
+        crate::state::conformance::publish_records_round_trip(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_publish_replaces_only_its_own_sinks_record() {
+        let (_dir, store) = fresh();
+        crate::state::conformance::a_publish_replaces_only_its_own_sinks_record(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_clearing_a_day_keeps_other_days() {
+        let (_dir, store) = fresh();
+        crate::state::conformance::clearing_a_day_keeps_other_days(&store).await;
     }
 
     #[tokio::test]
@@ -756,6 +889,23 @@ mod tests {
         assert_eq!(mode, "wal");
     }
 
+    /// A version-1 database (before per-sink publishes) is upgraded in place.
+    #[tokio::test]
+    async fn a_version_1_database_gains_the_publish_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteJobStore::open(&path).unwrap();
+        crate::state::conformance::publish_records_round_trip(&store).await;
+    }
+
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -766,10 +916,11 @@ mod tests {
             .unwrap();
         drop(conn);
         let err = SqliteJobStore::open(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("schema version 99, newer than this cdrsync knows (2)"),
-            "{err}"
+        let known = format!(
+            "schema version 99, newer than this cdrsync knows ({})",
+            MIGRATIONS.len()
         );
+        assert!(err.contains(&known), "{err}");
         assert!(err.starts_with("job store sqlite://"), "{err}");
     }
 

@@ -21,15 +21,18 @@ use std::time::Duration;
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 const EMULATOR_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
 
-/// A `[[sink]]` table of kind `s3`, `azure` or `gcs`, as written.
+/// A `[[sink]]` table of kind `s3`, `azure` or `gcs`, as written. `kind` and `name` are
+/// read by the `[[sink]]` dispatcher (crate::config::sink) and set here by it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawObjectSinkConfig {
     /// `s3`, `azure` or `gcs`.
+    #[serde(default)]
     pub kind: String,
-    /// A name for messages and per-sink state; defaults to the URL.
+    /// A name for messages; defaults to the URL.
     pub name: Option<String>,
     /// Where the days go: `s3://bucket/prefix`, `abfss://…`, `az://…`, `gs://…`.
+    #[serde(default)]
     pub url: String,
     /// s3: the bucket's region (else the AWS chain's, else `us-east-1`).
     pub region: Option<String>,
@@ -61,6 +64,31 @@ pub struct RawObjectSinkConfig {
     pub allow_http: bool,
     /// `csv`, `ndjson` or `parquet`: the published format, when not the job's.
     pub file_format: Option<String>,
+}
+
+impl RawObjectSinkConfig {
+    /// The backend's own keys and what each holds, for the unknown-key check and the
+    /// environment overrides (`kind` and `name` are every sink's).
+    pub const KEYS: &'static [(&'static str, crate::config::KeyKind)] = {
+        use crate::config::KeyKind::{Bool, Str};
+        &[
+            ("url", Str),
+            ("region", Str),
+            ("endpoint", Str),
+            ("access_key_id", Str),
+            ("secret_access_key", Str),
+            ("session_token", Str),
+            ("account", Str),
+            ("account_key", Str),
+            ("client_id", Str),
+            ("client_secret", Str),
+            ("tenant_id", Str),
+            ("service_account_key", Str),
+            ("use_emulator", Bool),
+            ("allow_http", Bool),
+            ("file_format", Str),
+        ]
+    };
 }
 
 /// The object store behind a sink.
@@ -186,6 +214,16 @@ impl RawObjectSinkConfig {
                 self.kind
             )
         })?;
+        if self.url.trim().is_empty() {
+            return Err(format!(
+                "`url` is required: where the days go, e.g. {}",
+                match kind {
+                    ObjectKind::S3 => "s3://bucket/prefix",
+                    ObjectKind::Azure => "abfss://container@account.dfs.core.windows.net/prefix",
+                    ObjectKind::Gcs => "gs://bucket/prefix",
+                }
+            ));
+        }
         let url = self.url.trim_end_matches('/').to_string();
         let parsed = parse_url(kind, &url, self.account.as_deref(), self.use_emulator)?;
 

@@ -16,6 +16,8 @@
 //! Temp names start with `.`, which Hive-style readers skip. A successful publish consumes
 //! the staged file (renamed, or copied then removed); a failed one leaves it in place.
 
+pub mod config;
+
 use super::{Sink, SinkError};
 use crate::durable::{replace_file, sync_dir, temp_path};
 use crate::exit::FailureKind;

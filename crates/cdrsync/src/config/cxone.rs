@@ -1,0 +1,190 @@
+//! `[cxone]`: where the API is and how to authenticate (DESIGN.md §1). Secrets are typed
+//! [`SecretRef`]s; a relative `file:` has been made absolute against the config's folder.
+
+use super::{ConfigError, Origins, duration, parse_http_url, raw_section};
+use crate::secrets::{self, SecretRef};
+use std::path::Path;
+use std::time::Duration;
+
+raw_section! {
+    /// `[cxone]` as written.
+    pub(super) struct RawCxone {
+        base_url: String = Str,
+        token_url: String = Str,
+        client_id: String = Str,
+        client_secret: String = Str,
+        username: String = Str,
+        password: String = Str,
+        refresh_token: String = Str,
+        refresh_margin: String = Duration,
+        connect_timeout: String = Duration,
+        read_timeout: String = Duration,
+        max_retries: u32 = UInt,
+    }
+}
+
+const DEFAULT_REFRESH_MARGIN: &str = "300s";
+const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
+const DEFAULT_READ_TIMEOUT: &str = "60s";
+/// Matches `cxone::RetryPolicy::default()`.
+const DEFAULT_MAX_RETRIES: u32 = 6;
+
+#[derive(Debug, Clone)]
+pub struct CxoneConfig {
+    pub base_url: url::Url,
+    pub token_url: url::Url,
+    pub client_id: String,
+    /// Where the client secret lives (`env:CXONE_CLIENT_SECRET`, resolved by `secrets`).
+    pub client_secret: SecretRef,
+    /// For the `password` bootstrap grant.
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+    /// A writable reference: where the rotating refresh token lives. Always a `file:`
+    /// with an absolute path after validation.
+    pub refresh_token: SecretRef,
+    pub refresh_margin: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Tries after the first for one HTTP call.
+    pub max_retries: u32,
+}
+
+/// Checks a secret reference's shape and makes a relative `file:` absolute.
+fn secret_reference(
+    key: &str,
+    text: &str,
+    base_dir: &Path,
+    origins: &Origins,
+) -> Result<SecretRef, ConfigError> {
+    let reference =
+        SecretRef::parse(text).map_err(|e| origins.invalid(key, format!("is wrong: {e}")))?;
+    Ok(reference.resolved_against(base_dir))
+}
+
+impl RawCxone {
+    pub(super) fn validate(
+        self,
+        base_dir: &Path,
+        origins: &Origins,
+    ) -> Result<CxoneConfig, ConfigError> {
+        let raw = self;
+        let base_text = raw
+            .base_url
+            .ok_or_else(|| origins.missing("cxone.base_url"))?;
+        let base_url = parse_http_url("cxone.base_url", &base_text, origins)?;
+        let token_url = match raw.token_url {
+            Some(t) => parse_http_url("cxone.token_url", &t, origins)?,
+            None => parse_http_url(
+                "cxone.base_url",
+                &format!("{}/api/v2/oauth/token", base_text.trim_end_matches('/')),
+                origins,
+            )?,
+        };
+        let client_id = raw
+            .client_id
+            .ok_or_else(|| origins.missing("cxone.client_id"))?;
+        if client_id.trim().is_empty() {
+            return Err(origins.invalid("cxone.client_id", "must not be empty"));
+        }
+        let client_secret = raw
+            .client_secret
+            .ok_or_else(|| origins.missing("cxone.client_secret"))?;
+        let client_secret =
+            secret_reference("cxone.client_secret", &client_secret, base_dir, origins)?;
+        let password = raw
+            .password
+            .map(|p| secret_reference("cxone.password", &p, base_dir, origins))
+            .transpose()?;
+        match (&raw.username, &password) {
+            (Some(_), None) => return Err(origins.missing("cxone.password")),
+            (None, Some(_)) => return Err(origins.missing("cxone.username")),
+            _ => {}
+        }
+        let refresh_token = raw
+            .refresh_token
+            .ok_or_else(|| origins.missing("cxone.refresh_token"))?;
+        let refresh_token = secrets::check_token_store_reference(&refresh_token)
+            .map_err(|e| origins.invalid("cxone.refresh_token", format!("is wrong: {e}")))?
+            .resolved_against(base_dir);
+        let connect_timeout = duration(
+            "cxone.connect_timeout",
+            raw.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+            origins,
+        )?;
+        let read_timeout = duration(
+            "cxone.read_timeout",
+            raw.read_timeout,
+            DEFAULT_READ_TIMEOUT,
+            origins,
+        )?;
+        for (key, d) in [
+            ("cxone.connect_timeout", connect_timeout),
+            ("cxone.read_timeout", read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(origins.invalid(key, "must be longer than 0s"));
+            }
+        }
+        Ok(CxoneConfig {
+            base_url,
+            token_url,
+            client_id,
+            client_secret,
+            username: raw.username,
+            password,
+            refresh_token,
+            refresh_margin: duration(
+                "cxone.refresh_margin",
+                raw.refresh_margin,
+                DEFAULT_REFRESH_MARGIN,
+                origins,
+            )?,
+            connect_timeout,
+            read_timeout,
+            max_retries: raw.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    #[test]
+    fn each_invalid_cxone_value_is_named() {
+        assert_each_named(&[
+            (
+                &[("cxone.client_secret", "\"vault:kv/cdr#s\"")],
+                "`cxone.client_secret` is wrong: secret references of kind `vault:` are not supported yet",
+            ),
+            (
+                &[("cxone.refresh_token", "\"env:RT\"")],
+                "`cxone.refresh_token` is wrong: `env:RT` cannot hold the refresh token",
+            ),
+            (
+                &[("cxone.username", "\"svc\"")],
+                "`cxone.password` is required",
+            ),
+            (
+                &[("cxone.read_timeout", "\"0s\"")],
+                "`cxone.read_timeout` must be longer than 0s",
+            ),
+            (
+                &[("cxone.max_retries", "\"3\"")],
+                "`cxone.max_retries` must be a whole number",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_literal_secret_is_refused_and_never_echoed() {
+        let e = load_str(&with(&[("cxone.client_secret", "\"hunter2\"")])).unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(
+            shown.contains("`cxone.client_secret` is wrong: the value is not a secret reference"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

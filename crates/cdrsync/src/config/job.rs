@@ -1,0 +1,248 @@
+//! `[job]`: what is extracted (report, format, columns, schema) and how a run behaves
+//! (concurrency, staging, lease wait, the lag after which a day is closed).
+
+use super::{ConfigError, Origins, duration, non_empty, raw_section, resolve_path};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A column type of the expected schema: the normaliser's own, so config and merge agree.
+pub use cdr_normalise::ColumnType;
+/// `job.format`: the shape CXone exports and the job publishes (`csv` or `json`, which is
+/// published as NDJSON); the normaliser's own, so config and merge agree.
+pub use cdr_normalise::Format;
+
+raw_section! {
+    /// `[job]` as written.
+    pub(super) struct RawJob {
+        report_type: String = Str,
+        report_id: String = Str,
+        format: String = Str,
+        columns: Vec<String> = List,
+        critical: Vec<String> = List,
+        types: BTreeMap<String, String> = Map,
+        concurrency: u32 = UInt,
+        staging_dir: String = Str,
+        lease_wait: String = Duration,
+        lag: String = Duration,
+    }
+}
+
+/// The guide's ten columns, the default `job.columns`.
+pub const DEFAULT_COLUMNS: [&str; 10] = [
+    "CallId",
+    "StartTime",
+    "EndTime",
+    "Duration",
+    "AgentName",
+    "QueueName",
+    "Disposition",
+    "CallDirection",
+    "CustomerNumber",
+    "AgentNumber",
+];
+
+/// The column the merge appends for unknown columns; it cannot be configured.
+pub const EXTRA_COLUMNS: &str = "extra_columns";
+
+const DEFAULT_REPORT_TYPE: &str = "callDetailRecords";
+const DEFAULT_REPORT_ID: &str = "default";
+const DEFAULT_FORMAT: Format = Format::Csv;
+const DEFAULT_CONCURRENCY: usize = 4;
+const DEFAULT_STAGING_DIR: &str = ".cdrsync-staging";
+const DEFAULT_LEASE_WAIT: &str = "0s";
+const DEFAULT_LAG: &str = "30m";
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub report_type: String,
+    pub report_id: String,
+    pub format: Format,
+    pub columns: Vec<String>,
+    /// Default: all `columns`.
+    pub critical: Vec<String>,
+    pub types: BTreeMap<String, ColumnType>,
+    /// Parts downloaded at once.
+    pub concurrency: usize,
+    /// Where parts are staged before the merge; default `{base_dir}/.cdrsync-staging`.
+    pub staging_dir: PathBuf,
+    /// How long a run waits for another run's lease on the same day before exiting 75
+    /// (`0s`: do not wait).
+    pub lease_wait: Duration,
+    /// How long after a UTC day's end it is *closed* (CXone's late records are in); a day
+    /// is never extracted before (DESIGN.md §2).
+    pub lag: Duration,
+}
+
+impl JobConfig {
+    /// The published file's name: `cdr.csv` or `cdr.ndjson`.
+    pub fn data_name(&self) -> &'static str {
+        match self.format {
+            Format::Csv => "cdr.csv",
+            Format::Json => "cdr.ndjson",
+        }
+    }
+}
+
+impl RawJob {
+    pub(super) fn validate(
+        self,
+        base_dir: &Path,
+        origins: &Origins,
+    ) -> Result<JobConfig, ConfigError> {
+        let raw = self;
+        let report_type = non_empty(
+            "job.report_type",
+            raw.report_type,
+            DEFAULT_REPORT_TYPE,
+            origins,
+        )?;
+        let report_id = non_empty("job.report_id", raw.report_id, DEFAULT_REPORT_ID, origins)?;
+        let format = match raw.format.as_deref() {
+            None => DEFAULT_FORMAT,
+            Some("csv") => Format::Csv,
+            Some("json") => Format::Json,
+            Some(other) => {
+                return Err(origins.invalid(
+                    "job.format",
+                    format!("is `{other}`; expected `csv` or `json`"),
+                ));
+            }
+        };
+        let columns = raw
+            .columns
+            .unwrap_or_else(|| DEFAULT_COLUMNS.iter().map(|c| c.to_string()).collect());
+        if columns.is_empty() {
+            return Err(origins.invalid("job.columns", "must name at least one column"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &columns {
+            if c.trim().is_empty() {
+                return Err(origins.invalid("job.columns", "contains an empty column name"));
+            }
+            if c == EXTRA_COLUMNS {
+                return Err(origins.invalid(
+                    "job.columns",
+                    "must not contain `extra_columns`: cdrsync adds that column itself",
+                ));
+            }
+            if !seen.insert(c.as_str()) {
+                return Err(origins.invalid("job.columns", format!("names `{c}` twice")));
+            }
+        }
+        let critical = raw.critical.unwrap_or_else(|| columns.clone());
+        if let Some(c) = critical.iter().find(|c| !columns.contains(c)) {
+            return Err(origins.invalid(
+                "job.critical",
+                format!("names `{c}`, which is not in job.columns"),
+            ));
+        }
+        let mut types = BTreeMap::new();
+        for (name, ty) in raw.types.unwrap_or_default() {
+            let key = format!("job.types.{name}");
+            if !columns.contains(&name) {
+                return Err(
+                    origins.invalid(&key, format!("names `{name}`, which is not in job.columns"))
+                );
+            }
+            let parsed = ty.parse::<ColumnType>().map_err(|_| {
+                origins.invalid(
+                    &key,
+                    format!(
+                        "is `{ty}`; expected one of int, decimal, bool, date, timestamp, string"
+                    ),
+                )
+            })?;
+            types.insert(name, parsed);
+        }
+        let concurrency = raw.concurrency.map_or(DEFAULT_CONCURRENCY, |c| c as usize);
+        if concurrency == 0 {
+            return Err(origins.invalid("job.concurrency", "must be at least 1"));
+        }
+        let staging_dir = resolve_path(
+            base_dir,
+            &non_empty(
+                "job.staging_dir",
+                raw.staging_dir,
+                DEFAULT_STAGING_DIR,
+                origins,
+            )?,
+        );
+        let lease_wait = duration(
+            "job.lease_wait",
+            raw.lease_wait,
+            DEFAULT_LEASE_WAIT,
+            origins,
+        )?;
+        let lag = duration("job.lag", raw.lag, DEFAULT_LAG, origins)?;
+        Ok(JobConfig {
+            report_type,
+            report_id,
+            format,
+            columns,
+            critical,
+            types,
+            concurrency,
+            staging_dir,
+            lease_wait,
+            lag,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    #[test]
+    fn each_invalid_job_value_is_named() {
+        assert_each_named(&[
+            (
+                &[("job.format", "\"xml\"")],
+                "`job.format` is `xml`; expected `csv` or `json`",
+            ),
+            (
+                &[("job.columns", "[]")],
+                "`job.columns` must name at least one column",
+            ),
+            (
+                &[("job.columns", r#"["A", "B", "A"]"#)],
+                "`job.columns` names `A` twice",
+            ),
+            (
+                &[("job.columns", r#"["A", "extra_columns"]"#)],
+                "`job.columns` must not contain `extra_columns`",
+            ),
+            (
+                &[("job.columns", r#"["A"]"#), ("job.critical", r#"["B"]"#)],
+                "`job.critical` names `B`, which is not in job.columns",
+            ),
+            (
+                &[
+                    ("job.columns", r#"["A"]"#),
+                    ("job.types", r#"{ B = "int" }"#),
+                ],
+                "`job.types.B` names `B`",
+            ),
+            (
+                &[
+                    ("job.columns", r#"["A"]"#),
+                    ("job.types", r#"{ A = "integer" }"#),
+                ],
+                "`job.types.A` is `integer`; expected one of",
+            ),
+            (
+                &[("job.columns", "\"A\"")],
+                "`job.columns` must be a list of strings",
+            ),
+            (
+                &[("job.concurrency", "0")],
+                "`job.concurrency` must be at least 1",
+            ),
+            (
+                &[("job.concurrency", "-1")],
+                "`job.concurrency` is -1, out of range",
+            ),
+        ]);
+    }
+}

@@ -72,7 +72,7 @@ pub enum SinkConfig {
     Dir(DirSinkConfig),
     /// `s3`, `azure` or `gcs` (feature `object-store`).
     #[cfg(feature = "object-store")]
-    Object(crate::sink::object::ObjectSinkConfig),
+    Object(Box<crate::sink::object::ObjectSinkConfig>),
 }
 
 impl SinkConfig {
@@ -283,7 +283,9 @@ pub(super) fn validate(
                 let mut raw = sink.read::<RawObjectSinkConfig>(table, RawObjectSinkConfig::KEYS)?;
                 raw.kind = kind.clone();
                 raw.name = name.clone();
-                SinkConfig::Object(raw.validate(base_dir).map_err(|m| sink.backend(m))?)
+                SinkConfig::Object(Box::new(
+                    raw.validate(base_dir).map_err(|m| sink.backend(m))?,
+                ))
             }
             #[cfg(not(feature = "object-store"))]
             k @ ("s3" | "azure" | "gcs") => {

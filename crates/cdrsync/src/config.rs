@@ -42,6 +42,8 @@ pub struct Config {
     pub state: StateConfig,
     pub sink: SinkConfig,
     pub alert: AlertConfig,
+    /// `[archive]`: raw parts kept for `replay` (none when the section is absent).
+    pub archive: Option<crate::archive::ArchiveConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -349,6 +351,7 @@ pub const KEYS: &[(&str, &[(&str, KeyKind)])] = &[
     ("state", &[("url", KeyKind::Str)]),
     ("sink", &[("kind", KeyKind::Str), ("path", KeyKind::Str)]),
     ("alert", &[("webhook_url", KeyKind::Str)]),
+    ("archive", &[("url", KeyKind::Str)]),
 ];
 
 fn section_keys(section: &str) -> Option<&'static [(&'static str, KeyKind)]> {
@@ -433,6 +436,7 @@ struct RawConfig {
     sink: RawSink,
     #[serde(default)]
     alert: RawAlert,
+    archive: Option<crate::archive::RawArchiveConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -950,6 +954,13 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
         state,
         sink,
         alert: AlertConfig { webhook_url },
+        archive: match raw.archive {
+            Some(a) => Some(
+                a.validate(base_dir)
+                    .map_err(|m| origins.invalid("archive.url", m))?,
+            ),
+            None => None,
+        },
     })
 }
 

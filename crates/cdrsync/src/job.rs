@@ -128,6 +128,8 @@ pub struct Job {
     pub client: Arc<Client>,
     pub store: Arc<dyn JobStore>,
     pub sink: Arc<dyn Sink>,
+    /// `[archive]`: every verified part is kept here before the day is published.
+    pub archive: Option<Arc<crate::archive::Archive>>,
     pub alerter: Alerter,
     pub progress: ProgressBar,
     /// Lease owner, unique per process: `host:pid:random`.
@@ -205,7 +207,7 @@ impl Job {
     /// Takes the day's lease, waiting up to `[job] lease_wait` for another run to give it
     /// back. A lease whose owner is a process of this host that no longer exists (killed)
     /// is taken over at once rather than after its TTL.
-    async fn acquire_lease(&self, key: &JobKey) -> Result<(), JobError> {
+    pub(crate) async fn acquire_lease(&self, key: &JobKey) -> Result<(), JobError> {
         let deadline = Instant::now() + self.config.job.lease_wait;
         let mut logged = false;
         loop {
@@ -641,7 +643,7 @@ impl Job {
     }
 
     /// The day's staging folder (every generation's parts live below it).
-    fn day_staging_dir(&self, key: &JobKey) -> PathBuf {
+    pub(crate) fn day_staging_dir(&self, key: &JobKey) -> PathBuf {
         self.config
             .job
             .staging_dir
@@ -722,12 +724,45 @@ impl Job {
         Ok(())
     }
 
-    /// Merges the verified parts (mapping columns by name) and publishes the day.
+    /// Archives the verified parts (when `[archive]` is set) and publishes the day.
     async fn merge_and_publish(&self, key: &JobKey, rec: &JobRecord) -> Result<Manifest, JobError> {
-        let date = key.date;
         // Idempotent: verified parts are reused; missing ones (staging wiped) re-fetched.
         let parts = self.download(key, rec).await?;
-        let staging = self.staging_dir(key, rec);
+        self.archive_day(key, rec, &parts).await?;
+        self.publish_parts(key, rec, parts, &self.staging_dir(key, rec))
+            .await
+    }
+
+    /// Keeps the day's verified parts, then its raw manifest, in the archive — before the
+    /// publish, so a published day can always be replayed. A failure leaves the day
+    /// `Verified`: the next run archives what is missing and publishes.
+    async fn archive_day(
+        &self,
+        key: &JobKey,
+        rec: &JobRecord,
+        parts: &[StagedPart],
+    ) -> Result<(), JobError> {
+        let Some(archive) = &self.archive else {
+            return Ok(());
+        };
+        self.progress
+            .set_message(format!("{}: archiving", key.date));
+        let day = crate::archive::ArchivedDay::of(key, rec, &self.config.job, parts);
+        let written = archive.keep_day(&day, parts).await?;
+        tracing::info!(date = %key.date, archive = %archive.describe(), parts = parts.len(), new_parts = written, "archived");
+        Ok(())
+    }
+
+    /// Merges verified parts staged in `staging` (mapping columns by name with the current
+    /// schema) and publishes the day; shared by `run` and `replay`.
+    pub(crate) async fn publish_parts(
+        &self,
+        key: &JobKey,
+        rec: &JobRecord,
+        parts: Vec<StagedPart>,
+        staging: &std::path::Path,
+    ) -> Result<Manifest, JobError> {
+        let date = key.date;
         let csv = self.config.job.format != "json";
         let data_name = if csv { "cdr.csv" } else { "cdr.ndjson" };
         let out_path = staging.join(format!(".{data_name}.merging"));

@@ -118,6 +118,41 @@ mod tests {
         assert!(validate(Some("az://container/raw")).is_ok());
     }
 
+    const BASE: &str = "[cxone]\nbase_url = \"https://api.example.com\"\nclient_id = \"cid\"\nclient_secret = \"env:S\"\nrefresh_token = \"file:t\"\n";
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<crate::config::Config, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        crate::config::Config::from_toml_str(text, Path::new("/etc/cdrsync"), &lookup)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_section_is_optional_checked_and_overridable() {
+        assert_eq!(load(BASE, &[]).unwrap().archive, None);
+        let c = load(&format!("{BASE}[archive]\nurl = \"./raw\"\n"), &[]).unwrap();
+        assert_eq!(
+            c.archive,
+            Some(ArchiveConfig::Dir {
+                path: "/etc/cdrsync/raw".into()
+            })
+        );
+        let c = load(BASE, &[("CDRSYNC_ARCHIVE_URL", "/srv/raw")]).unwrap();
+        assert_eq!(
+            c.archive,
+            Some(ArchiveConfig::Dir {
+                path: "/srv/raw".into()
+            })
+        );
+        let e = load(&format!("{BASE}[archive]\npath = \"./raw\"\n"), &[]).unwrap_err();
+        assert!(e.contains("unknown key `archive.path`"), "{e}");
+        let e = load(&format!("{BASE}[archive]\nurl = \"ftp://x/raw\"\n"), &[]).unwrap_err();
+        assert!(e.contains("`archive.url` uses `ftp://`"), "{e}");
+    }
+
     #[test]
     fn bad_urls_say_what_to_write() {
         assert!(validate(None).unwrap_err().contains("is required"));

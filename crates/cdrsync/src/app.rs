@@ -2,6 +2,7 @@
 //! client, job store and sink opened. Also the `status` table.
 
 use crate::alert::Alerter;
+use crate::archive::{Archive, ArchiveConfig};
 use crate::config::{Config, SinkConfig, StateConfig};
 use crate::exit::JobError;
 use crate::job::{Hooks, Job};
@@ -58,6 +59,26 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
         });
     }
     Ok(sinks)
+}
+
+/// Opens the configured raw archive, if any.
+pub fn open_archive(config: &Config) -> Result<Option<Arc<Archive>>, JobError> {
+    let archive = match &config.archive {
+        None => return Ok(None),
+        Some(ArchiveConfig::Dir { path }) => Archive::open_dir(path)?,
+        // The object sinks' URL → store builder plugs in here (see the archive module).
+        Some(ArchiveConfig::Object { url }) => {
+            return Err(crate::config::ConfigError::Invalid {
+                origin: "config".into(),
+                key: "archive.url".into(),
+                message: format!(
+                    "is `{url}`: this build keeps the archive in a folder only; write a folder like \"./raw\""
+                ),
+            }
+            .into());
+        }
+    };
+    Ok(Some(Arc::new(archive)))
 }
 
 /// Resolves the secret reference of config key `key` (relative `file:` paths against the
@@ -122,12 +143,14 @@ pub async fn build_job(
     })?;
     let store = open_store(&config)?;
     let sinks = open_sinks(&config).await?;
+    let archive = open_archive(&config)?;
     let alerter = Alerter::new(config.alert.webhook_url.clone());
     Ok(Job {
         config: Arc::new(config),
         client: Arc::new(client),
         store,
         sinks,
+        archive,
         alerter,
         progress,
         owner: lease_owner(),

@@ -79,6 +79,16 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Republish one day from the raw archive ([archive] url) to the sink, without calling
+    /// CXone, verifying every part's SHA-256 and applying the current schema config.
+    Replay {
+        /// The UTC day to republish, YYYY-MM-DD (it must have been archived).
+        #[arg(long, value_parser = date_arg)]
+        date: NaiveDate,
+        /// The archived generation to replay [default: the newest archived for the day].
+        #[arg(long, value_name = "N")]
+        generation: Option<u32>,
+    },
     /// Show the recent days: state, request id, parts, rows, queue wait, duration.
     Status {
         /// How many days to show, newest first.
@@ -210,6 +220,9 @@ async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressB
                 Ok(code) => return code,
                 Err(e) => Err(e),
             }
+        }
+        Command::Replay { date, generation } => {
+            replay(config, date, generation, progress, out).await
         }
         Command::Status { limit } => status(config, limit, out).await,
         Command::Demo { dir, rows, date } => {
@@ -545,6 +558,44 @@ fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome, out: Out) {
             })
         },
     );
+}
+
+/// `replay`: no date check (an archived day is closed), no CXone call.
+async fn replay(
+    config_path: &Path,
+    date: NaiveDate,
+    generation: Option<u32>,
+    progress: ProgressBar,
+    out: Out,
+) -> Result<(), JobError> {
+    let config = Config::load_default(config_path)?;
+    let mut job = crate::app::build_job(config, progress.clone(), Hooks::default()).await?;
+    job.shutdown = install_signals();
+    let result = job.replay(date, generation).await;
+    progress.finish_and_clear();
+    let m = result?;
+    let location = job.locations(&job.key(date));
+    out.line(
+        || {
+            format!(
+                "{date}: replayed generation {} (request {}) from the archive: {} rows from {} part(s), {} bytes, sha256 {} at {location}",
+                m.generation,
+                m.request_id,
+                m.rows,
+                m.parts.len(),
+                m.bytes,
+                m.sha256
+            )
+        },
+        || {
+            json!({
+                "event": "replayed", "date": date.to_string(), "generation": m.generation,
+                "request_id": m.request_id, "rows": m.rows, "parts": m.parts.len(),
+                "bytes": m.bytes, "sha256": m.sha256, "location": location.to_string(),
+            })
+        },
+    );
+    Ok(())
 }
 
 /// `status`: looks only. The store is opened read-only (works in a read-only folder, never

@@ -138,6 +138,8 @@ pub enum JobError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -181,6 +183,7 @@ impl JobError {
             JobError::Api { source, .. } => api_exit_code(source),
             JobError::State(e) => e.kind.exit_code(),
             JobError::Sink(e) => e.kind.exit_code(),
+            JobError::Archive(e) => e.exit_code(),
             JobError::Io { .. } => ExitCode::Other,
             JobError::StoppedAfter(_) => ExitCode::Other,
             JobError::Stopped { .. } => ExitCode::TempFail,

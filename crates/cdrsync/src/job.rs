@@ -139,6 +139,8 @@ pub struct Job {
     pub store: Arc<dyn JobStore>,
     /// Every configured sink (at least one); a day is done when each has it.
     pub sinks: Vec<NamedSink>,
+    /// `[archive]`: every verified part is kept here before the day is published.
+    pub archive: Option<Arc<crate::archive::Archive>>,
     pub alerter: Alerter,
     pub progress: ProgressBar,
     /// Lease owner, unique per process: `host:pid:random`.
@@ -300,7 +302,7 @@ impl Job {
     /// Takes the day's lease, waiting up to `[job] lease_wait` for another run to give it
     /// back. A lease whose owner is a process of this host that no longer exists (killed)
     /// is taken over at once rather than after its TTL.
-    async fn acquire_lease(&self, key: &JobKey) -> Result<(), JobError> {
+    pub(crate) async fn acquire_lease(&self, key: &JobKey) -> Result<(), JobError> {
         let deadline = Instant::now() + self.config.job.lease_wait;
         let mut logged = false;
         loop {
@@ -418,9 +420,7 @@ impl Job {
             self.save(key, &mut rec, state).await?;
         }
         // A sink that cannot take the day fails now, before anything is requested.
-        for s in &self.sinks {
-            s.sink.health_check(None).await?;
-        }
+        self.check_sinks(None).await?;
         let mut budget = RunBudget {
             generations: 1,
             url_refreshes: 0,
@@ -784,7 +784,7 @@ impl Job {
     }
 
     /// The day's staging folder (every generation's parts live below it).
-    fn day_staging_dir(&self, key: &JobKey) -> PathBuf {
+    pub(crate) fn day_staging_dir(&self, key: &JobKey) -> PathBuf {
         self.config
             .job
             .staging_dir
@@ -843,14 +843,20 @@ impl Job {
         })
     }
 
+    /// Every sink's health check (with the day's expected size once it is known).
+    pub(crate) async fn check_sinks(&self, expected_bytes: Option<u64>) -> Result<(), JobError> {
+        for s in &self.sinks {
+            s.sink.health_check(expected_bytes).await?;
+        }
+        Ok(())
+    }
+
     /// Before downloading: the sink must have room for the day (its health check with the
     /// parts' total), and the staging folder twice the day too — the parts and the merged
     /// file sit there side by side until the publish.
     async fn check_space(&self, key: &JobKey, rec: &JobRecord) -> Result<(), JobError> {
         let expected: u64 = Self::files(rec).iter().filter_map(|f| f.file_size).sum();
-        for s in &self.sinks {
-            s.sink.health_check(Some(expected)).await?;
-        }
+        self.check_sinks(Some(expected)).await?;
         let staging = self.staging_dir(key, rec);
         let free = crate::sink::free_space(&staging).map_err(|source| JobError::Io {
             what: format!("the free space of staging {}", staging.display()),
@@ -896,28 +902,34 @@ impl Job {
                 manifest
             }
         };
-        // Private while in staging (its folder is 0700); a sink publishes the file as it is,
-        // so give it the mode any file this process creates gets (the sink's modes are the
-        // sink's own).
-        let publish_mode = {
-            let (dir, file) = (staging.clone(), merged.clone());
-            tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = crate::durable::new_file_mode(&dir)?;
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-            })
-            .await
-            .expect("setting the mode does not panic")
-        };
-        publish_mode.map_err(|source| JobError::Io {
-            what: format!("setting the mode of {}", merged.display()),
-            source,
-        })?;
+        self.set_publish_mode(&staging, &merged).await?;
         self.progress
             .set_message(format!("{}: publishing", key.date));
         self.publish_to_sinks(key, rec, &merged, &manifest).await?;
         self.say_what_was_published(key.date, &manifest).await;
         Ok(manifest)
+    }
+
+    /// Private while in staging (its folder is 0700); a sink publishes the file as it is,
+    /// so give it the mode any file this process creates gets (the sink's modes are the
+    /// sink's own).
+    async fn set_publish_mode(
+        &self,
+        staging: &std::path::Path,
+        merged: &std::path::Path,
+    ) -> Result<(), JobError> {
+        let (dir, file) = (staging.to_path_buf(), merged.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = crate::durable::new_file_mode(&dir)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+        })
+        .await
+        .expect("setting the mode does not panic")
+        .map_err(|source| JobError::Io {
+            what: format!("setting the mode of {}", merged.display()),
+            source,
+        })
     }
 
     /// The day merged by an earlier run of this generation, if staging still holds it
@@ -1025,12 +1037,65 @@ impl Job {
         Err(first.into())
     }
 
-    /// Merges the verified parts into a staging file; returns its path and the manifest.
+    /// Archives the verified parts (when `[archive]` is set) and merges them into a staging
+    /// file; returns its path and the manifest.
     async fn merge(&self, key: &JobKey, rec: &JobRecord) -> Result<(PathBuf, Manifest), JobError> {
-        let date = key.date;
         // Idempotent: verified parts are reused; missing ones (staging wiped) re-fetched.
         let parts = self.download(key, rec).await?;
-        let staging = self.staging_dir(key, rec);
+        self.archive_day(key, rec, &parts).await?;
+        self.merge_parts(key, rec, parts, &self.staging_dir(key, rec))
+            .await
+    }
+
+    /// Keeps the day's verified parts, then its raw manifest, in the archive — before the
+    /// publish, so a published day can always be replayed. A failure leaves the day
+    /// `Verified`: the next run archives what is missing and publishes.
+    async fn archive_day(
+        &self,
+        key: &JobKey,
+        rec: &JobRecord,
+        parts: &[StagedPart],
+    ) -> Result<(), JobError> {
+        let Some(archive) = &self.archive else {
+            return Ok(());
+        };
+        self.progress
+            .set_message(format!("{}: archiving", key.date));
+        let day = crate::archive::ArchivedDay::of(key, rec, &self.config.job, parts);
+        let written = archive.keep_day(&day, parts).await?;
+        tracing::info!(date = %key.date, archive = %archive.describe(), parts = parts.len(), new_parts = written, "archived");
+        Ok(())
+    }
+
+    /// Merges verified parts staged in `staging` (the current schema) and publishes the
+    /// day to every sink, replacing what each has; `replay`'s way in.
+    pub(crate) async fn publish_parts(
+        &self,
+        key: &JobKey,
+        rec: &mut JobRecord,
+        parts: Vec<StagedPart>,
+        staging: &std::path::Path,
+    ) -> Result<Manifest, JobError> {
+        let (merged, manifest) = self.merge_parts(key, rec, parts, staging).await?;
+        self.set_publish_mode(staging, &merged).await?;
+        // Every sink gets the replayed day, whatever it had of this generation.
+        self.store.clear_publishes(key).await?;
+        self.progress.set_message(format!("{}: publishing", key.date));
+        self.publish_to_sinks(key, rec, &merged, &manifest).await?;
+        self.say_what_was_published(key.date, &manifest).await;
+        Ok(manifest)
+    }
+
+    /// Merges the verified `parts` into a file in `staging` with the current schema;
+    /// returns its path and the manifest.
+    async fn merge_parts(
+        &self,
+        key: &JobKey,
+        rec: &JobRecord,
+        parts: Vec<StagedPart>,
+        staging: &std::path::Path,
+    ) -> Result<(PathBuf, Manifest), JobError> {
+        let date = key.date;
         let data_name = self.config.job.data_name();
         let out_path = staging.join(format!(".{data_name}.merging"));
         let schema = schema_of(&self.config);

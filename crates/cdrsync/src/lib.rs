@@ -20,6 +20,7 @@
 
 pub mod alert;
 pub mod app;
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -30,6 +31,7 @@ pub mod exit;
 pub mod job;
 pub mod manifest;
 pub mod poll;
+pub mod replay;
 pub mod secrets;
 pub mod sink;
 pub mod state;

@@ -63,6 +63,8 @@ pub struct Config {
     /// One or more, names unique (`[[sink]]`; a single `[sink]` is one).
     pub sinks: Vec<SinkSpec>,
     pub alert: AlertConfig,
+    /// `[archive]`: raw parts kept for `replay` (none when the section is absent).
+    pub archive: Option<crate::archive::ArchiveConfig>,
 }
 
 /// Declares a section's raw form, as written: a `#[serde(deny_unknown_fields)]` struct of
@@ -244,6 +246,7 @@ pub const KEYS: &[(&str, &[(&str, KeyKind)])] = &[
     ("state", state::RawState::KEYS),
     ("sink", sink::ENV_KEYS),
     ("alert", alert::RawAlert::KEYS),
+    ("archive", crate::archive::config::RawArchiveConfig::KEYS),
 ];
 
 fn section_keys(section: &str) -> Option<&'static [(&'static str, KeyKind)]> {
@@ -339,6 +342,7 @@ struct RawConfig {
     sink: Option<toml::Value>,
     #[serde(default)]
     alert: alert::RawAlert,
+    archive: Option<crate::archive::RawArchiveConfig>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -742,6 +746,13 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
         state,
         sinks,
         alert,
+        archive: match raw.archive {
+            Some(a) => Some(
+                a.validate(base_dir)
+                    .map_err(|m| origins.invalid("archive.url", m))?,
+            ),
+            None => None,
+        },
     })
 }
 

@@ -96,7 +96,7 @@ url = "sqlite://./state.db"
 [sink]
 kind = "dir"
 path = "./out"
-{alert}"#,
+{alert}{archive}"#,
             base = self.sim.base_url(),
             cxone = x("cxone"),
             columns = COLUMNS,
@@ -106,6 +106,11 @@ path = "./out"
                 String::new()
             } else {
                 format!("\n[alert]\n{}", x("alert"))
+            },
+            archive = if x("archive").is_empty() {
+                String::new()
+            } else {
+                format!("\n[archive]\n{}", x("archive"))
             },
         );
         std::fs::write(self.config_path(), &text).unwrap();

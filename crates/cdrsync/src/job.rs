@@ -1080,7 +1080,8 @@ impl Job {
         self.set_publish_mode(staging, &merged).await?;
         // Every sink gets the replayed day, whatever it had of this generation.
         self.store.clear_publishes(key).await?;
-        self.progress.set_message(format!("{}: publishing", key.date));
+        self.progress
+            .set_message(format!("{}: publishing", key.date));
         self.publish_to_sinks(key, rec, &merged, &manifest).await?;
         self.say_what_was_published(key.date, &manifest).await;
         Ok(manifest)

@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod dir;
+pub mod format;
 
 use crate::exit::FailureKind;
 use crate::manifest::Manifest;

@@ -75,7 +75,8 @@ pub fn write_parquet(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "cdr.parquet".into());
     let temp = temp_path(dir, &name);
-    let result = write_to(schema, input, merged, &temp, widen).and_then(|report| {
+    let limits = (ROW_GROUP_ROWS, ROW_GROUP_BYTES);
+    let result = write_to(schema, input, merged, &temp, widen, limits).and_then(|report| {
         std::fs::rename(&temp, out)
             .and_then(|()| sync_dir(dir))
             .map_err(|e| FormatError::io(format!("publishing {}", out.display()), e))?;
@@ -93,6 +94,7 @@ fn write_to(
     merged: &Path,
     temp: &Path,
     widen: &BTreeSet<String>,
+    (max_rows, max_bytes): (usize, usize),
 ) -> Result<ParquetReport, FormatError> {
     let mut columns = Columns::new(schema, widen);
     let widened = columns.widened();
@@ -119,7 +121,7 @@ fn write_to(
     {
         let mut on_row = |columns: &mut Columns| -> Result<(), FormatError> {
             rows += 1;
-            if columns.rows >= ROW_GROUP_ROWS || columns.bytes >= ROW_GROUP_BYTES {
+            if columns.rows >= max_rows || columns.bytes >= max_bytes {
                 columns.flush(&mut writer).map_err(writer_err)?;
             }
             Ok(())
@@ -592,4 +594,431 @@ fn parse_decimal(text: &str) -> Option<f64> {
     }
     let value: f64 = text.parse().ok()?;
     (value.is_finite() && (value == 0.0 || value.abs() >= f64::MIN_POSITIVE)).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::format::FormatErrorKind;
+    use parquet::basic::ConvertedType;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+
+    /// A folder holding a merged file and the Parquet written from it.
+    struct Conversion {
+        dir: tempfile::TempDir,
+    }
+
+    impl Conversion {
+        fn new(merged: &str, name: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(name), merged).unwrap();
+            Conversion { dir }
+        }
+
+        fn out(&self) -> std::path::PathBuf {
+            self.dir.path().join("cdr.parquet")
+        }
+
+        fn run(
+            &self,
+            schema: &Schema,
+            input: InputFormat,
+            widen: &[&str],
+            limits: Option<(usize, usize)>,
+        ) -> Result<ParquetReport, FormatError> {
+            let name = match input {
+                InputFormat::Csv => "cdr.csv",
+                InputFormat::Ndjson => "cdr.ndjson",
+            };
+            let widen = widen.iter().map(|s| s.to_string()).collect();
+            let merged = self.dir.path().join(name);
+            match limits {
+                None => write_parquet(schema, input, &merged, &self.out(), &widen),
+                Some(limits) => write_to(schema, input, &merged, &self.out(), &widen, limits),
+            }
+        }
+
+        fn reader(&self) -> SerializedFileReader<File> {
+            SerializedFileReader::new(File::open(self.out()).unwrap()).unwrap()
+        }
+
+        /// Every row as (column, value) pairs.
+        fn rows(&self) -> Vec<Vec<(String, Field)>> {
+            self.reader()
+                .into_iter()
+                .map(|row| {
+                    row.unwrap()
+                        .get_column_iter()
+                        .map(|(n, f)| (n.clone(), f.clone()))
+                        .collect()
+                })
+                .collect()
+        }
+
+        fn column(&self, name: &str) -> Vec<Field> {
+            self.rows()
+                .into_iter()
+                .map(|row| row.into_iter().find(|(n, _)| n == name).unwrap().1)
+                .collect()
+        }
+
+        fn files(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    fn typed_schema() -> Schema {
+        Schema::new(["CallId", "Duration", "Cost", "Answered", "Day", "StartTime"])
+            .with_critical(["CallId"])
+            .with_type("Duration", ColumnType::Int)
+            .with_type("Cost", ColumnType::Decimal)
+            .with_type("Answered", ColumnType::Bool)
+            .with_type("Day", ColumnType::Date)
+            .with_type("StartTime", ColumnType::Timestamp)
+    }
+
+    const HEADER: &str = "CallId,Duration,Cost,Answered,Day,StartTime,extra_columns\n";
+
+    fn micros(rfc3339: &str) -> i64 {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_micros()
+    }
+
+    #[test]
+    fn each_configured_type_has_its_parquet_type_and_every_column_is_optional() {
+        let c = Conversion::new(HEADER, "cdr.csv");
+        let report = c.run(&typed_schema(), InputFormat::Csv, &[], None).unwrap();
+        assert_eq!(report.rows, 0);
+        let reader = c.reader();
+        let schema = reader.metadata().file_metadata().schema_descr();
+        let got: Vec<(String, PhysicalType, Option<LogicalType>)> = schema
+            .columns()
+            .iter()
+            .map(|c| {
+                assert!(c.self_type().is_optional(), "{} is optional", c.name());
+                (
+                    c.name().to_owned(),
+                    c.physical_type(),
+                    c.logical_type_ref().cloned(),
+                )
+            })
+            .collect();
+        let timestamp = LogicalType::timestamp(true, TimeUnit::MICROS);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "CallId".into(),
+                    PhysicalType::BYTE_ARRAY,
+                    Some(LogicalType::String)
+                ),
+                ("Duration".into(), PhysicalType::INT64, None),
+                ("Cost".into(), PhysicalType::DOUBLE, None),
+                ("Answered".into(), PhysicalType::BOOLEAN, None),
+                ("Day".into(), PhysicalType::INT32, Some(LogicalType::Date)),
+                ("StartTime".into(), PhysicalType::INT64, Some(timestamp)),
+                (
+                    "extra_columns".into(),
+                    PhysicalType::BYTE_ARRAY,
+                    Some(LogicalType::String)
+                ),
+            ]
+        );
+        assert_eq!(
+            schema.column(0).converted_type(),
+            ConvertedType::UTF8,
+            "readers without logical types still see UTF8"
+        );
+    }
+
+    #[test]
+    fn typed_values_are_parsed_into_their_parquet_values() {
+        let csv = format!(
+            "{HEADER}\
+             c1,-42,61234.5,TRUE,2024-05-15,2024-05-15T13:45:00.123456+02:00,\n\
+             c2,+7,1e3,0,1970-01-01,2024-05-15 11:45:00z,\n\
+             c3,9223372036854775807,-0.000001,False,1969-12-31,2016-12-31T23:59:60Z,\n"
+        );
+        let c = Conversion::new(&csv, "cdr.csv");
+        let report = c.run(&typed_schema(), InputFormat::Csv, &[], None).unwrap();
+        assert_eq!(report.rows, 3);
+        assert_eq!(
+            c.column("Duration"),
+            [Field::Long(-42), Field::Long(7), Field::Long(i64::MAX)]
+        );
+        assert_eq!(
+            c.column("Cost"),
+            [
+                Field::Double(61234.5),
+                Field::Double(1000.0),
+                Field::Double(-0.000001)
+            ]
+        );
+        assert_eq!(
+            c.column("Answered"),
+            [Field::Bool(true), Field::Bool(false), Field::Bool(false)]
+        );
+        assert_eq!(
+            c.column("Day"),
+            [Field::Date(19858), Field::Date(0), Field::Date(-1)]
+        );
+        assert_eq!(
+            c.column("StartTime"),
+            [
+                Field::TimestampMicros(micros("2024-05-15T11:45:00.123456Z")),
+                Field::TimestampMicros(micros("2024-05-15T11:45:00Z")),
+                // A leap second is the instant the next second starts.
+                Field::TimestampMicros(micros("2017-01-01T00:00:00Z")),
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_cells_are_nulls_in_every_column() {
+        let c = Conversion::new(&format!("{HEADER},,,,,,\n"), "cdr.csv");
+        c.run(&typed_schema(), InputFormat::Csv, &[], None).unwrap();
+        let rows = c.rows();
+        assert_eq!(rows.len(), 1);
+        for (name, field) in &rows[0] {
+            assert_eq!(field, &Field::Null, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_widened_column_keeps_its_raw_values_as_strings_and_is_reported() {
+        let csv = format!("{HEADER}c1,12x,1.5,yes,2024-02-30,yesterday,\nc2,5,,,,,\n");
+        let c = Conversion::new(&csv, "cdr.csv");
+        let widen = [
+            "Duration",
+            "Answered",
+            "Day",
+            "StartTime",
+            "CallId",
+            "NotAColumn",
+        ];
+        let report = c
+            .run(&typed_schema(), InputFormat::Csv, &widen, None)
+            .unwrap();
+        assert_eq!(report.widened, ["Duration", "Answered", "Day", "StartTime"]);
+        assert_eq!(
+            c.column("Duration"),
+            [Field::Str("12x".into()), Field::Str("5".into())]
+        );
+        assert_eq!(
+            c.column("Day"),
+            [Field::Str("2024-02-30".into()), Field::Null]
+        );
+        assert_eq!(c.column("StartTime")[0], Field::Str("yesterday".into()));
+        assert_eq!(c.column("Cost")[0], Field::Double(1.5), "not widened");
+        let descr = c.reader().metadata().file_metadata().schema_descr_ptr();
+        assert_eq!(descr.column(1).physical_type(), PhysicalType::BYTE_ARRAY);
+        assert_eq!(descr.column(2).physical_type(), PhysicalType::DOUBLE);
+    }
+
+    #[test]
+    fn a_bad_value_in_a_column_not_widened_names_the_column_row_and_value() {
+        for (column, cell_row) in [
+            ("Duration", "c2,12x,,,,,"),
+            ("Cost", "c2,,1.2.3,,,,"),
+            ("Answered", "c2,,,yes,,,"),
+            ("Day", "c2,,,,2024-02-30,,"),
+            ("StartTime", "c2,,,,,2024-05-15 13:45:00,"),
+        ] {
+            let csv = format!("{HEADER}c1,,,,,,\n{cell_row}\n");
+            let c = Conversion::new(&csv, "cdr.csv");
+            let err = c
+                .run(&typed_schema(), InputFormat::Csv, &[], None)
+                .unwrap_err();
+            assert_eq!(err.kind(), FormatErrorKind::Data);
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!("column `{column}`, row 2: `")),
+                "{message}"
+            );
+            assert!(message.contains("was not widened"), "{message}");
+            assert_eq!(c.files(), ["cdr.csv"], "no output, no temp file");
+        }
+    }
+
+    #[test]
+    fn a_decimal_a_double_cannot_hold_exactly_is_refused_not_rounded() {
+        for bad in ["1234567890.123456", "1e400", "1e-310"] {
+            let csv = format!("{HEADER}c1,,{bad},,,,\n");
+            let c = Conversion::new(&csv, "cdr.csv");
+            let err = c
+                .run(&typed_schema(), InputFormat::Csv, &[], None)
+                .unwrap_err();
+            assert!(err.to_string().contains("15 significant digits"), "{err}");
+        }
+        let csv = format!("{HEADER}c1,,123456789012345000000,,,,\nc2,,0.000123456789012345,,,,\n");
+        let c = Conversion::new(&csv, "cdr.csv");
+        c.run(&typed_schema(), InputFormat::Csv, &[], None).unwrap();
+        assert_eq!(
+            c.column("Cost"),
+            [
+                Field::Double(1.23456789012345e20),
+                Field::Double(0.000123456789012345)
+            ]
+        );
+    }
+
+    #[test]
+    fn quoted_csv_fields_with_line_breaks_commas_and_quotes_survive() {
+        let schema = Schema::new(["CallId", "Note"]);
+        let csv = "CallId,Note,extra_columns\n\
+                   c1,\"a, b\r\nc \"\"d\"\"\nü\",\"{\"\"Queue\"\":\"\"Sales, EU\"\"}\"\n\
+                   c2,plain,\n";
+        let c = Conversion::new(csv, "cdr.csv");
+        let report = c.run(&schema, InputFormat::Csv, &[], None).unwrap();
+        assert_eq!(report.rows, 2);
+        assert_eq!(
+            c.column("Note"),
+            [
+                Field::Str("a, b\r\nc \"d\"\nü".into()),
+                Field::Str("plain".into())
+            ]
+        );
+        assert_eq!(
+            c.column("extra_columns"),
+            [Field::Str(r#"{"Queue":"Sales, EU"}"#.into()), Field::Null]
+        );
+    }
+
+    #[test]
+    fn ndjson_input_is_typed_like_csv() {
+        let ndjson = concat!(
+            r#"{"CallId":"c1","Duration":42,"Cost":"61234.5","Answered":true,"Day":"2024-05-15","StartTime":"2024-05-15T13:45:00Z","extra_columns":{"Queue":"Sales\nEU"}}"#,
+            "\n\n",
+            r#"{"CallId":"c\"2\"","Duration":null,"Cost":1.5,"Answered":1,"Day":"","StartTime":null,"extra_columns":{}}"#,
+            "\n",
+            r#"{"CallId":"c3","extra_columns":{}}"#,
+            "\n"
+        );
+        let c = Conversion::new(ndjson, "cdr.ndjson");
+        let report = c
+            .run(&typed_schema(), InputFormat::Ndjson, &[], None)
+            .unwrap();
+        assert_eq!(report.rows, 3);
+        assert_eq!(
+            c.column("CallId"),
+            [
+                Field::Str("c1".into()),
+                Field::Str("c\"2\"".into()),
+                Field::Str("c3".into())
+            ]
+        );
+        assert_eq!(
+            c.column("Duration"),
+            [Field::Long(42), Field::Null, Field::Null]
+        );
+        assert_eq!(
+            c.column("Cost"),
+            [Field::Double(61234.5), Field::Double(1.5), Field::Null]
+        );
+        assert_eq!(
+            c.column("Answered")[..2],
+            [Field::Bool(true), Field::Bool(true)]
+        );
+        assert_eq!(c.column("Day")[1], Field::Null, "\"\" is null");
+        assert_eq!(
+            c.column("extra_columns"),
+            [
+                Field::Str(r#"{"Queue":"Sales\nEU"}"#.into()),
+                Field::Null,
+                Field::Null
+            ]
+        );
+    }
+
+    #[test]
+    fn a_widened_ndjson_column_keeps_non_string_values_as_their_json_text() {
+        let ndjson = r#"{"CallId":"c1","Duration":61234.5,"Cost":null,"Answered":null,"Day":null,"StartTime":null,"extra_columns":{}}"#;
+        let c = Conversion::new(ndjson, "cdr.ndjson");
+        let report = c
+            .run(&typed_schema(), InputFormat::Ndjson, &["Duration"], None)
+            .unwrap();
+        assert_eq!(report.widened, ["Duration"]);
+        assert_eq!(c.column("Duration"), [Field::Str("61234.5".into())]);
+    }
+
+    #[test]
+    fn an_unexpected_header_or_key_is_malformed_input() {
+        let c = Conversion::new("CallId,Other,extra_columns\n", "cdr.csv");
+        let err = c
+            .run(&typed_schema(), InputFormat::Csv, &[], None)
+            .unwrap_err();
+        assert_eq!(err.kind(), FormatErrorKind::Data);
+        assert!(err.to_string().contains("the header is"), "{err}");
+        let c = Conversion::new("{\"CallId\":\"c1\"}\n{\"Calld\":\"c2\"}\n", "cdr.ndjson");
+        let err = c
+            .run(&typed_schema(), InputFormat::Ndjson, &[], None)
+            .unwrap_err();
+        assert!(err.to_string().contains("row 2: key `Calld`"), "{err}");
+        let c = Conversion::new("[1]\n", "cdr.ndjson");
+        let err = c
+            .run(&typed_schema(), InputFormat::Ndjson, &[], None)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("row 1: not a JSON object"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rows_are_written_in_bounded_row_groups_and_all_counted() {
+        let schema = Schema::new(["CallId", "Duration"]).with_type("Duration", ColumnType::Int);
+        let mut csv = String::from("CallId,Duration,extra_columns\n");
+        for i in 0..10 {
+            let extra = if i % 3 == 0 { "" } else { "{\"x\":\"1\"}" };
+            let duration = if i % 4 == 0 {
+                String::new()
+            } else {
+                i.to_string()
+            };
+            csv.push_str(&format!(
+                "c{i},{duration},\"{}\"\n",
+                extra.replace('"', "\"\"")
+            ));
+        }
+        let c = Conversion::new(&csv, "cdr.csv");
+        let report = c
+            .run(&schema, InputFormat::Csv, &[], Some((4, usize::MAX)))
+            .unwrap();
+        assert_eq!(report.rows, 10);
+        let groups: Vec<i64> = c
+            .reader()
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(groups, [4, 4, 2]);
+        let ids: Vec<Field> = (0..10).map(|i| Field::Str(format!("c{i}"))).collect();
+        assert_eq!(c.column("CallId"), ids);
+        assert_eq!(c.column("Duration")[5], Field::Long(5));
+        assert_eq!(c.column("Duration")[8], Field::Null);
+        // A group also ends at the byte bound.
+        std::fs::remove_file(c.out()).unwrap();
+        let report = c
+            .run(&schema, InputFormat::Csv, &[], Some((1000, 10)))
+            .unwrap();
+        assert_eq!(report.rows, 10);
+        assert!(c.reader().metadata().num_row_groups() > 3);
+    }
+
+    #[test]
+    fn the_report_describes_the_written_file_and_no_temp_file_is_left() {
+        let c = Conversion::new(&format!("{HEADER}c1,1,,,,,\n"), "cdr.csv");
+        let report = c.run(&typed_schema(), InputFormat::Csv, &[], None).unwrap();
+        let (bytes, sha256) = crate::digest::sha256_file(&c.out()).unwrap();
+        assert_eq!((report.bytes, report.sha256), (bytes, sha256));
+        assert_eq!(c.files(), ["cdr.csv", "cdr.parquet"]);
+    }
 }

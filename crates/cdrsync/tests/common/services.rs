@@ -14,7 +14,9 @@ pub fn service(var: &str, what: &str) -> Option<String> {
             "{var} is not set but CDRSYNC_REQUIRE_SERVICES=1: start {what} (see CONTRIBUTING.md) or unset CDRSYNC_REQUIRE_SERVICES"
         ),
         _ => {
-            eprintln!("skipped: {var} is not set, so {what} is not available (`.ci/run` starts it; see CONTRIBUTING.md)");
+            eprintln!(
+                "skipped: {var} is not set, so {what} is not available (`.ci/run` starts it; see CONTRIBUTING.md)"
+            );
             None
         }
     }

@@ -184,6 +184,7 @@ impl FormatError {
         }
     }
 
+    #[cfg(feature = "parquet")]
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
         FormatError::Io {
             what: what.into(),

@@ -1,6 +1,7 @@
 //! Parquet read back by an independent reader: DuckDB's Python package reads a Hive layout
 //! of two days written by `sink::format` (one converted from CSV, one from NDJSON) with
-//! `read_parquet(…, hive_partitioning=true)`, and must see the rows, types and values.
+//! `read_parquet(…, hive_partitioning=true)`, and must see the rows, types and values; and a
+//! day whose column was widened to strings reads beside typed days with `union_by_name`.
 //!
 //! Needs `CDRSYNC_TEST_DUCKDB_PYTHON` (a Python with `duckdb`; `.ci/run` makes one);
 //! without it the test prints why it skipped (fails under `CDRSYNC_REQUIRE_SERVICES=1`).
@@ -160,5 +161,53 @@ fn duckdb_reads_the_hive_layout_with_types_and_values() {
             1_715_817_600_000_000_i64,
             null
         ])
+    );
+}
+
+const READ_WIDENED: &str = r#"
+import duckdb, json, sys
+files = sys.argv[1] + "/*/*/*.parquet"
+con = duckdb.connect()
+src = f"read_parquet('{files}', hive_partitioning=true, union_by_name=true)"
+types = dict((r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall())
+rows = con.execute(f"SELECT CallId, Duration FROM {src} ORDER BY CallId").fetchall()
+print(json.dumps({"Duration": types["Duration"], "rows": [list(r) for r in rows]}))
+"#;
+
+#[test]
+fn duckdb_reads_a_widened_day_beside_a_typed_day_with_union_by_name() {
+    let Some(python) = service("CDRSYNC_TEST_DUCKDB_PYTHON", "Python with duckdb") else {
+        return;
+    };
+    let staging = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let schema = schema();
+    let header = "CallId,Duration,Cost,Answered,Day,StartTime,extra_columns\n";
+    for (date, row, widen) in [
+        ("2024-05-15", "c1,125,,,,,", vec![]),
+        ("2024-05-16", "c2,12x,,,,,", vec!["Duration".to_string()]),
+    ] {
+        let csv = staging.path().join(format!("{date}.csv"));
+        std::fs::write(&csv, format!("{header}{row}\n")).unwrap();
+        let widen: BTreeSet<String> = widen.into_iter().collect();
+        let target = day_dir(out.path(), date).join("cdr.parquet");
+        let report = write_parquet(&schema, InputFormat::Csv, &csv, &target, &widen).unwrap();
+        assert_eq!(report.widened, Vec::from_iter(widen));
+    }
+    let run = Command::new(&python)
+        .arg("-c")
+        .arg(READ_WIDENED)
+        .arg(out.path())
+        .output()
+        .expect("CDRSYNC_TEST_DUCKDB_PYTHON runs");
+    assert!(
+        run.status.success(),
+        "DuckDB read failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({"Duration": "VARCHAR", "rows": [["c1", "125"], ["c2", "12x"]]})
     );
 }

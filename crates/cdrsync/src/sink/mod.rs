@@ -11,6 +11,7 @@
 
 pub mod conformance;
 pub mod dir;
+pub mod format;
 pub mod layout;
 #[cfg(feature = "object-store")]
 pub mod object;

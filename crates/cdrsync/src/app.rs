@@ -56,6 +56,7 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
         sinks.push(NamedSink {
             name: spec.name.clone(),
             sink,
+            file_format: spec.file_format,
         });
     }
     Ok(sinks)

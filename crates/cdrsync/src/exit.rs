@@ -140,6 +140,15 @@ pub enum JobError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    /// Converting the merged day for a sink's `file_format` (Parquet) failed.
+    #[error("{date}: converting the day to {format} for sink {sink}: {source}")]
+    Format {
+        date: chrono::NaiveDate,
+        sink: String,
+        format: crate::sink::FileFormat,
+        #[source]
+        source: crate::sink::format::FormatError,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -184,6 +193,11 @@ impl JobError {
             JobError::State(e) => e.kind.exit_code(),
             JobError::Sink(e) => e.kind.exit_code(),
             JobError::Archive(e) => e.exit_code(),
+            JobError::Format { source, .. } => match source.kind() {
+                crate::sink::format::FormatErrorKind::Data => ExitCode::DataHalt,
+                crate::sink::format::FormatErrorKind::Io => ExitCode::Unavailable,
+                crate::sink::format::FormatErrorKind::Config => ExitCode::Config,
+            },
             JobError::Io { .. } => ExitCode::Other,
             JobError::StoppedAfter(_) => ExitCode::Other,
             JobError::Stopped { .. } => ExitCode::TempFail,

@@ -30,7 +30,7 @@ use crate::download::{Downloader, StagedPart};
 use crate::exit::JobError;
 use crate::manifest::{HeaderChange, Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
 use crate::poll::{ManifestGuard, NotReady, PollBackoff, status_name};
-use crate::sink::{NamedSink, SinkError};
+use crate::sink::{FileFormat, NamedSink, SinkError};
 use crate::state::{JobKey, JobRecord, JobState, JobStore, Lease, SinkPublish};
 use crate::window::{Window, x_request_id};
 use chrono::{NaiveDate, Utc};
@@ -965,7 +965,6 @@ impl Job {
         manifest: &Manifest,
     ) -> Result<(), JobError> {
         let date = key.date;
-        let data_name = self.config.job.data_name();
         let have: Vec<String> = self
             .store
             .publishes(key)
@@ -975,14 +974,28 @@ impl Job {
             .map(|p| p.sink)
             .collect();
         let mut failed: Vec<(String, SinkError)> = Vec::new();
+        // Each format the sinks want, made once: the merged file itself, or converted.
+        let mut files: Vec<(FileFormat, PathBuf, Manifest)> = Vec::new();
         for s in &self.sinks {
             if have.contains(&s.name) {
                 tracing::info!(date = %date, sink = %s.name, "sink has this generation already; left untouched");
                 continue;
             }
-            // Each sink gets its own link to the merged file: a publish may consume it.
-            let given = merged.with_file_name(format!(".{data_name}.for-{}", s.name));
-            link_or_copy(merged, &given).map_err(|source| JobError::Io {
+            let (path, manifest) = match files.iter().find(|(f, _, _)| *f == s.file_format) {
+                Some((_, path, manifest)) => (path.clone(), manifest.clone()),
+                None => {
+                    let (path, manifest) = self
+                        .file_for(key, &s.name, s.file_format, merged, manifest)
+                        .await?;
+                    files.push((s.file_format, path.clone(), manifest.clone()));
+                    (path, manifest)
+                }
+            };
+            let manifest = &manifest;
+            let data_name = s.file_format.data_name();
+            // Each sink gets its own link to the file: a publish may consume it.
+            let given = path.with_file_name(format!(".{data_name}.for-{}", s.name));
+            link_or_copy(&path, &given).map_err(|source| JobError::Io {
                 what: format!("preparing {} for sink {}", given.display(), s.name),
                 source,
             })?;
@@ -1035,6 +1048,63 @@ impl Job {
         let mut first = failed.remove(0).1;
         first.message = format!("{}; {missing}", first.message);
         Err(first.into())
+    }
+
+    /// The file a sink of `format` publishes, and its manifest: the merged file itself, or
+    /// (Parquet) a conversion of it beside it, whose manifest gives the converted file's
+    /// bytes and SHA-256. The converted rows must be the merged rows.
+    async fn file_for(
+        &self,
+        key: &JobKey,
+        sink: &str,
+        format: FileFormat,
+        merged: &std::path::Path,
+        manifest: &Manifest,
+    ) -> Result<(PathBuf, Manifest), JobError> {
+        let job_format = self.config.job.format;
+        if format == FileFormat::merged(job_format) {
+            return Ok((merged.to_path_buf(), manifest.clone()));
+        }
+        self.progress
+            .set_message(format!("{}: converting to {format}", key.date));
+        let schema = schema_of(&self.config);
+        let widen: std::collections::BTreeSet<String> =
+            manifest.schema.type_violations.keys().cloned().collect();
+        let input = merged.to_path_buf();
+        let failed = |source| JobError::Format {
+            date: key.date,
+            sink: sink.to_string(),
+            format,
+            source,
+        };
+        let file = tokio::task::spawn_blocking(move || {
+            crate::sink::format::convert_for(format, &schema, job_format.into(), &input, &widen)
+        })
+        .await
+        .expect("the conversion task does not panic")
+        .map_err(failed)?;
+        if let Some(staging) = merged.parent() {
+            self.set_publish_mode(staging, &file.path).await?;
+        }
+        let mut converted = manifest.clone();
+        if let Some(report) = &file.parquet {
+            if report.rows != manifest.rows {
+                return Err(failed(crate::sink::format::FormatError::Malformed {
+                    file: merged.display().to_string(),
+                    row: report.rows,
+                    message: format!(
+                        "the conversion wrote {} rows but the merge counted {}",
+                        report.rows, manifest.rows
+                    ),
+                }));
+            }
+            converted.bytes = report.bytes;
+            converted.sha256 = report.sha256.clone();
+            if !report.widened.is_empty() {
+                tracing::info!(date = %key.date, sink = %sink, widened = ?report.widened, "typed columns with type violations are strings in this day's Parquet file");
+            }
+        }
+        Ok((file.path, converted))
     }
 
     /// Archives the verified parts (when `[archive]` is set) and merges them into a staging

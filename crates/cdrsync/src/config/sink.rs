@@ -64,6 +64,8 @@ pub struct SinkSpec {
     /// Unique, path-safe: keys the sink's publish records.
     pub name: String,
     pub config: SinkConfig,
+    /// What the sink publishes (`file_format`; default the job's format).
+    pub file_format: crate::sink::FileFormat,
 }
 
 /// A sink's backend and its validated keys.
@@ -283,9 +285,10 @@ pub(super) fn validate(
                 let mut raw = sink.read::<RawObjectSinkConfig>(table, RawObjectSinkConfig::KEYS)?;
                 raw.kind = kind.clone();
                 raw.name = name.clone();
-                SinkConfig::Object(Box::new(
-                    raw.validate(base_dir).map_err(|m| sink.backend(m))?,
-                ))
+                let object = raw.validate(base_dir).map_err(|m| sink.backend(m))?;
+                crate::sink::format::sink_file_format(object.file_format.as_deref(), job_format)
+                    .map_err(|m| sink.backend(m))?;
+                SinkConfig::Object(Box::new(object))
             }
             #[cfg(not(feature = "object-store"))]
             k @ ("s3" | "azure" | "gcs") => {
@@ -336,7 +339,20 @@ pub(super) fn validate(
             taken.push(name.clone());
             name
         });
-        sinks.push(SinkSpec { name, config });
+        let file_format = match &config {
+            SinkConfig::Dir(dir) => dir.file_format,
+            // Checked when the table was read.
+            #[cfg(feature = "object-store")]
+            SinkConfig::Object(object) => {
+                crate::sink::format::sink_file_format(object.file_format.as_deref(), job_format)
+                    .unwrap_or(crate::sink::FileFormat::merged(job_format))
+            }
+        };
+        sinks.push(SinkSpec {
+            name,
+            config,
+            file_format,
+        });
     }
     Ok(sinks)
 }
@@ -400,8 +416,8 @@ mod tests {
                 "`sink.kind` is `ftp`; expected one of",
             ),
             (
-                &[("sink.file_format", "\"parquet\"")],
-                "`sink` (kind `dir`): `file_format` is `parquet`: file_format = parquet needs the parquet feature",
+                &[("sink.file_format", "\"xlsx\"")],
+                "`sink` (kind `dir`): `file_format`: unknown file_format `xlsx` (expected csv, ndjson or parquet)",
             ),
             (
                 &[("sink.file_format", "\"ndjson\"")],

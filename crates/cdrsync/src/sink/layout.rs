@@ -1,16 +1,22 @@
 //! The Hive-style layout every file-like sink shares (DESIGN.md §3): below a root folder or
-//! an object prefix, `{report_type}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`) with
+//! an object prefix, `{report_type}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`, `cdr.parquet`) with
 //! `_manifest.json` beside it, written last. `dir` and `object` both use it, so DuckDB,
 //! Spark, Athena and Snowflake read either the same way.
 
+use crate::sink::FileFormat;
 use crate::state::JobKey;
 use std::path::{Component, Path};
 
 /// The manifest's file name.
 pub const MANIFEST_NAME: &str = "_manifest.json";
 
-/// The data file names the job publishes; publishing one removes the other.
-pub const DATA_NAMES: [&str; 2] = ["cdr.csv", "cdr.ndjson"];
+/// The data file names the job publishes (one per [`FileFormat`]); publishing one removes
+/// the others.
+pub const DATA_NAMES: [&str; 3] = [
+    FileFormat::Csv.data_name(),
+    FileFormat::Ndjson.data_name(),
+    FileFormat::Parquet.data_name(),
+];
 
 /// The day's location relative to the root, `/`-separated:
 /// `{report_type}/date=YYYY-MM-DD`.

@@ -12,6 +12,8 @@
 pub mod conformance;
 pub mod dir;
 pub mod format;
+
+pub use format::FileFormat;
 pub mod layout;
 #[cfg(feature = "object-store")]
 pub mod object;
@@ -28,6 +30,8 @@ use std::sync::Arc;
 pub struct NamedSink {
     pub name: String,
     pub sink: Arc<dyn Sink>,
+    /// What it publishes: the merged file as is, or converted (`parquet`).
+    pub file_format: FileFormat,
 }
 
 impl std::fmt::Debug for NamedSink {
@@ -35,32 +39,6 @@ impl std::fmt::Debug for NamedSink {
         f.debug_struct("NamedSink")
             .field("name", &self.name)
             .finish()
-    }
-}
-
-/// The published file's format (`[[sink]] file_format`): today the job's own
-/// (`job.format` csv → `cdr.csv`, json → `cdr.ndjson`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
-    Csv,
-    Ndjson,
-}
-
-impl FileFormat {
-    /// The format a job of `format` publishes.
-    pub fn of_job(format: crate::config::Format) -> FileFormat {
-        match format {
-            crate::config::Format::Csv => FileFormat::Csv,
-            crate::config::Format::Json => FileFormat::Ndjson,
-        }
-    }
-
-    /// `csv` or `ndjson`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileFormat::Csv => "csv",
-            FileFormat::Ndjson => "ndjson",
-        }
     }
 }
 

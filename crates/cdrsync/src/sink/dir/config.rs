@@ -1,6 +1,6 @@
 //! The `dir` sink's keys (`[[sink]] kind = "dir"`): `path` (default `./cdr-out`, relative to
 //! the config's folder) and `file_format` (`csv` or `ndjson`, as `job.format` — `json` is
-//! accepted for `ndjson`; `parquet` once the Parquet writer is built).
+//! accepted for `ndjson`; or `parquet`, converted from the merged file).
 
 use crate::config::{Format, raw_section, resolve_path};
 use crate::sink::FileFormat;
@@ -33,31 +33,8 @@ impl RawDirSinkConfig {
         if path.trim().is_empty() {
             return Err("`path` must not be empty".into());
         }
-        let file_format = FileFormat::of_job(job_format);
-        match self.file_format.as_deref() {
-            None => {}
-            Some("parquet") => {
-                return Err("`file_format` is `parquet`: file_format = parquet needs the parquet feature, which is not built yet".into());
-            }
-            Some(given @ ("csv" | "ndjson" | "json")) => {
-                let wanted = if given == "csv" {
-                    FileFormat::Csv
-                } else {
-                    FileFormat::Ndjson
-                };
-                if wanted != file_format {
-                    return Err(format!(
-                        "`file_format` is `{given}` but job.format is `{job_format}`: a dir sink publishes the job's format (`{}`)",
-                        file_format.as_str()
-                    ));
-                }
-            }
-            Some(other) => {
-                return Err(format!(
-                    "`file_format` is `{other}`; expected `csv` or `ndjson` (as job.format) or `parquet`"
-                ));
-            }
-        }
+        let file_format =
+            crate::sink::format::sink_file_format(self.file_format.as_deref(), job_format)?;
         Ok(DirSinkConfig {
             path: resolve_path(base_dir, &path),
             file_format,

@@ -555,14 +555,14 @@ mod tests {
             let err = sink.publish(&k, &data, "cdr.csv", &m).await.unwrap_err();
             assert!(err.to_string().contains("cannot be a folder name"), "{err}");
         }
-        for name in ["../cdr.csv", "_manifest.json", "cdr.parquet"] {
+        for name in ["../cdr.csv", "_manifest.json", "cdr.xlsx"] {
             let err = sink
                 .publish(&key("2024-05-15"), &data, name, &m)
                 .await
                 .unwrap_err();
             assert!(
                 err.to_string()
-                    .contains("is not one of cdr.csv, cdr.ndjson"),
+                    .contains("is not one of cdr.csv, cdr.ndjson, cdr.parquet"),
                 "{err}"
             );
         }

@@ -45,7 +45,7 @@ impl FileFormat {
     }
 
     /// The name of the day's data file in a sink (`cdr.csv`, `cdr.ndjson`, `cdr.parquet`).
-    pub fn data_name(self) -> &'static str {
+    pub const fn data_name(self) -> &'static str {
         match self {
             FileFormat::Csv => "cdr.csv",
             FileFormat::Ndjson => "cdr.ndjson",
@@ -76,6 +76,33 @@ impl fmt::Display for FileFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The format a sink publishes: its `file_format` if given, else the job's. A text format
+/// must be the job's own (the merge writes one; only Parquet is converted). The error is a
+/// sentence starting with the key.
+pub fn sink_file_format(
+    given: Option<&str>,
+    job_format: cdr_normalise::Format,
+) -> Result<FileFormat, String> {
+    let merged = FileFormat::merged(job_format);
+    let Some(given) = given else {
+        return Ok(merged);
+    };
+    // `json` is what job.format calls the NDJSON the merge writes.
+    let format = match given {
+        "json" => FileFormat::Ndjson,
+        other => other
+            .parse::<FileFormat>()
+            .map_err(|e| format!("`file_format`: {e}"))?,
+    };
+    if format != FileFormat::Parquet && format != merged {
+        return Err(format!(
+            "`file_format` is `{given}` but job.format is `{}`: a sink publishes the job's format (`{merged}`) or `parquet`",
+            job_format.as_str()
+        ));
+    }
+    Ok(format)
 }
 
 /// A `file_format` value that is not one of the known formats, or one this build lacks.

@@ -3,6 +3,8 @@
 //! moments — and rerun until the day is done. After every stop the test checks what a
 //! crash must never cause: a second create for one generation, a partial published day,
 //! a refresh-token reuse; at the end, the simulator's rows exactly and a no-op rerun.
+//! Every run publishes to three sinks (two CSV folders and a Parquet one), so kills land
+//! inside each sink's publish too, and every sink's folder is checked after every kill.
 //!
 //! The random test runs `CDRSYNC_CRASH_KILLS` kills (default 50) with seed
 //! `CDRSYNC_CRASH_SEED` (default printed); `--nocapture` shows its figures.
@@ -138,22 +140,61 @@ enum DayFolder {
     Published,
 }
 
-/// The never-partial rule of DirSink: a manifest means a complete, matching data file; a
-/// data file without one is a complete merge output (renamed in whole) awaiting its
-/// manifest. Anything else is a partial publish. Visible names other than the data and
-/// the manifest are not allowed either (temp names start with `.`).
+/// The sinks every crash test publishes to: the harness's `dir` at ./out, a second `dir`
+/// (`backup`, CSV) and a Parquet `dir` — so kills land in each sink's publish, and each
+/// sink's folder is checked after every kill.
+const SINKS: [(&str, &str); 3] = [
+    ("out", "cdr.csv"),
+    ("out-b", "cdr.csv"),
+    ("out-pq", "cdr.parquet"),
+];
+
+fn with_every_sink(h: &mut Harness) {
+    h.set(
+        "sinks",
+        "[[sink]]\nname = \"backup\"\nkind = \"dir\"\npath = \"./out-b\"\n\n\
+         [[sink]]\nname = \"pq\"\nkind = \"dir\"\npath = \"./out-pq\"\nfile_format = \"parquet\"",
+    );
+}
+
+/// Every sink's day folder (see [`check_sink_folder`]); the least published state of them.
 fn check_day_folder(
     h: &Harness,
     date: NaiveDate,
     truth: &[BTreeMap<String, String>],
 ) -> Result<DayFolder, String> {
-    let dir = h.day_dir(date);
-    let data = dir.join("cdr.csv");
+    let mut least = DayFolder::Published;
+    for (root, data_name) in SINKS {
+        let dir = h
+            .dir
+            .path()
+            .join(root)
+            .join("callDetailRecords")
+            .join(format!("date={date}"));
+        let folder =
+            check_sink_folder(&dir, data_name, truth).map_err(|e| format!("sink {root}: {e}"))?;
+        least = least.min(folder);
+    }
+    Ok(least)
+}
+
+/// The never-partial rule of DirSink: a manifest means a complete, matching data file; a
+/// data file without one is a complete file (renamed in whole) awaiting its manifest.
+/// Anything else is a partial publish. Visible names other than the data and the manifest
+/// are not allowed either (temp names start with `.`). CSV rows are compared with the
+/// simulator's; a Parquet file is checked whole (its magic at both ends, the manifest's
+/// bytes, SHA-256 and rows).
+fn check_sink_folder(
+    dir: &Path,
+    data_name: &str,
+    truth: &[BTreeMap<String, String>],
+) -> Result<DayFolder, String> {
+    let data = dir.join(data_name);
     let manifest_path = dir.join("_manifest.json");
     if dir.exists() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
+        for entry in std::fs::read_dir(dir).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') && name != "cdr.csv" && name != "_manifest.json" {
+            if !name.starts_with('.') && name != data_name && name != "_manifest.json" {
                 return Err(format!(
                     "unexpected visible file {name} in {}",
                     dir.display()
@@ -162,30 +203,46 @@ fn check_day_folder(
         }
     }
     let rows_ok = |what: &str| -> Result<(), String> {
-        let rows = try_read_csv(&data).map_err(|e| format!("{what}: cdr.csv is torn: {e}"))?;
+        if data_name.ends_with(".parquet") {
+            let bytes = std::fs::read(&data).map_err(|e| format!("{what}: {e}"))?;
+            let whole = bytes.len() >= 8 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1");
+            return if whole {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what}: {data_name} is torn ({} bytes)",
+                    bytes.len()
+                ))
+            };
+        }
+        let rows = try_read_csv(&data).map_err(|e| format!("{what}: {data_name} is torn: {e}"))?;
         if rows.len() != truth.len() {
             return Err(format!(
-                "{what}: cdr.csv has {} rows, the simulator {}",
+                "{what}: {data_name} has {} rows, the simulator {}",
                 rows.len(),
                 truth.len()
             ));
         }
         if rows != truth {
-            return Err(format!("{what}: cdr.csv rows differ from the simulator's"));
+            return Err(format!(
+                "{what}: {data_name} rows differ from the simulator's"
+            ));
         }
         Ok(())
     };
     match (manifest_path.exists(), data.exists()) {
         (false, false) => Ok(DayFolder::Empty),
-        (true, false) => Err("a manifest without cdr.csv".into()),
+        (true, false) => Err(format!("a manifest without {data_name}")),
         (false, true) => rows_ok("without a manifest").map(|()| DayFolder::DataWithoutManifest),
         (true, true) => {
-            let m = h.manifest(date);
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&manifest_path).unwrap())
+                    .map_err(|e| format!("a torn manifest: {e}"))?;
             let sha = sha256_hex(&data);
             let bytes = std::fs::metadata(&data).unwrap().len();
             if m["sha256"] != sha.as_str() || m["bytes"] != bytes {
                 return Err(format!(
-                    "cdr.csv ({bytes} bytes, {sha}) does not match its manifest ({}, {})",
+                    "{data_name} ({bytes} bytes, {sha}) does not match its manifest ({}, {})",
                     m["bytes"], m["sha256"]
                 ));
             }
@@ -285,7 +342,8 @@ fn small_day() -> Scenario {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_after_each_state_resumes_with_one_create_and_a_whole_day() {
-    let h = Harness::new(small_day()).await;
+    let mut h = Harness::new(small_day()).await;
+    with_every_sink(&mut h);
     let log = h.dir.path().join("runs.log");
     let states = [
         JobState::Requested,
@@ -439,7 +497,8 @@ fn run_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_right_after_a_refresh_answer_never_causes_a_reuse() {
-    let h = Harness::new(small_day()).await;
+    let mut h = Harness::new(small_day()).await;
+    with_every_sink(&mut h);
     let log = h.dir.path().join("runs.log");
     let mut after_refresh = 0;
     let mut date = day("2024-07-01");
@@ -536,6 +595,7 @@ async fn sigkill_at_random_moments_never_duplicates_a_create_or_publishes_a_part
     );
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut h = Harness::new(killable_day()).await;
+    with_every_sink(&mut h);
     h.set("cxone", "refresh_margin = \"1s\"");
     h.set("job", "concurrency = 2");
     let log = h.dir.path().join("runs.log");

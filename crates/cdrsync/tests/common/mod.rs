@@ -93,15 +93,22 @@ max = "100ms"
 [state]
 url = "sqlite://./state.db"
 
-[sink]
-kind = "dir"
-path = "./out"
+{sinks}
 {alert}{archive}"#,
             base = self.sim.base_url(),
             cxone = x("cxone"),
             columns = COLUMNS,
             job = x("job"),
             poll = x("poll"),
+            // `extra["sinks"]`: more `[[sink]]` tables after the first (`dir` at ./out).
+            sinks = if x("sinks").is_empty() {
+                "[sink]\nkind = \"dir\"\npath = \"./out\"".to_string()
+            } else {
+                format!(
+                    "[[sink]]\nkind = \"dir\"\npath = \"./out\"\n\n{}",
+                    x("sinks")
+                )
+            },
             alert = if x("alert").is_empty() {
                 String::new()
             } else {

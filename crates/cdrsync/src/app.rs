@@ -67,16 +67,16 @@ pub fn open_archive(config: &Config) -> Result<Option<Arc<Archive>>, JobError> {
     let archive = match &config.archive {
         None => return Ok(None),
         Some(ArchiveConfig::Dir { path }) => Archive::open_dir(path)?,
-        // The object sinks' URL → store builder plugs in here (see the archive module).
-        Some(ArchiveConfig::Object { url }) => {
-            return Err(crate::config::ConfigError::Invalid {
-                origin: "config".into(),
-                key: "archive.url".into(),
-                message: format!(
-                    "is `{url}`: this build keeps the archive in a folder only; write a folder like \"./raw\""
-                ),
-            }
-            .into());
+        #[cfg(feature = "object-store")]
+        Some(ArchiveConfig::Object(object)) => {
+            use crate::sink::object;
+            let secrets = object::ObjectSecrets::resolve(object)?;
+            let store = object::store::build_store(object, &secrets).map_err(|message| {
+                crate::sink::SinkError::new(&object.url, crate::exit::FailureKind::Config, message)
+            })?;
+            // The archive's own layout below the URL's prefix.
+            let store = object_store::prefix::PrefixStore::new(store, object.prefix.as_str());
+            Archive::new(Arc::new(store), format!("archive {}", object.url))
         }
     };
     Ok(Some(Arc::new(archive)))

@@ -435,3 +435,90 @@ async fn an_archive_failure_stops_the_day_verified_and_the_rerun_archives_the_re
     assert_eq!(h.manifest(date)["generation"], 1);
     assert_eq!(record(&h, date).await.state, JobState::Done);
 }
+
+/// The archive in a bucket (moto): `[archive]` takes the object sinks' keys; the parts land
+/// below the URL's prefix under their SHA-256, and `replay` republishes from there without
+/// any call to CXone.
+#[cfg(feature = "object-store")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_archive_keeps_every_part_in_the_bucket_and_replays_the_day() {
+    use object_store::ObjectStoreExt;
+    let Some(endpoint) = common::services::service("CDRSYNC_TEST_S3_ENDPOINT", "moto (S3)") else {
+        return;
+    };
+    let bucket = "cdrsync-archive";
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("moto answers");
+    assert!(created.status().is_success(), "create bucket: {created:?}");
+    let prefix = format!("raw-{:016x}", fastrand::u64(..));
+
+    let mut h = Harness::new(three_parts()).await;
+    let secret = h.dir.path().join("secrets/archive_secret");
+    std::fs::write(&secret, "test").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    h.set(
+        "archive",
+        &format!(
+            "url = \"s3://{bucket}/{prefix}\"\nendpoint = \"{endpoint}\"\nallow_http = true\n\
+             region = \"us-east-1\"\naccess_key_id = \"test\"\n\
+             secret_access_key = \"file:./secrets/archive_secret\""
+        ),
+    );
+    let date = day(DATE);
+    h.run(date)
+        .await
+        .expect("the day publishes, archived in the bucket");
+
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap();
+    let listed = |sub: &str| {
+        let location = StorePath::from(format!("{prefix}/{sub}"));
+        let store = &store;
+        async move {
+            use futures_util::TryStreamExt;
+            store
+                .list(Some(&location))
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+        }
+    };
+    let parts = listed("sha256").await;
+    assert_eq!(parts.len(), 3, "three distinct parts: {parts:?}");
+    for part in &parts {
+        let name = part.location.filename().unwrap().trim_end_matches(".part");
+        let bytes = store
+            .get(&part.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        use sha2::Digest;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            name,
+            "named by its hash"
+        );
+    }
+    assert_eq!(listed("days").await.len(), 1, "the day's raw manifest");
+
+    let (csv, _) = published(&h, date);
+    std::fs::remove_dir_all(h.day_dir(date)).unwrap();
+    let counters = h.sim.counters();
+    let (code, stdout, stderr) = binary(&h, &["replay", "--date", DATE], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(h.sim.counters(), counters, "no call to CXone");
+    assert_eq!(published(&h, date).0, csv, "byte-identical");
+    assert!(stdout.contains("replayed generation 1"), "{stdout}");
+}

@@ -2,22 +2,76 @@
 //!
 //! `url` is a folder (relative to the config file's folder, or `file:///abs`), or an
 //! object-store URL (`s3://bucket/prefix`, `az://container/prefix`, `abfss://…`,
-//! `gs://bucket/prefix`) opened by the same URL → store builder as the object sinks.
+//! `gs://bucket/prefix`) with the object sinks' keys (endpoint, region, credentials),
+//! checked and opened exactly as an object sink is.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// `[archive]` as written.
+/// `[archive]` as written: `url`, and for an object-store URL the object sinks' own keys
+/// (endpoint, region, credentials as secret references…), which mean the same here.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawArchiveConfig {
     pub url: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub account: Option<String>,
+    pub account_key: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub tenant_id: Option<String>,
+    pub service_account_key: Option<String>,
+    #[serde(default)]
+    pub use_emulator: bool,
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 impl RawArchiveConfig {
-    /// The section's keys, for the unknown-key check and `CDRSYNC_ARCHIVE_URL`.
-    pub const KEYS: &'static [(&'static str, crate::config::KeyKind)] =
-        &[("url", crate::config::KeyKind::Str)];
+    /// The section's keys, for the unknown-key check and `CDRSYNC_ARCHIVE_<KEY>`.
+    pub const KEYS: &'static [(&'static str, crate::config::KeyKind)] = {
+        use crate::config::KeyKind::{Bool, Str};
+        &[
+            ("url", Str),
+            ("region", Str),
+            ("endpoint", Str),
+            ("access_key_id", Str),
+            ("secret_access_key", Str),
+            ("session_token", Str),
+            ("account", Str),
+            ("account_key", Str),
+            ("client_id", Str),
+            ("client_secret", Str),
+            ("tenant_id", Str),
+            ("service_account_key", Str),
+            ("use_emulator", Bool),
+            ("allow_http", Bool),
+        ]
+    };
+
+    /// The object-store keys given (for a folder archive, where none applies).
+    fn object_keys_given(&self) -> Option<&'static str> {
+        let given = [
+            ("region", self.region.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+            ("session_token", self.session_token.is_some()),
+            ("account", self.account.is_some()),
+            ("account_key", self.account_key.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("tenant_id", self.tenant_id.is_some()),
+            ("service_account_key", self.service_account_key.is_some()),
+            ("use_emulator", self.use_emulator),
+            ("allow_http", self.allow_http),
+        ];
+        given.iter().find(|(_, set)| *set).map(|(key, _)| *key)
+    }
 }
 
 /// A validated `[archive]`.
@@ -25,9 +79,10 @@ impl RawArchiveConfig {
 pub enum ArchiveConfig {
     /// A local folder, absolute.
     Dir { path: PathBuf },
-    /// An object-store URL (`s3://`, `az://`, `abfss://`, `gs://`), opened by the object
-    /// sinks' builder.
-    Object { url: url::Url },
+    /// A bucket or container below a prefix (`s3://`, `az://`, `abfss://`, `gs://`),
+    /// configured and opened as an object sink is.
+    #[cfg(feature = "object-store")]
+    Object(Box<crate::sink::object::ObjectSinkConfig>),
 }
 
 /// Object-store schemes the archive accepts, as the object sinks do.
@@ -36,7 +91,7 @@ const OBJECT_SCHEMES: [&str; 4] = ["s3", "az", "abfss", "gs"];
 impl RawArchiveConfig {
     /// Checks `url`; the error is the rest of a sentence about `archive.url`.
     pub fn validate(self, base_dir: &Path) -> Result<ArchiveConfig, String> {
-        let url = self.url.unwrap_or_default();
+        let url = self.url.clone().unwrap_or_default();
         let url = url.trim();
         if url.is_empty() {
             return Err(
@@ -44,30 +99,68 @@ impl RawArchiveConfig {
                     .into(),
             );
         }
-        match url.split_once("://") {
-            None => Ok(ArchiveConfig::Dir {
-                path: absolute(base_dir, Path::new(url)),
-            }),
-            Some(("file", path)) if path.starts_with('/') => Ok(ArchiveConfig::Dir {
-                path: PathBuf::from(path),
-            }),
-            Some(("file", _)) => Err(format!(
-                "is `{url}`; a file:// URL must be absolute (file:///srv/raw), or write a plain folder like \"./raw\""
-            )),
-            Some((scheme, rest)) if OBJECT_SCHEMES.contains(&scheme) => {
-                let parsed =
-                    url::Url::parse(url).map_err(|e| format!("is not a valid URL: {e}"))?;
-                if rest.split('/').next().unwrap_or("").is_empty() {
-                    return Err(format!(
-                        "is `{url}`, which names no bucket or container: write {scheme}://NAME/prefix"
-                    ));
-                }
-                Ok(ArchiveConfig::Object { url: parsed })
+        let folder = match url.split_once("://") {
+            None => absolute(base_dir, Path::new(url)),
+            Some(("file", path)) if path.starts_with('/') => PathBuf::from(path),
+            Some(("file", _)) => {
+                return Err(format!(
+                    "is `{url}`; a file:// URL must be absolute (file:///srv/raw), or write a plain folder like \"./raw\""
+                ));
             }
-            Some((scheme, _)) => Err(format!(
-                "uses `{scheme}://`; expected a folder, or one of s3://, az://, abfss://, gs://"
-            )),
+            Some((scheme, _)) if OBJECT_SCHEMES.contains(&scheme) => {
+                return self.object(scheme, url, base_dir);
+            }
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "uses `{scheme}://`; expected a folder, or one of s3://, az://, abfss://, gs://"
+                ));
+            }
+        };
+        if let Some(key) = self.object_keys_given() {
+            return Err(format!(
+                "is the folder `{url}`, where `archive.{key}` does not apply (it is for an s3://, az:// or gs:// archive)"
+            ));
         }
+        Ok(ArchiveConfig::Dir { path: folder })
+    }
+
+    /// An object-store archive: the object sinks' checks, with the kind from the scheme.
+    #[cfg(feature = "object-store")]
+    fn object(self, scheme: &str, url: &str, base_dir: &Path) -> Result<ArchiveConfig, String> {
+        let kind = match scheme {
+            "s3" => "s3",
+            "gs" => "gcs",
+            _ => "azure",
+        };
+        let raw = crate::sink::object::RawObjectSinkConfig {
+            kind: kind.into(),
+            name: Some(format!("archive {url}")),
+            url: url.into(),
+            region: self.region,
+            endpoint: self.endpoint,
+            access_key_id: self.access_key_id,
+            secret_access_key: self.secret_access_key,
+            session_token: self.session_token,
+            account: self.account,
+            account_key: self.account_key,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            tenant_id: self.tenant_id,
+            service_account_key: self.service_account_key,
+            use_emulator: self.use_emulator,
+            allow_http: self.allow_http,
+            file_format: None,
+        };
+        raw.validate(base_dir)
+            .map(|c| ArchiveConfig::Object(Box::new(c)))
+            .map_err(|e| format!("is `{url}`: {e}"))
+    }
+
+    #[cfg(not(feature = "object-store"))]
+    fn object(self, _scheme: &str, url: &str, _base_dir: &Path) -> Result<ArchiveConfig, String> {
+        Err(format!(
+            "is `{url}`: an object-store archive needs a cdrsync built with the `object-store` feature"
+        ))
     }
 }
 
@@ -91,6 +184,7 @@ mod tests {
     fn validate(url: Option<&str>) -> Result<ArchiveConfig, String> {
         RawArchiveConfig {
             url: url.map(str::to_string),
+            ..Default::default()
         }
         .validate(Path::new("/etc/cdrsync"))
     }
@@ -118,10 +212,28 @@ mod tests {
     }
 
     #[test]
-    fn object_store_urls_are_kept_for_the_builder() {
+    fn object_store_urls_are_configured_like_an_object_sink() {
         let c = validate(Some("s3://bucket/raw")).unwrap();
-        assert!(matches!(c, ArchiveConfig::Object { url } if url.as_str() == "s3://bucket/raw"));
-        assert!(validate(Some("az://container/raw")).is_ok());
+        let ArchiveConfig::Object(o) = c else {
+            panic!("an object archive")
+        };
+        assert_eq!((o.bucket.as_str(), o.prefix.as_str()), ("bucket", "raw"));
+        let e = RawArchiveConfig {
+            url: Some("s3://bucket/raw".into()),
+            access_key_id: Some("AKID".into()),
+            ..Default::default()
+        }
+        .validate(Path::new("/etc/cdrsync"))
+        .unwrap_err();
+        assert!(e.contains("secret_access_key"), "{e}");
+        let e = RawArchiveConfig {
+            url: Some("./raw".into()),
+            region: Some("eu-west-1".into()),
+            ..Default::default()
+        }
+        .validate(Path::new("/etc/cdrsync"))
+        .unwrap_err();
+        assert!(e.contains("`archive.region` does not apply"), "{e}");
     }
 
     const BASE: &str = "[cxone]\nbase_url = \"https://api.example.com\"\nclient_id = \"cid\"\nclient_secret = \"env:S\"\nrefresh_token = \"file:t\"\n";
@@ -171,7 +283,7 @@ mod tests {
         assert!(
             validate(Some("s3:///raw"))
                 .unwrap_err()
-                .contains("names no bucket")
+                .starts_with("is `s3:///raw`: ")
         );
         assert!(
             validate(Some("file://raw"))

@@ -130,6 +130,9 @@ impl Job {
             .load(key)
             .await?
             .unwrap_or_else(|| JobRecord::planned(date, now));
+        // The generations already spent stay spent: a later `run --force` must take a new
+        // X-Request-Id even after an older generation was replayed.
+        let newest = rec.generation.max(day.generation);
         rec.generation = day.generation;
         rec.request_id = Some(day.request_id.clone());
         rec.x_request_id = Some(day.x_request_id.clone());
@@ -145,6 +148,7 @@ impl Job {
             day.generation, day.request_id
         ));
         rec.state = JobState::Done;
+        rec.generation = newest;
         rec.updated_at = Utc::now();
         self.store.save(key, &rec).await?;
         Ok(manifest)

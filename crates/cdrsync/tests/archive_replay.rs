@@ -168,6 +168,29 @@ async fn a_forced_rerun_with_identical_content_writes_no_new_part_object() {
     assert_eq!(second["generation"], 2);
     // Same content: the same three objects, none rewritten.
     assert_eq!(part_objects(&h), before);
+
+    // Replaying the older generation does not make its X-Request-Id reusable: the next
+    // forced run is generation 3, a request never made before.
+    let (code, _, stderr) = binary(&h, &["replay", "--date", DATE, "--generation", "1"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        h.manifest(date)["generation"],
+        1,
+        "the replayed generation is published"
+    );
+    assert_eq!(
+        record(&h, date).await.generation,
+        2,
+        "generation 2 stays spent"
+    );
+    let creates = h.sim.counters().creates;
+    h.job(Hooks::default())
+        .await
+        .run(date, true)
+        .await
+        .expect("the forced rerun publishes");
+    assert_eq!(h.manifest(date)["generation"], 3);
+    assert_eq!(h.sim.counters().creates, creates + 1, "one new request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

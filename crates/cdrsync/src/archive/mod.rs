@@ -32,6 +32,11 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
+/// Parts larger than this are archived as a multipart upload, streamed from staging.
+const STREAM_ABOVE: u64 = 16 << 20;
+/// The multipart chunk: S3's 5 MiB minimum part size, with room.
+const STREAM_CHUNK: usize = 8 << 20;
+
 pub use config::{ArchiveConfig, RawArchiveConfig};
 
 /// One part of an archived day, as its raw manifest lists it.
@@ -265,25 +270,14 @@ impl Archive {
         if self.has_part(sha256, bytes).await? {
             return Ok(Kept::AlreadyThere);
         }
+        if bytes > STREAM_ABOVE {
+            return self.put_part_streamed(sha256, bytes, path, &location).await;
+        }
         let data = tokio::fs::read(path)
             .await
-            .map_err(|e| ArchiveError::Store {
-                archive: self.describe.clone(),
-                kind: FailureKind::of_io(&e),
-                message: format!("cannot read staged part {}: {e}", path.display()),
-            })?;
+            .map_err(|e| self.unreadable(path, e))?;
         let found = crate::digest::hex_lower(&Sha256::digest(&data));
-        if found != sha256.to_ascii_lowercase() || data.len() as u64 != bytes {
-            return Err(ArchiveError::Store {
-                archive: self.describe.clone(),
-                kind: FailureKind::Other,
-                message: format!(
-                    "staged part {} changed after it was verified (sha256 {found}, {} bytes; expected {sha256}, {bytes} bytes)",
-                    path.display(),
-                    data.len()
-                ),
-            });
-        }
+        self.check_unchanged(path, sha256, bytes, &found, data.len() as u64)?;
         let payload = PutPayload::from(bytes::Bytes::from(data));
         match self
             .store
@@ -298,6 +292,84 @@ impl Archive {
             }
             Err(e) => Err(store_error(&self.describe, &format!("put {location}"), e)),
         }
+    }
+
+    /// A large part, read and hashed in chunks into a multipart upload that completes only
+    /// when the hash matched: memory stays within a few chunks whatever the part's size.
+    /// (A multipart upload cannot be create-only; two runs racing write the same content
+    /// under the same name, which is harmless for a content-addressed object.)
+    async fn put_part_streamed(
+        &self,
+        sha256: &str,
+        bytes: u64,
+        path: &Path,
+        location: &StorePath,
+    ) -> Result<Kept, ArchiveError> {
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| self.unreadable(path, e))?;
+        let failed = |e| store_error(&self.describe, &format!("put {location}"), e);
+        let upload = self.store.put_multipart(location).await.map_err(failed)?;
+        let mut upload = object_store::WriteMultipart::new_with_chunk_size(upload, STREAM_CHUNK);
+        let mut hasher = Sha256::new();
+        let mut read = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    return Err(self.unreadable(path, e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            read += n as u64;
+            if let Err(e) = upload.wait_for_capacity(2).await {
+                return Err(failed(e));
+            }
+            upload.write(&buf[..n]);
+        }
+        let found = crate::digest::hex_lower(&hasher.finalize());
+        if let Err(e) = self.check_unchanged(path, sha256, bytes, &found, read) {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+        upload.finish().await.map_err(failed)?;
+        Ok(Kept::Written)
+    }
+
+    fn unreadable(&self, path: &Path, e: std::io::Error) -> ArchiveError {
+        ArchiveError::Store {
+            archive: self.describe.clone(),
+            kind: FailureKind::of_io(&e),
+            message: format!("cannot read staged part {}: {e}", path.display()),
+        }
+    }
+
+    /// A staged part must still be what was verified: a name is never given to other content.
+    fn check_unchanged(
+        &self,
+        path: &Path,
+        sha256: &str,
+        bytes: u64,
+        found: &str,
+        read: u64,
+    ) -> Result<(), ArchiveError> {
+        if found == sha256.to_ascii_lowercase() && read == bytes {
+            return Ok(());
+        }
+        Err(ArchiveError::Store {
+            archive: self.describe.clone(),
+            kind: FailureKind::Other,
+            message: format!(
+                "staged part {} changed after it was verified (sha256 {found}, {read} bytes; expected {sha256}, {bytes} bytes)",
+                path.display()
+            ),
+        })
     }
 
     /// Keeps every part of `day` (staged at `parts`' paths), then the day's raw manifest.
@@ -525,6 +597,50 @@ mod tests {
             format!("sha256/ab/{hex}.part")
         );
         assert!(part_location("../../etc/passwd").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_large_part_is_streamed_in_chunks_and_kept_only_when_its_hash_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(InMemory::new());
+        let archive = Archive::new(store.clone(), "archive memory");
+        // Above STREAM_ABOVE: a multipart upload of several chunks.
+        let big: Vec<u8> = (0..(STREAM_ABOVE as usize + 3 * STREAM_CHUNK / 2))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let part = staged(dir.path(), 0, &big);
+        assert_eq!(
+            archive
+                .put_part(&part.sha256, part.bytes, &part.path)
+                .await
+                .unwrap(),
+            Kept::Written
+        );
+        assert!(archive.has_part(&part.sha256, part.bytes).await.unwrap());
+        let back = dir.path().join("back");
+        let d = day(1, std::slice::from_ref(&part));
+        archive
+            .keep_day(&d, std::slice::from_ref(&part))
+            .await
+            .unwrap();
+        archive
+            .fetch_part(key().date, &d.parts[0], &back)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), big);
+
+        // The staged file changed after it was verified: nothing is kept under its name.
+        let mut other = staged(dir.path(), 1, &big);
+        other.sha256 = "ab".repeat(32);
+        let e = archive
+            .put_part(&other.sha256, other.bytes, &other.path)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("changed after it was verified"),
+            "{e}"
+        );
+        assert!(!archive.has_part(&other.sha256, other.bytes).await.unwrap());
     }
 
     #[tokio::test]

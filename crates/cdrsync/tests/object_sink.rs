@@ -83,7 +83,7 @@ async fn s3_at(endpoint: &str, bucket: &str, prefix: &str, secret: &str) -> Obje
 /// An azure sink on Azurite below a fresh prefix of a container created here.
 async fn azure(case: &str) -> Option<ObjectSink> {
     let endpoint = service("CDRSYNC_TEST_AZURITE_ENDPOINT", "Azurite (Azure Blob)")?;
-    create_container(&endpoint, "cdrsync-test").await;
+    common::services::create_azurite_container(&endpoint, "cdrsync-test").await;
     Some(azure_at(&endpoint, "cdrsync-test", &unique(case), EMULATOR_KEY).await)
 }
 
@@ -103,38 +103,6 @@ async fn azure_at(endpoint: &str, container: &str, prefix: &str, key: &str) -> O
         ..Default::default()
     };
     object::open(&quick(cfg), &secrets).await.unwrap()
-}
-
-/// Creates a container with a Shared Key-signed request (object_store has no call for it).
-async fn create_container(endpoint: &str, container: &str) {
-    let account = "devstoreaccount1";
-    let date = chrono::Utc::now()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
-    let path = url::Url::parse(&format!("{endpoint}/{container}"))
-        .unwrap()
-        .path()
-        .to_string();
-    let to_sign = format!(
-        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:2021-08-06\n/{account}{path}\nrestype:container"
-    );
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &b64.decode(EMULATOR_KEY).unwrap());
-    let signature = b64.encode(ring::hmac::sign(&key, to_sign.as_bytes()).as_ref());
-    let response = reqwest::Client::new()
-        .put(format!("{endpoint}/{container}?restype=container"))
-        .header("x-ms-date", date)
-        .header("x-ms-version", "2021-08-06")
-        .header("Content-Length", "0")
-        .header("Authorization", format!("SharedKey {account}:{signature}"))
-        .send()
-        .await
-        .expect("Azurite answers");
-    assert!(
-        response.status().is_success() || response.status().as_u16() == 409,
-        "create container: {}",
-        response.status()
-    );
 }
 
 /// What a reader of the bucket sees in a day: every object below the day's prefix.
@@ -458,7 +426,7 @@ async fn azure_health_check_refuses_a_wrong_account_key() {
     let Some(endpoint) = service("CDRSYNC_TEST_AZURITE_ENDPOINT", "Azurite (Azure Blob)") else {
         return;
     };
-    create_container(&endpoint, "cdrsync-test").await;
+    common::services::create_azurite_container(&endpoint, "cdrsync-test").await;
     let wrong = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
     let sink = azure_at(&endpoint, "cdrsync-test", "p", &wrong).await;
     c::health_check_fails_as(&sink, FailureKind::Refused, Some(&wrong)).await;

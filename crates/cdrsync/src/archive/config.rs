@@ -150,6 +150,9 @@ impl RawArchiveConfig {
             use_emulator: self.use_emulator,
             allow_http: self.allow_http,
             file_format: None,
+            // The object sinks' retry defaults.
+            max_retries: None,
+            retry_timeout: None,
         };
         raw.validate(base_dir)
             .map(|c| ArchiveConfig::Object(Box::new(c)))

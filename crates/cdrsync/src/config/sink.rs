@@ -56,6 +56,8 @@ pub(super) const ENV_KEYS: &[(&str, KeyKind)] = &[
     ("service_account_key", KeyKind::Str),
     ("use_emulator", KeyKind::Bool),
     ("allow_http", KeyKind::Bool),
+    ("max_retries", KeyKind::UInt),
+    ("retry_timeout", KeyKind::Duration),
 ];
 
 /// One configured sink.
@@ -390,6 +392,31 @@ mod tests {
         .unwrap();
         assert_eq!(c.sinks[0].name, "s3");
         assert_eq!(c.sinks[0].config.kind(), "s3");
+    }
+
+    #[cfg(feature = "object-store")]
+    #[test]
+    fn object_sink_retries_come_from_the_table_or_the_environment() {
+        let text = format!(
+            "{BASE}\n[sink]\nkind = \"s3\"\nurl = \"s3://bucket/cdr\"\nmax_retries = 1\nretry_timeout = \"2s\"\n"
+        );
+        let object = |c: &Config| match &c.sinks[0].config {
+            SinkConfig::Object(o) => (o.max_retries, o.retry_timeout),
+            SinkConfig::Dir(_) => panic!("an object sink"),
+        };
+        let c = Config::from_toml_str(&text, Path::new("/x"), &|_| None).unwrap();
+        assert_eq!(object(&c), (1, std::time::Duration::from_secs(2)));
+        let env = |name: &str| match name {
+            "CDRSYNC_SINK_MAX_RETRIES" => Some("0".to_string()),
+            "CDRSYNC_SINK_RETRY_TIMEOUT" => Some("500ms".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml_str(&text, Path::new("/x"), &env).unwrap();
+        assert_eq!(object(&c), (0, std::time::Duration::from_millis(500)));
+        let e = Config::from_toml_str(&text.replace("\"2s\"", "2"), Path::new("/x"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sink.retry_timeout"), "{e}");
     }
 
     #[test]

@@ -64,13 +64,17 @@ pub struct RawObjectSinkConfig {
     pub allow_http: bool,
     /// `csv`, `ndjson` or `parquet`: the published format, when not the job's.
     pub file_format: Option<String>,
+    /// Retries of one request (5xx, 429, timeouts, connection errors); default 5.
+    pub max_retries: Option<u32>,
+    /// The time bound of one request's retries, a duration like `2m`; default `120s`.
+    pub retry_timeout: Option<String>,
 }
 
 impl RawObjectSinkConfig {
     /// The backend's own keys and what each holds, for the unknown-key check and the
     /// environment overrides (`kind` and `name` are every sink's).
     pub const KEYS: &'static [(&'static str, crate::config::KeyKind)] = {
-        use crate::config::KeyKind::{Bool, Str};
+        use crate::config::KeyKind::{Bool, Duration, Str, UInt};
         &[
             ("url", Str),
             ("region", Str),
@@ -87,6 +91,8 @@ impl RawObjectSinkConfig {
             ("use_emulator", Bool),
             ("allow_http", Bool),
             ("file_format", Str),
+            ("max_retries", UInt),
+            ("retry_timeout", Duration),
         ]
     };
 }
@@ -191,6 +197,11 @@ pub struct ObjectSinkConfig {
     pub max_concurrency: usize,
 }
 
+/// Retries of one request unless `max_retries` says otherwise.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// The bound of one request's retries unless `retry_timeout` says otherwise.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// S3's minimum part size (except the last part).
 pub const MIN_PART_SIZE: usize = 5 << 20;
 /// The default part size: 8 MiB, so memory stays within a few parts whatever the day's size.
@@ -278,6 +289,16 @@ impl RawObjectSinkConfig {
             ));
         }
 
+        let retry_timeout = match &self.retry_timeout {
+            Some(text) => {
+                crate::config::parse_duration(text).map_err(|e| format!("retry_timeout {e}"))?
+            }
+            None => DEFAULT_RETRY_TIMEOUT,
+        };
+        if retry_timeout.is_zero() {
+            return Err("retry_timeout must be longer than 0s".into());
+        }
+
         let credentials = match kind {
             ObjectKind::S3 => match (&self.access_key_id, &self.secret_access_key) {
                 (Some(id), Some(secret)) => ObjectCredentials::S3Keys {
@@ -363,8 +384,8 @@ impl RawObjectSinkConfig {
             allow_http: self.allow_http || self.use_emulator,
             credentials,
             file_format: self.file_format,
-            max_retries: 5,
-            retry_timeout: Duration::from_secs(120),
+            max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES) as usize,
+            retry_timeout,
             part_size: DEFAULT_PART_SIZE,
             max_concurrency: 4,
         })
@@ -716,6 +737,37 @@ mod tests {
                 key: SecretRef::File("/run/secrets/gcs.json".into())
             }
         );
+    }
+
+    #[test]
+    fn retries_default_and_are_configurable() {
+        let base = Path::new("/etc/cdrsync");
+        let d = raw("s3", "s3://b-1/p").validate(base).unwrap();
+        assert_eq!(
+            (d.max_retries, d.retry_timeout),
+            (DEFAULT_MAX_RETRIES as usize, DEFAULT_RETRY_TIMEOUT)
+        );
+        let set = RawObjectSinkConfig {
+            max_retries: Some(0),
+            retry_timeout: Some("1s500ms".into()),
+            ..raw("azure", "abfss://c-1@acme.dfs.core.windows.net/p")
+        }
+        .validate(base)
+        .unwrap();
+        assert_eq!(
+            (set.max_retries, set.retry_timeout),
+            (0, Duration::from_millis(1_500))
+        );
+        for (timeout, says) in [
+            ("soon", "retry_timeout is not a duration: `soon`"),
+            ("0s", "retry_timeout must be longer than 0s"),
+        ] {
+            let e = err(RawObjectSinkConfig {
+                retry_timeout: Some(timeout.into()),
+                ..raw("s3", "s3://b-1/p")
+            });
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -198,7 +198,7 @@ pub fn build_store(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::object::config::RawObjectSinkConfig;
+    use crate::sink::object::config::{EMULATOR_ACCOUNT, RawObjectSinkConfig};
     use object_store::aws::AmazonS3ConfigKey;
     use object_store::azure::AzureConfigKey;
     use object_store::gcp::GoogleConfigKey;
@@ -289,7 +289,216 @@ mod tests {
         assert!(build_store(&c, &secrets).is_ok());
     }
 
-    /// GCS is configured, never contacted: no emulator speaks its XML API here.
+    /// A loopback listener standing in for the cloud metadata address: it counts every
+    /// connection and drops it, so a credential probe fails fast and is seen.
+    struct MetadataTrap {
+        url: String,
+        connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl MetadataTrap {
+        async fn start() -> MetadataTrap {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let seen = connections.clone();
+            let task = tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    drop(socket);
+                }
+            });
+            MetadataTrap {
+                url,
+                connections,
+                task,
+            }
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for MetadataTrap {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// The emulator's endpoint from `var`, or `None` after saying why the test is skipped
+    /// (a failure under `CDRSYNC_REQUIRE_SERVICES=1`), as `tests/common/services.rs` does.
+    fn service(var: &str) -> Option<String> {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ if std::env::var("CDRSYNC_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+                panic!("{var} is not set but CDRSYNC_REQUIRE_SERVICES=1")
+            }
+            _ => {
+                eprintln!("skipped: {var} is not set (`.ci/run` starts the emulator)");
+                None
+            }
+        }
+    }
+
+    fn quick(mut c: ObjectSinkConfig) -> ObjectSinkConfig {
+        c.max_retries = 0;
+        c.retry_timeout = Duration::from_secs(2);
+        c
+    }
+
+    /// A health check, then a publish of a small day: every request a run makes.
+    async fn health_check_and_publish(
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<(), crate::sink::SinkError> {
+        use crate::sink::Sink;
+        let sink = crate::sink::object::ObjectSink::new(store, "trap", "cdr");
+        sink.health_check(None).await?;
+        let staging = tempfile::tempdir().unwrap();
+        let data = b"CallId,StartTime\r\n1,2024-05-15T00:00:00Z\r\n";
+        let staged = staging.path().join("cdr.csv");
+        std::fs::write(&staged, data).unwrap();
+        let key = crate::state::JobKey {
+            report_type: "callDetailRecords".into(),
+            report_id: "default".into(),
+            date: "2024-05-15".parse().unwrap(),
+        };
+        let manifest = crate::sink::conformance::sample_manifest(1, data);
+        sink.publish(&key, &staged, "cdr.csv", &manifest).await
+    }
+
+    /// With explicit keys the S3 client never asks the metadata endpoint for credentials;
+    /// the same client without keys does (so the trap would see a probe).
+    #[tokio::test]
+    async fn s3_with_explicit_keys_never_contacts_the_metadata_endpoint() {
+        let Some(endpoint) = service("CDRSYNC_TEST_S3_ENDPOINT") else {
+            return;
+        };
+        let bucket = format!("cdrsync-imds-{:08x}", fastrand::u32(..));
+        let created = reqwest::Client::new()
+            .put(format!("{endpoint}/{bucket}"))
+            .send()
+            .await
+            .expect("moto answers");
+        assert!(created.status().is_success(), "create bucket: {created:?}");
+        let c = quick(cfg(RawObjectSinkConfig {
+            kind: "s3".into(),
+            url: format!("s3://{bucket}/cdr"),
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint.clone()),
+            allow_http: true,
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("env:UNUSED".into()),
+            ..Default::default()
+        }));
+        let secrets = ObjectSecrets {
+            access_key_id: Some(Secret::new("test")),
+            secret_access_key: Some(Secret::new("test")),
+            ..Default::default()
+        };
+        install_crypto_provider();
+        let trap = MetadataTrap::start().await;
+        let store = s3_builder(&c, &secrets)
+            .with_metadata_endpoint(&trap.url)
+            .build()
+            .unwrap();
+        health_check_and_publish(Arc::new(store))
+            .await
+            .expect("health check and publish");
+        assert_eq!(trap.connections(), 0, "the metadata endpoint was contacted");
+
+        // The control: no keys (and no environment) → the client probes the trap.
+        let store = AmazonS3Builder::new()
+            .with_bucket_name(&bucket)
+            .with_region("us-east-1")
+            .with_endpoint(&endpoint)
+            .with_virtual_hosted_style_request(false)
+            .with_retry(retry(&c))
+            .with_client_options(client_options(&c))
+            .with_metadata_endpoint(&trap.url)
+            .build()
+            .unwrap();
+        assert!(health_check_and_publish(Arc::new(store)).await.is_err());
+        assert!(trap.connections() > 0, "the trap sees a credential probe");
+    }
+
+    /// With the emulator's (or any explicit) key the Azure client never asks the managed
+    /// identity endpoint for a token; without one it does.
+    #[tokio::test]
+    async fn azure_with_an_explicit_key_never_contacts_the_managed_identity_endpoint() {
+        let Some(endpoint) = service("CDRSYNC_TEST_AZURITE_ENDPOINT") else {
+            return;
+        };
+        let container = format!("cdrsync-imds-{:08x}", fastrand::u32(..));
+        create_container(&endpoint, &container).await;
+        let c = quick(cfg(RawObjectSinkConfig {
+            kind: "azure".into(),
+            url: format!("az://{container}/cdr"),
+            use_emulator: true,
+            endpoint: Some(endpoint.clone()),
+            ..Default::default()
+        }));
+        install_crypto_provider();
+        let trap = MetadataTrap::start().await;
+        let store = azure_builder(&c, &ObjectSecrets::default())
+            .with_msi_endpoint(&trap.url)
+            .build()
+            .unwrap();
+        health_check_and_publish(Arc::new(store))
+            .await
+            .expect("health check and publish");
+        assert_eq!(trap.connections(), 0, "the identity endpoint was contacted");
+
+        // The control: no key → managed identity, asked at the trap.
+        let store = MicrosoftAzureBuilder::new()
+            .with_account(EMULATOR_ACCOUNT)
+            .with_container_name(&container)
+            .with_endpoint(endpoint)
+            .with_retry(retry(&c))
+            .with_client_options(client_options(&c))
+            .with_msi_endpoint(&trap.url)
+            .build()
+            .unwrap();
+        assert!(health_check_and_publish(Arc::new(store)).await.is_err());
+        assert!(trap.connections() > 0, "the trap sees a token request");
+    }
+
+    /// Creates an Azurite container with a Shared Key-signed request.
+    async fn create_container(endpoint: &str, container: &str) {
+        use base64::Engine;
+        let date = chrono::Utc::now()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let path = url::Url::parse(&format!("{endpoint}/{container}"))
+            .unwrap()
+            .path()
+            .to_string();
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:2021-08-06\n/{EMULATOR_ACCOUNT}{path}\nrestype:container"
+        );
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &b64.decode(EMULATOR_KEY).unwrap());
+        let signature = b64.encode(ring::hmac::sign(&key, to_sign.as_bytes()).as_ref());
+        let response = reqwest::Client::new()
+            .put(format!("{endpoint}/{container}?restype=container"))
+            .header("x-ms-date", date)
+            .header("x-ms-version", "2021-08-06")
+            .header("Content-Length", "0")
+            .header(
+                "Authorization",
+                format!("SharedKey {EMULATOR_ACCOUNT}:{signature}"),
+            )
+            .send()
+            .await
+            .expect("Azurite answers");
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    /// GCS is configured, never contacted: no emulator speaks its XML API here. (Nor is
+    /// there a metadata trap for it: object_store's gcp backend takes its metadata host
+    /// from the process environment, `GCE_METADATA_HOST`/`GCE_METADATA_IP`, not from the
+    /// builder; with `service_account_key` it signs its own token and asks no metadata.)
     #[test]
     fn gcs_takes_an_explicit_service_account_key() {
         let c = cfg(RawObjectSinkConfig {

@@ -461,3 +461,71 @@ async fn a_text_file_format_other_than_the_jobs_exits_78_naming_the_sink_key() {
     assert_eq!(c.creates + c.status_polls, 0, "nothing requested");
     assert!(!h.out_dir().exists(), "nothing published");
 }
+
+/// The first folder named `name` below `root`.
+fn find_dir(root: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(root).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == name) {
+                return Some(path);
+            }
+            if let Some(found) = find_dir(&path, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_parquet_conversion_still_publishes_the_other_sinks_and_the_rerun_the_rest() {
+    let mut h = Harness::new(small_day(SchemaDrift::default())).await;
+    h.set("job", TYPES);
+    // The parts verified and staged; then the conversion's target in staging is a
+    // non-empty folder, so writing cdr.parquet fails (io: exit 69).
+    h.stop_after(day(DATE), cdrsync::state::JobState::Verified)
+        .await;
+    let staging = find_dir(h.dir.path(), "gen-1").expect("the day's staging folder");
+    let blocker = staging.join("cdr.parquet");
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    // The parquet sink comes first: its failure must not keep the csv sink from the day.
+    configure(
+        &h,
+        "[[sink]]\nname = \"pq\"\nkind = \"dir\"\npath = \"./out-pq\"\nfile_format = \"parquet\"\n\n\
+         [[sink]]\nkind = \"dir\"\npath = \"./out\"\nfile_format = \"csv\"\n",
+    );
+    let out = run_bin(&h, &["run", "--date", DATE]).await;
+    assert_eq!(out.code, 69, "the conversion failed (io):\n{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("converting the day to parquet for sink pq"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        names_in(&h.day_dir(day(DATE))),
+        ["_manifest.json", "cdr.csv"],
+        "the csv sink got the day in the same run"
+    );
+    assert_eq!(
+        without_extra(h.published_rows(day(DATE))),
+        expected(&h.sim, day(DATE))
+    );
+    assert!(!pq_day_dir(&h).join("_manifest.json").exists());
+    let csv_sha = sha256_hex(&h.day_dir(day(DATE)).join("cdr.csv"));
+
+    // The rerun converts again and publishes to the parquet sink alone.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    publish(&h, &[]).await;
+    assert_eq!(h.sim.counters().creates, 1, "the same request");
+    assert_eq!(names_in(&pq_day_dir(&h)), ["_manifest.json", "cdr.parquet"]);
+    assert_eq!(
+        parquet_rows(&pq_day_dir(&h).join("cdr.parquet")),
+        expected_typed(&h)
+    );
+    assert_eq!(sha256_hex(&h.day_dir(day(DATE)).join("cdr.csv")), csv_sha);
+    let status = run_bin(&h, &["status", "--log-format", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("one object");
+    assert_eq!(v["state"], "done", "{v}");
+}

@@ -954,9 +954,10 @@ impl Job {
     }
 
     /// Publishes the merged day at `merged` to every sink without a record of this
-    /// generation, recording each success at once. When a sink fails (or its file's conversion), the others still
-    /// publish; the day stays `Verified` with the merged file kept, and the first failure
-    /// is returned (the next run publishes to the sinks still missing, nothing else).
+    /// generation, recording each success at once. When a sink fails (or the conversion of
+    /// its file), the others still publish; the day stays `Verified` with the merged file
+    /// kept, and the first failure is returned (the next run publishes to the sinks still
+    /// missing, nothing else).
     async fn publish_to_sinks(
         &self,
         key: &JobKey,

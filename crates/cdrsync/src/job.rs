@@ -30,7 +30,7 @@ use crate::download::{Downloader, StagedPart};
 use crate::exit::JobError;
 use crate::manifest::{HeaderChange, Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
 use crate::poll::{ManifestGuard, NotReady, PollBackoff, status_name};
-use crate::sink::{FileFormat, NamedSink, SinkError};
+use crate::sink::{FileFormat, NamedSink};
 use crate::state::{JobKey, JobRecord, JobState, JobStore, Lease, SinkPublish};
 use crate::window::{Window, x_request_id};
 use chrono::{NaiveDate, Utc};
@@ -954,9 +954,10 @@ impl Job {
     }
 
     /// Publishes the merged day at `merged` to every sink without a record of this
-    /// generation, recording each success at once. When a sink fails, the others still
-    /// publish; the day stays `Verified` with the merged file kept, and the first failure
-    /// is returned (the next run publishes to the sinks still missing, nothing else).
+    /// generation, recording each success at once. When a sink fails (or the conversion of
+    /// its file), the others still publish; the day stays `Verified` with the merged file
+    /// kept, and the first failure is returned (the next run publishes to the sinks still
+    /// missing, nothing else).
     async fn publish_to_sinks(
         &self,
         key: &JobKey,
@@ -973,7 +974,8 @@ impl Job {
             .filter(|p| p.generation == rec.generation)
             .map(|p| p.sink)
             .collect();
-        let mut failed: Vec<(String, SinkError)> = Vec::new();
+        // A sink's failure, or its file's conversion failing, leaves the other sinks to go on.
+        let mut failed: Vec<(String, JobError)> = Vec::new();
         // Each format the sinks want, made once: the merged file itself, or converted.
         let mut files: Vec<(FileFormat, PathBuf, Manifest)> = Vec::new();
         for s in &self.sinks {
@@ -983,13 +985,22 @@ impl Job {
             }
             let (path, manifest) = match files.iter().find(|(f, _, _)| *f == s.file_format) {
                 Some((_, path, manifest)) => (path.clone(), manifest.clone()),
-                None => {
-                    let (path, manifest) = self
-                        .file_for(key, &s.name, s.file_format, merged, manifest)
-                        .await?;
-                    files.push((s.file_format, path.clone(), manifest.clone()));
-                    (path, manifest)
-                }
+                None => match self
+                    .file_for(key, &s.name, s.file_format, merged, manifest)
+                    .await
+                {
+                    Ok((path, manifest)) => {
+                        files.push((s.file_format, path.clone(), manifest.clone()));
+                        (path, manifest)
+                    }
+                    Err(e) => {
+                        if !failed.is_empty() {
+                            tracing::error!(date = %date, sink = %s.name, "{e}; the next run publishes to this sink alone");
+                        }
+                        failed.push((s.name.clone(), e));
+                        continue;
+                    }
+                },
             };
             let manifest = &manifest;
             let data_name = s.file_format.data_name();
@@ -1027,7 +1038,7 @@ impl Job {
                     } else {
                         tracing::error!(date = %date, sink = %s.name, "{e}; the next run publishes to this sink alone");
                     }
-                    failed.push((s.name.clone(), e));
+                    failed.push((s.name.clone(), e.into()));
                 }
             }
         }
@@ -1046,8 +1057,10 @@ impl Job {
         // The run's error (recorded as the day's reason by `Job::run`) says which sinks
         // still miss the day, beside the first failure.
         let mut first = failed.remove(0).1;
-        first.message = format!("{}; {missing}", first.message);
-        Err(first.into())
+        if let JobError::Sink(e) = &mut first {
+            e.message = format!("{}; {missing}", e.message);
+        }
+        Err(first)
     }
 
     /// The file a sink of `format` publishes, and its manifest: the merged file itself, or

@@ -280,6 +280,11 @@ fn input_name(input: InputFormat) -> &'static str {
     }
 }
 
+/// The Parquet file of the day. A value its typed column cannot hold (a decimal beyond a
+/// DOUBLE's 15 exact digits, say, which the merge accepted as a decimal) widens that
+/// column to strings for the day and the file is written again — never a refused day, never
+/// a rounded or blanked value (DESIGN §2: a typed sink widens rather than rejects); the
+/// report's `widened` names it.
 #[cfg(feature = "parquet")]
 fn convert_to_parquet(
     schema: &Schema,
@@ -289,12 +294,26 @@ fn convert_to_parquet(
 ) -> Result<SinkFile, FormatError> {
     let name = FileFormat::Parquet.data_name();
     let path = merged.with_file_name(name);
-    let report = write_parquet(schema, input, merged, &path, widen)?;
-    Ok(SinkFile {
-        path,
-        name,
-        parquet: Some(report),
-    })
+    let mut widen = widen.clone();
+    loop {
+        match write_parquet(schema, input, merged, &path, &widen) {
+            Ok(report) => {
+                return Ok(SinkFile {
+                    path,
+                    name,
+                    parquet: Some(report),
+                });
+            }
+            Err(FormatError::Value { column, row, .. }) if !widen.contains(&column) => {
+                tracing::warn!(
+                    column = %column,
+                    "row {row}: a value of column {column} does not fit its Parquet type; the column is written as strings in this day's Parquet file"
+                );
+                widen.insert(column);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(not(feature = "parquet"))]
@@ -352,6 +371,32 @@ mod tests {
         assert_eq!(file.path, merged);
         assert_eq!(file.name, "cdr.csv");
         assert_eq!(file.parquet, None);
+    }
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn a_value_its_parquet_type_cannot_hold_widens_the_column_instead_of_refusing_the_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let merged = dir.path().join(".cdr.csv.merging");
+        std::fs::write(
+            &merged,
+            "CallId,Cost,extra_columns\nc1,1.5,\nc2,1234567890.123456,\n",
+        )
+        .unwrap();
+        let schema = Schema::new(["CallId", "Cost"])
+            .with_critical(["CallId"])
+            .with_type("Cost", cdr_normalise::ColumnType::Decimal);
+        let file = convert_for(
+            FileFormat::Parquet,
+            &schema,
+            InputFormat::Csv,
+            &merged,
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        let report = file.parquet.unwrap();
+        assert_eq!(report.rows, 2);
+        assert_eq!(report.widened, ["Cost"]);
     }
 
     #[test]

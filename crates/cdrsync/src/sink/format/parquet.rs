@@ -19,7 +19,8 @@
 //! normaliser's rule). `decimal` is DOUBLE because the configuration gives no precision or
 //! scale, and the normaliser's decimals may have an exponent: a fixed DECIMAL(p, s) would
 //! have to reject or round some valid values. DOUBLE is exact to 15 significant digits; a
-//! value with more (or out of range) is refused rather than rounded silently.
+//! value with more (or out of range) is refused here rather than rounded silently, and the
+//! caller ([`super::convert_for`]) then writes that column as strings for the day.
 //!
 //! Values are never blanked: a typed column the merge counted type violations in (the
 //! manifest's `schema.type_violations`) is widened to STRING for the day, and its raw

@@ -211,18 +211,7 @@ impl Job {
             return Ok(done);
         }
         self.acquire_lease(key).await?;
-        let renew = {
-            let store = self.store.clone();
-            let (key, owner, ttl) = (key.clone(), self.owner.clone(), self.lease_ttl);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    if let Err(e) = store.acquire_lease(&key, &owner, ttl).await {
-                        tracing::warn!("could not renew the lease: {e}");
-                    }
-                }
-            })
-        };
+        let renew = self.renew_lease(key);
         // `run_day` re-checks under the lease: the run we waited for may have finished.
         let result = self.run_day(key, force).await;
         if let Err(error) = &result {
@@ -297,6 +286,21 @@ impl Job {
                 tracing::warn!(date = %key.date, "could not record why the day stopped: {e}");
             }
         }
+    }
+
+    /// Renews the day's lease every third of its lifetime until the returned task is
+    /// aborted (the caller then releases it).
+    pub(crate) fn renew_lease(&self, key: &JobKey) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let (key, owner, ttl) = (key.clone(), self.owner.clone(), self.lease_ttl);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if let Err(e) = store.acquire_lease(&key, &owner, ttl).await {
+                    tracing::warn!("could not renew the lease: {e}");
+                }
+            }
+        })
     }
 
     /// Takes the day's lease, waiting up to `[job] lease_wait` for another run to give it

@@ -2,11 +2,15 @@
 //! parts, verified, merged and published exactly once.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration, environment overrides and validation.
+//! - [`config`]: the TOML configuration (one file per section), environment overrides and
+//!   validation.
 //! - [`secrets`]: secret references (`env:`, `file:`) and the writable refresh-token store.
-//! - [`window`]: [`window::Window`], the UTC day, and the `X-Request-Id` of a day.
-//! - [`state`]: the [`state::JobStore`] trait (records + leases) and its SQLite backend.
-//! - [`sink`]: the [`sink::Sink`] trait and its `dir` backend.
+//! - [`window`]: [`window::Window`], the UTC day, closed days, and the `X-Request-Id` of a day.
+//! - [`state`]: the [`state::JobStore`] trait (records, leases, per-sink publishes) and its
+//!   SQLite backend.
+//! - [`sink`]: the [`sink::Sink`] trait, the shared Hive layout, the `dir` and object-storage
+//!   (`s3`, `azure`, `gcs`) backends, and the published file formats (CSV, NDJSON, Parquet).
+//! - [`archive`], [`replay`]: raw parts kept by SHA-256, and a day republished from them.
 //! - [`manifest`]: the `_manifest.json` written beside each published day.
 //! - [`poll`]: the polling backoff and the manifest guard.
 //! - [`download`]: bounded-concurrency, verified part downloads into staging.

@@ -49,18 +49,7 @@ impl Job {
             return Err(ArchiveError::NotConfigured.into());
         }
         self.acquire_lease(key).await?;
-        let renew = {
-            let store = self.store.clone();
-            let (key, owner, ttl) = (key.clone(), self.owner.clone(), self.lease_ttl);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    if let Err(e) = store.acquire_lease(&key, &owner, ttl).await {
-                        tracing::warn!("could not renew the lease: {e}");
-                    }
-                }
-            })
-        };
+        let renew = self.renew_lease(key);
         let staging = self.day_staging_dir(key).join("replay");
         let result = self.replay_day(key, generation, &staging).await;
         if let Err(e) = tokio::fs::remove_dir_all(&staging).await

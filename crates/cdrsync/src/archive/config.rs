@@ -33,25 +33,8 @@ pub struct RawArchiveConfig {
 
 impl RawArchiveConfig {
     /// The section's keys, for the unknown-key check and `CDRSYNC_ARCHIVE_<KEY>`.
-    pub const KEYS: &'static [(&'static str, crate::config::KeyKind)] = {
-        use crate::config::KeyKind::{Bool, Str};
-        &[
-            ("url", Str),
-            ("region", Str),
-            ("endpoint", Str),
-            ("access_key_id", Str),
-            ("secret_access_key", Str),
-            ("session_token", Str),
-            ("account", Str),
-            ("account_key", Str),
-            ("client_id", Str),
-            ("client_secret", Str),
-            ("tenant_id", Str),
-            ("service_account_key", Str),
-            ("use_emulator", Bool),
-            ("allow_http", Bool),
-        ]
-    };
+    pub const KEYS: &'static [(&'static str, crate::config::KeyKind)] =
+        crate::config::with_object_store_keys!("url": Str);
 
     /// The object-store keys given (for a folder archive, where none applies).
     fn object_keys_given(&self) -> Option<&'static str> {

@@ -93,6 +93,31 @@ macro_rules! raw_section {
 }
 pub(crate) use raw_section;
 
+/// A key table of `(name, kind)` pairs: the given keys, then the keys that say how to reach
+/// an object store (endpoint, region, credentials…), which object sinks and an object-store
+/// `[archive]` share — written here once.
+macro_rules! with_object_store_keys {
+    ($($key:literal: $kind:ident),* $(,)?) => {
+        &[
+            $(($key, $crate::config::KeyKind::$kind),)*
+            ("region", $crate::config::KeyKind::Str),
+            ("endpoint", $crate::config::KeyKind::Str),
+            ("access_key_id", $crate::config::KeyKind::Str),
+            ("secret_access_key", $crate::config::KeyKind::Str),
+            ("session_token", $crate::config::KeyKind::Str),
+            ("account", $crate::config::KeyKind::Str),
+            ("account_key", $crate::config::KeyKind::Str),
+            ("client_id", $crate::config::KeyKind::Str),
+            ("client_secret", $crate::config::KeyKind::Str),
+            ("tenant_id", $crate::config::KeyKind::Str),
+            ("service_account_key", $crate::config::KeyKind::Str),
+            ("use_emulator", $crate::config::KeyKind::Bool),
+            ("allow_http", $crate::config::KeyKind::Bool),
+        ]
+    };
+}
+pub(crate) use with_object_store_keys;
+
 // ---------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------

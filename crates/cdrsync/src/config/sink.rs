@@ -37,28 +37,15 @@ const COMMON_KEYS: &[(&str, KeyKind)] = &[("kind", KeyKind::Str), ("name", KeyKi
 
 /// Keys `CDRSYNC_SINK_<KEY>` may set (with exactly one sink): the common ones and the
 /// built backends'.
-pub(super) const ENV_KEYS: &[(&str, KeyKind)] = &[
-    ("kind", KeyKind::Str),
-    ("name", KeyKind::Str),
-    ("path", KeyKind::Str),
-    ("file_format", KeyKind::Str),
-    ("url", KeyKind::Str),
-    ("region", KeyKind::Str),
-    ("endpoint", KeyKind::Str),
-    ("access_key_id", KeyKind::Str),
-    ("secret_access_key", KeyKind::Str),
-    ("session_token", KeyKind::Str),
-    ("account", KeyKind::Str),
-    ("account_key", KeyKind::Str),
-    ("client_id", KeyKind::Str),
-    ("client_secret", KeyKind::Str),
-    ("tenant_id", KeyKind::Str),
-    ("service_account_key", KeyKind::Str),
-    ("use_emulator", KeyKind::Bool),
-    ("allow_http", KeyKind::Bool),
-    ("max_retries", KeyKind::UInt),
-    ("retry_timeout", KeyKind::Duration),
-];
+pub(super) const ENV_KEYS: &[(&str, KeyKind)] = super::with_object_store_keys!(
+    "kind": Str,
+    "name": Str,
+    "path": Str,
+    "file_format": Str,
+    "url": Str,
+    "max_retries": UInt,
+    "retry_timeout": Duration,
+);
 
 /// One configured sink.
 #[derive(Debug, Clone)]

@@ -73,28 +73,12 @@ pub struct RawObjectSinkConfig {
 impl RawObjectSinkConfig {
     /// The backend's own keys and what each holds, for the unknown-key check and the
     /// environment overrides (`kind` and `name` are every sink's).
-    pub const KEYS: &'static [(&'static str, crate::config::KeyKind)] = {
-        use crate::config::KeyKind::{Bool, Duration, Str, UInt};
-        &[
-            ("url", Str),
-            ("region", Str),
-            ("endpoint", Str),
-            ("access_key_id", Str),
-            ("secret_access_key", Str),
-            ("session_token", Str),
-            ("account", Str),
-            ("account_key", Str),
-            ("client_id", Str),
-            ("client_secret", Str),
-            ("tenant_id", Str),
-            ("service_account_key", Str),
-            ("use_emulator", Bool),
-            ("allow_http", Bool),
-            ("file_format", Str),
-            ("max_retries", UInt),
-            ("retry_timeout", Duration),
-        ]
-    };
+    pub const KEYS: &'static [(&'static str, crate::config::KeyKind)] = crate::config::with_object_store_keys!(
+        "url": Str,
+        "file_format": Str,
+        "max_retries": UInt,
+        "retry_timeout": Duration,
+    );
 }
 
 /// The object store behind a sink.

@@ -10,7 +10,10 @@ mb=${1:-200}; rounds=${2:-3}
 profile_flag=--release; [ "${PROFILE:-release}" = debug ] && profile_flag=
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 head -c $((mb << 20)) /dev/urandom > "$tmp/day.csv"
-curl -sf -X PUT "$CDRSYNC_TEST_S3_ENDPOINT/cdrsync-bench" >/dev/null || true
+# moto refuses unsigned requests (403): the baseline PUT is signed like the sink's, with
+# moto's test credentials, and must succeed (-f).
+sign=(--aws-sigv4 "aws:amz:us-east-1:s3" --user test:test -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+curl -sf "${sign[@]}" -X PUT "$CDRSYNC_TEST_S3_ENDPOINT/cdrsync-bench" >/dev/null || true
 cargo test $profile_flag -q -p cdrsync --test object_sink --no-run 2>/dev/null
 stats() { sort -n | awk -v mb="$mb" '{a[NR]=$1} END {printf "min %.2f s  median %.2f s  max %.2f s  (median %.0f MB/s)\n", a[1], a[int((NR+1)/2)], a[NR], mb/a[int((NR+1)/2)]}'; }
 for _ in $(seq "$rounds"); do
@@ -18,5 +21,5 @@ for _ in $(seq "$rounds"); do
     -- --ignored --exact bench_publish_one_file --nocapture 2>/dev/null | sed -n 's/^bench seconds=//p'
 done | stats | sed 's/^/sink (multipart, 8 MiB parts, 4 at a time): /'
 for _ in $(seq "$rounds"); do
-  curl -sf -o /dev/null -w '%{time_total}\n' -T "$tmp/day.csv" "$CDRSYNC_TEST_S3_ENDPOINT/cdrsync-bench/plain-put.csv"
-done | stats | sed 's/^/curl, one plain PUT:                         /'
+  curl -sf "${sign[@]}" -o /dev/null -w '%{time_total}\n' -T "$tmp/day.csv" "$CDRSYNC_TEST_S3_ENDPOINT/cdrsync-bench/plain-put.csv"
+done | stats | sed 's/^/curl, one signed PUT:                        /'

@@ -75,12 +75,9 @@ pub struct JobConfig {
 }
 
 impl JobConfig {
-    /// The published file's name: `cdr.csv` or `cdr.ndjson`.
+    /// The merged file's name: `cdr.csv` or `cdr.ndjson` (spelled by [`crate::sink::FileFormat`]).
     pub fn data_name(&self) -> &'static str {
-        match self.format {
-            Format::Csv => "cdr.csv",
-            Format::Json => "cdr.ndjson",
-        }
+        crate::sink::FileFormat::merged(self.format).data_name()
     }
 }
 

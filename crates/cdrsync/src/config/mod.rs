@@ -247,7 +247,6 @@ pub fn format_duration(d: Duration) -> String {
 
 // ---------------------------------------------------------------------------------------
 // The known keys
-// The known keys
 // ---------------------------------------------------------------------------------------
 
 /// What a key holds, for type checks and for reading it from an environment variable.

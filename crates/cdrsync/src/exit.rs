@@ -39,6 +39,9 @@ pub enum FailureKind {
     Busy,
     /// The configuration points somewhere unusable (a read-only folder, a bad URL): 78.
     Config,
+    /// The data itself is wrong for the destination (a warehouse table's row count after a
+    /// load differs from the manifest): a data halt, 65; the day is `halted`.
+    Data,
     /// Anything else: 1.
     Other,
 }
@@ -51,6 +54,7 @@ impl FailureKind {
             FailureKind::Refused => ExitCode::NoPerm,
             FailureKind::Busy => ExitCode::TempFail,
             FailureKind::Config => ExitCode::Config,
+            FailureKind::Data => ExitCode::DataHalt,
             FailureKind::Other => ExitCode::Other,
         }
     }

@@ -17,6 +17,7 @@ pub use format::FileFormat;
 pub mod layout;
 #[cfg(feature = "object-store")]
 pub mod object;
+pub mod warehouse;
 
 use crate::exit::FailureKind;
 use crate::manifest::Manifest;

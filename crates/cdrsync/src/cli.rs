@@ -89,6 +89,9 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         generation: Option<u32>,
     },
+    /// Check the setup: config, secrets, token endpoint, clock, state store, sinks, and
+    /// the newest closed day; one line each, exit 0 only when all pass.
+    Doctor,
     /// Show the recent days: state, request id, parts, rows, queue wait, duration.
     Status {
         /// How many days to show, newest first.
@@ -225,6 +228,7 @@ async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressB
             replay(config, date, generation, progress, out).await
         }
         Command::Status { limit } => status(config, limit, out).await,
+        Command::Doctor => return crate::doctor::run(config, out).await,
         Command::Demo { dir, rows, date } => {
             crate::demo::run(&dir, rows, date, progress, out).await
         }

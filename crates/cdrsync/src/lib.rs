@@ -20,6 +20,7 @@
 //! - [`alert`]: the webhook alerts of DESIGN.md §3.
 //! - [`app`]: wiring a job from a config; the `status` table.
 //! - [`cli`], [`demo`]: the command line and the no-setup demo.
+//! - [`doctor`]: `cdrsync doctor`, every part of the setup checked, one line each.
 //! - [`exit`]: the error kinds and exit codes of DESIGN.md §3.
 
 pub mod alert;
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod digest;
+pub mod doctor;
 pub mod download;
 pub mod durable;
 pub mod exit;

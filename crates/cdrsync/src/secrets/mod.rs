@@ -11,6 +11,7 @@
 //!
 //! Every error names the variable or path, never the value.
 
+pub mod azure_kv;
 pub mod env;
 pub mod file;
 
@@ -76,6 +77,14 @@ pub enum SecretError {
     /// The refresh-token store named by `key` cannot be read (its own sentence).
     #[error("{key}: {message}")]
     TokenStore { key: &'static str, message: String },
+    /// An `azure-kv:` reference could not be read; `kind` says whether it was refused,
+    /// unreachable or misconfigured.
+    #[error("{reference}: {message}")]
+    AzureKv {
+        reference: String,
+        kind: crate::exit::FailureKind,
+        message: String,
+    },
 }
 
 impl SecretError {

@@ -2,6 +2,7 @@
 //! it, and helpers to run the job in-process or through the real binary.
 #![allow(dead_code)]
 
+pub mod azure_kv;
 pub mod schema;
 pub mod services;
 pub mod webhook;

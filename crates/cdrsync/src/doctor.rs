@@ -255,6 +255,14 @@ fn secret_checks(config: &Config) -> Vec<Check> {
             });
         }
     }
+    #[cfg(feature = "object-store")]
+    if let Some(crate::archive::ArchiveConfig::Object(object)) = &config.archive {
+        let name = "secrets of the archive";
+        checks.push(match crate::sink::object::ObjectSecrets::resolve(object) {
+            Ok(_) => Check::pass(name, "every reference resolves"),
+            Err(e) => Check::fail(name, ExitCode::Config, e.to_string(), SECRET_FIX),
+        });
+    }
     checks
 }
 

@@ -261,3 +261,40 @@ async fn a_skewed_server_clock_warns_without_failing() {
     assert!(l.starts_with("! ") && (595..=605).contains(&secs), "{l}");
     assert!(l.contains("— fix: synchronise this host's clock"), "{l}");
 }
+
+/// An object sink: its secret references are checked (78 naming the key when one is
+/// missing), and its health check reaches the endpoint (69 when nothing answers); the
+/// secret's value is never shown.
+#[cfg(feature = "object-store")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_sink_has_its_secrets_and_its_health_checked() {
+    let mut h = Harness::new(small()).await;
+    let down = webhook_free_url();
+    h.set(
+        "sinks",
+        &format!(
+            "[[sink]]\nkind = \"s3\"\nurl = \"s3://bucket/cdr\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"env:CDRSYNC_DOCTOR_S3_SECRET\"\nallow_http = true\nmax_retries = 0\nretry_timeout = \"1s\"\n",
+            down.trim_end_matches('/')
+        ),
+    );
+    let (code, stdout, stderr) = doctor(&h, &[], &[]);
+    assert_eq!(code, 78, "{stdout}\n{stderr}");
+    let l = line(&stdout, "secrets of sink s3");
+    assert!(
+        l.starts_with("✗ ")
+            && l.contains(
+                "secret_access_key: environment variable CDRSYNC_DOCTOR_S3_SECRET is not set"
+            ),
+        "{l}"
+    );
+    let canary = "doctor-s3-secret-3b7e21";
+    let (code, stdout, stderr) = doctor(&h, &[], &[("CDRSYNC_DOCTOR_S3_SECRET", canary)]);
+    assert_eq!(code, 69, "{stdout}\n{stderr}");
+    assert!(
+        line(&stdout, "secrets of sink s3").starts_with("✓ "),
+        "{stdout}"
+    );
+    assert!(line(&stdout, "sink s3").starts_with("✗ "), "{stdout}");
+    assert!(line(&stdout, "sink dir").starts_with("✓ "), "{stdout}");
+    assert!(!format!("{stdout}{stderr}").contains(canary));
+}

@@ -11,7 +11,8 @@
 //! config reference, so its row runs the job in-process with the client secret read from
 //! the Key Vault fake and the refresh token kept there by `AzureKvTokenStore`, logs
 //! captured at trace level; once the `SecretBackend` dispatch lands it becomes a binary row
-//! like the others. `vault:` and `aws-sm:` are one row each to add.
+//! like the others. `vault:` and `aws-sm:` are one row each to add. The object sink's
+//! `secret_access_key` is a canary too when moto runs (`CDRSYNC_TEST_S3_ENDPOINT`).
 
 mod common;
 
@@ -375,4 +376,92 @@ async fn canary_azure_kv() {
         assert_absent_from_files(needle, h.dir.path(), &[]);
     }
     assert!(hook.alerts().iter().any(|a| a["event"] == "auth_failed"));
+}
+
+/// The object sink's `secret_access_key` as a canary too (S3 on moto): the whole job at
+/// trace level, both canaries kept out of every output, file, row and alert.
+#[cfg(feature = "object-store")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_s3_sink_secret() {
+    let Some(endpoint) = common::services::service("CDRSYNC_TEST_S3_ENDPOINT", "moto (S3)") else {
+        return;
+    };
+    let bucket = format!("canary-{:08x}", fastrand::u32(..));
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("moto answers");
+    assert!(created.status().is_success(), "create bucket: {created:?}");
+    let client_secret = canary(Backend::Env);
+    let s3_secret = "CANARY-s3-sink-e5d1a0b7-secret-access-key";
+    let hook = Webhook::start().await;
+    let mut h = Harness::new(scenario(client_secret)).await;
+    h.set("alert", &format!("webhook_url = \"{}\"", hook.url()));
+    h.set(
+        "sinks",
+        &format!(
+            "[[sink]]\nkind = \"s3\"\nurl = \"s3://{bucket}/cdr\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"test\"\nsecret_access_key = \"env:CANARY_S3_SECRET\"\nallow_http = true\nmax_retries = 1\nretry_timeout = \"2s\"\n"
+        ),
+    );
+    let env = place(&h, Backend::Env, client_secret);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("CANARY_S3_SECRET", s3_secret));
+    let (code, text) = run_traced(&h, &["run", "--date", DATE], &env);
+    assert_eq!(code, 0, "{text}");
+    let (code, json) = run_traced(
+        &h,
+        &["run", "--date", DATE, "--force", "--log-format", "json"],
+        &env,
+    );
+    assert_eq!(code, 0, "{json}");
+    // Every object the sink wrote, read back through the sink's own store.
+    let objects = {
+        use cdrsync::sink::object::{self, ObjectSecrets, RawObjectSinkConfig};
+        use futures_util::StreamExt;
+        use object_store::ObjectStoreExt;
+        let cfg = RawObjectSinkConfig {
+            kind: "s3".into(),
+            url: format!("s3://{bucket}/cdr"),
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint.clone()),
+            allow_http: true,
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("env:UNUSED".into()),
+            ..Default::default()
+        }
+        .validate(Path::new("."))
+        .unwrap();
+        let secrets = ObjectSecrets {
+            access_key_id: Some(cxone::Secret::new("test")),
+            secret_access_key: Some(cxone::Secret::new("test")),
+            ..Default::default()
+        };
+        let sink = object::open(&cfg, &secrets).await.unwrap();
+        let store = sink.store();
+        let metas: Vec<_> = store.list(None).map(|m| m.unwrap()).collect().await;
+        let mut all = String::new();
+        for m in &metas {
+            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+            all.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        assert!(metas.len() >= 2 && all.contains("sha256"), "{metas:?}");
+        all
+    };
+    for needle in [client_secret, s3_secret] {
+        assert_absent(needle, &text, "text logs");
+        assert_absent(needle, &json, "JSON logs");
+        assert_absent(
+            needle,
+            &objects,
+            "the objects in the bucket (data and manifest)",
+        );
+        assert_absent(needle, &format!("{:?}", hook.alerts()), "alert bodies");
+        assert_absent(
+            needle,
+            &state_rows(&h.dir.path().join("state.db")),
+            "state rows",
+        );
+        assert_absent_from_files(needle, h.dir.path(), &[]);
+    }
 }

@@ -77,9 +77,25 @@ async fn every_check_passes_against_the_simulator_and_exits_0() {
     assert!(h.dir.path().join("secrets/refresh_token").is_file());
     let grants = h.sim.counters().token_grants;
     assert_eq!(grants, 1, "doctor made exactly one grant");
+    // A second doctor spends the stored refresh token (it rotates) and saves its successor,
+    // exactly as a run does: the run after it presents the successor and is not refused.
+    let token_file = h.dir.path().join("secrets/refresh_token");
+    let first = std::fs::read_to_string(&token_file).unwrap();
+    let (code, stdout, stderr) = doctor(&h, &[], &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        line(&stdout, "token endpoint")
+            .contains("the stored refresh token was exchanged and its successor saved"),
+        "{stdout}"
+    );
+    assert_ne!(std::fs::read_to_string(&token_file).unwrap(), first);
     let (code, stderr) = h.run_binary(&["run", "--date", "2024-05-15"], &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(h.sim.counters().token_rejections, 0);
+    assert_eq!(
+        h.sim.counters().token_rejections,
+        0,
+        "no refused (reused) token"
+    );
     // Nothing of the probe lease is left in the state database.
     let db = rusqlite::Connection::open(h.dir.path().join("state.db")).unwrap();
     let leases: i64 = db

@@ -20,7 +20,9 @@
 //!   taker sees it on its re-read and backs off — *provided* the second write lands within
 //!   the settle time of the first. A process paused between its read and its write for
 //!   longer than [`SETTLE`] can still take a lock that is held: this is a lease with a
-//!   race window, not a mutex. Released by writing an expired version (only if still ours).
+//!   race window, not a mutex. Released by writing an expired version (only if still ours),
+//!   in the background when the lock guard drops; a process that exits first leaves the
+//!   lock to expire after [`LOCK_TTL`], which delays other workers by at most that long.
 //! - **Save**: the version id of the token read by [`load`](RefreshTokenStore::load) is
 //!   remembered; before writing, the latest version must still be that one (else another
 //!   worker rotated meanwhile and ours is not written: the error says so, and the next

@@ -241,7 +241,12 @@ fn secret_checks(config: &Config) -> Vec<Check> {
             let name = format!("secret {key}");
             match crate::secrets::resolve_key(key, &reference.to_string(), &config.base_dir) {
                 Ok(_) => Check::pass(name, format!("{reference} resolves")),
-                Err(e) => Check::fail(name, ExitCode::Config, e.to_string(), SECRET_FIX),
+                Err(e) => Check::fail(
+                    name,
+                    crate::exit::secret_exit_code(&e),
+                    e.to_string(),
+                    SECRET_FIX,
+                ),
             }
         })
         .collect();
@@ -251,7 +256,12 @@ fn secret_checks(config: &Config) -> Vec<Check> {
             let name = format!("secrets of sink {}", spec.name);
             checks.push(match crate::sink::object::ObjectSecrets::resolve(object) {
                 Ok(_) => Check::pass(name, "every reference resolves"),
-                Err(e) => Check::fail(name, ExitCode::Config, e.to_string(), SECRET_FIX),
+                Err(e) => Check::fail(
+                    name,
+                    crate::exit::secret_exit_code(&e),
+                    e.to_string(),
+                    SECRET_FIX,
+                ),
             });
         }
     }
@@ -260,7 +270,12 @@ fn secret_checks(config: &Config) -> Vec<Check> {
         let name = "secrets of the archive";
         checks.push(match crate::sink::object::ObjectSecrets::resolve(object) {
             Ok(_) => Check::pass(name, "every reference resolves"),
-            Err(e) => Check::fail(name, ExitCode::Config, e.to_string(), SECRET_FIX),
+            Err(e) => Check::fail(
+                name,
+                crate::exit::secret_exit_code(&e),
+                e.to_string(),
+                SECRET_FIX,
+            ),
         });
     }
     checks

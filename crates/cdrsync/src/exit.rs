@@ -182,7 +182,7 @@ impl JobError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             JobError::Config(_) => ExitCode::Config,
-            JobError::Secret(_) => ExitCode::Config,
+            JobError::Secret(e) => secret_exit_code(e),
             JobError::Date(_) | JobError::Usage(_) => ExitCode::Usage,
             JobError::NotClosed(_) => ExitCode::TempFail,
             JobError::Halt { halt, .. } if halt.is_data_halt() => ExitCode::DataHalt,
@@ -227,6 +227,17 @@ fn resumes(request_id: Option<&str>) -> String {
     match request_id {
         Some(id) => format!("the next run resumes request {id}"),
         None => "nothing was requested yet; the next run starts the day".into(),
+    }
+}
+
+/// A secret that cannot be read is a configuration error (78), unless its backend said
+/// otherwise: a vault refusing our credentials is 77, one that cannot be reached 69.
+pub fn secret_exit_code(error: &crate::secrets::SecretError) -> ExitCode {
+    use crate::secrets::SecretError;
+    match error {
+        SecretError::ForKey { source, .. } => secret_exit_code(source),
+        SecretError::AzureKv { kind, .. } => kind.exit_code(),
+        _ => ExitCode::Config,
     }
 }
 

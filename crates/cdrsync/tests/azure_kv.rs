@@ -68,6 +68,9 @@ async fn a_wrong_client_secret_is_refused_without_echoing_it() {
         "{msg}"
     );
     assert!(!format!("{msg} {err:?}").contains("wrong-kv-secret"));
+    // Said of a config key, it is still a refusal: exit 77, not 78.
+    let err = cdrsync::exit::JobError::from(err.for_key("cxone.client_secret"));
+    assert_eq!(err.exit_code(), cdrsync::exit::ExitCode::NoPerm);
 }
 
 #[tokio::test]

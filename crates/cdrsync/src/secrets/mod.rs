@@ -5,6 +5,8 @@
 //! so that a user who writes one is told plainly that it is not supported yet, instead of
 //! having it taken for a literal secret.
 //!
+//! - [`azure_kv`]: `azure-kv:VAULT/NAME` over Key Vault's REST API, and its token store
+//!   (standalone until the reference dispatch reaches it).
 //! - [`env`]: reading `env:` references.
 //! - [`file`]: reading `file:` references, and [`FileTokenStore`], the `file:` refresh-token
 //!   store (atomic 0600 writes, a cross-process lock on a sidecar file).

@@ -492,3 +492,54 @@ async fn two_loaders_of_a_day_serialise_on_the_day_lock() {
     );
     assert_eq!(reader.ledger(day.date).await.map(|l| l.1), Some(2));
 }
+
+/// The columns of the bench day (`bench/postgres_load.sh` writes the same file).
+const BENCH_COLUMNS: [&str; 8] = [
+    "CallId",
+    "StartTime",
+    "EndTime",
+    "Duration",
+    "AgentName",
+    "QueueName",
+    "Disposition",
+    "CallDirection",
+];
+
+/// `bench/postgres_load.sh`: publishes `CDRSYNC_BENCH_FILE` (a merged CSV day of
+/// `CDRSYNC_BENCH_ROWS` rows with [`BENCH_COLUMNS`] and `extra_columns`) into
+/// `CDRSYNC_BENCH_TABLE` and prints `bench seconds=…` for the publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by bench/postgres_load.sh"]
+async fn bench_load_one_day() {
+    let url = std::env::var("CDRSYNC_TEST_POSTGRES_URL").expect("CDRSYNC_TEST_POSTGRES_URL");
+    let file = PathBuf::from(std::env::var("CDRSYNC_BENCH_FILE").expect("CDRSYNC_BENCH_FILE"));
+    let rows: u64 = std::env::var("CDRSYNC_BENCH_ROWS")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let table = std::env::var("CDRSYNC_BENCH_TABLE").expect("CDRSYNC_BENCH_TABLE");
+    let columns: Vec<String> = BENCH_COLUMNS.map(String::from).to_vec();
+    let types = std::collections::BTreeMap::from([
+        (
+            "StartTime".to_string(),
+            cdr_normalise::ColumnType::Timestamp,
+        ),
+        ("EndTime".to_string(), cdr_normalise::ColumnType::Timestamp),
+        ("Duration".to_string(), cdr_normalise::ColumnType::Int),
+    ]);
+    let raw: RawPostgresSinkConfig =
+        toml::from_str(&format!("url = {url:?}\ntable = {table:?}\n")).unwrap();
+    let sink =
+        PostgresSink::new("postgres", raw.validate().unwrap(), &columns, &types, None).unwrap();
+    let day = conformance::key("2024-05-15");
+    let staging = tempfile::tempdir().unwrap();
+    let (_, mut manifest) = conformance::sample_day(staging.path(), "x.csv", &day, 1, &[]);
+    manifest.rows = rows;
+    manifest.columns = columns;
+    manifest.columns.push("extra_columns".into());
+    let started = std::time::Instant::now();
+    sink.publish(&day, &file, "cdr.csv", &manifest)
+        .await
+        .expect("the bench day publishes");
+    println!("bench seconds={:.3}", started.elapsed().as_secs_f64());
+}

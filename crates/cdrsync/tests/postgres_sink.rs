@@ -361,6 +361,18 @@ async fn an_unreachable_server_is_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_never_falls_back_to_plain_tcp() {
+    // The test cluster has no TLS: a sink that asks for it must not connect without it.
+    let Some(url) = pg_url() else {
+        return;
+    };
+    let sink = sink_for(&format!("{url}?sslmode=require"), "cdr", None);
+    let e = sink.health_check(None).await.unwrap_err();
+    assert_eq!(e.kind, FailureKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("TLS"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_the_column_cannot_hold_halts_and_keeps_the_previous_day() {
     let Some((_, _, sink, reader, staging)) = setup().await else {
         return;

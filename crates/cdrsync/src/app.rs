@@ -52,6 +52,19 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
                 let secrets = object::ObjectSecrets::resolve(object)?;
                 Arc::new(object::open(object, &secrets).await?)
             }
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(pg) => {
+                let job = &config.job;
+                let sink = crate::sink::warehouse::postgres::open(
+                    &spec.name,
+                    pg,
+                    &job.columns,
+                    &job.types,
+                    &config.base_dir,
+                )
+                .await?;
+                Arc::new(sink)
+            }
         };
         sinks.push(NamedSink {
             name: spec.name.clone(),

@@ -45,6 +45,8 @@ pub(super) const ENV_KEYS: &[(&str, KeyKind)] = super::with_object_store_keys!(
     "url": Str,
     "max_retries": UInt,
     "retry_timeout": Duration,
+    "password": Str,
+    "table": Str,
 );
 
 /// One configured sink.
@@ -64,6 +66,9 @@ pub enum SinkConfig {
     /// `s3`, `azure` or `gcs` (feature `object-store`).
     #[cfg(feature = "object-store")]
     Object(Box<crate::sink::object::ObjectSinkConfig>),
+    /// `postgres` (feature `postgres`).
+    #[cfg(feature = "postgres")]
+    Postgres(Box<crate::sink::warehouse::postgres::config::PostgresSinkConfig>),
 }
 
 impl SinkConfig {
@@ -73,6 +78,8 @@ impl SinkConfig {
             SinkConfig::Dir(_) => "dir",
             #[cfg(feature = "object-store")]
             SinkConfig::Object(o) => o.kind.as_str(),
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(_) => "postgres",
         }
     }
 }
@@ -286,6 +293,19 @@ pub(super) fn validate(
                     format!("is `{k}`: this cdrsync was built without the `object-store` feature"),
                 ));
             }
+            #[cfg(feature = "postgres")]
+            "postgres" => {
+                use crate::sink::warehouse::postgres::config::RawPostgresSinkConfig;
+                let raw = sink.read::<RawPostgresSinkConfig>(table, RawPostgresSinkConfig::KEYS)?;
+                SinkConfig::Postgres(Box::new(raw.validate().map_err(|m| sink.backend(m))?))
+            }
+            #[cfg(not(feature = "postgres"))]
+            "postgres" => {
+                return Err(sink.invalid(
+                    "kind",
+                    "is `postgres`: this cdrsync was built without the `postgres` feature",
+                ));
+            }
             k if SINK_KINDS.contains(&k) => {
                 return Err(sink.invalid(
                     "kind",
@@ -336,6 +356,9 @@ pub(super) fn validate(
                 crate::sink::format::sink_file_format(object.file_format.as_deref(), job_format)
                     .unwrap_or(crate::sink::FileFormat::merged(job_format))
             }
+            // A warehouse loads the merged file as it is.
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(_) => crate::sink::FileFormat::merged(job_format),
         };
         sinks.push(SinkSpec {
             name,
@@ -389,7 +412,7 @@ mod tests {
         );
         let object = |c: &Config| match &c.sinks[0].config {
             SinkConfig::Object(o) => (o.max_retries, o.retry_timeout),
-            SinkConfig::Dir(_) => panic!("an object sink"),
+            _ => panic!("an object sink"),
         };
         let c = Config::from_toml_str(&text, Path::new("/x"), &|_| None).unwrap();
         assert_eq!(object(&c), (1, std::time::Duration::from_secs(2)));
@@ -409,10 +432,6 @@ mod tests {
     #[test]
     fn each_invalid_sink_value_is_named() {
         assert_each_named(&[
-            (
-                &[("sink.kind", "\"postgres\"")],
-                "`sink.kind` is `postgres`: sink kind `postgres` is not built yet; use `dir`, `s3`, `azure` or `gcs`",
-            ),
             (
                 &[("sink.kind", "\"s3\"")],
                 "`sink` (kind `s3`): `url` is required: where the days go, e.g. s3://bucket/prefix",
@@ -452,6 +471,63 @@ mod tests {
             panic!("a dir sink")
         };
         assert_eq!(d.file_format, crate::sink::FileFormat::Ndjson);
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_postgres_sink_table_is_checked_key_by_key() {
+        assert_each_named(&[
+            (
+                &[
+                    ("sink.kind", "\"postgres\""),
+                    ("sink.url", "\"postgres://u:hunter2@db/w\""),
+                ],
+                "`sink` (kind `postgres`): `url` holds a password; remove it from the URL and set `password` to a secret reference",
+            ),
+            (
+                &[
+                    ("sink.kind", "\"postgres\""),
+                    ("sink.url", "\"postgres://u@db/w\""),
+                    ("sink.file_format", "\"csv\""),
+                ],
+                "`sink` (kind `postgres`): `file_format` is not a key of a warehouse sink",
+            ),
+        ]);
+        let e = err(&[
+            ("sink.kind", "\"postgres\""),
+            ("sink.url", "\"postgres://u:hunter2@db/w\""),
+        ]);
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = err(&[
+            ("sink.kind", "\"postgres\""),
+            ("sink.url", "\"postgres://u@db/w\""),
+            ("sink.tabel", "\"x\""),
+        ]);
+        assert!(
+            e.ends_with("unknown key `sink.tabel`; did you mean `sink.table`?"),
+            "{e}"
+        );
+        let c = load_str(&with(&[
+            ("sink.kind", "\"postgres\""),
+            ("sink.url", "\"postgres://u@db/w\""),
+            ("sink.password", "\"env:PGPASS\""),
+            ("sink.table", "\"s.calls\""),
+        ]))
+        .unwrap();
+        assert_eq!(c.sinks[0].name, "postgres");
+        assert_eq!(c.sinks[0].config.kind(), "postgres");
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn a_postgres_sink_needs_the_feature() {
+        let e = err(&[("sink.kind", "\"postgres\"")]);
+        assert!(
+            e.contains(
+                "`sink.kind` is `postgres`: this cdrsync was built without the `postgres` feature"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

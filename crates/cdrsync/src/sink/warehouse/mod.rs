@@ -23,6 +23,8 @@
 //! table order for backends that cannot load the file as is.
 
 pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod rows;
 
 use crate::exit::FailureKind;

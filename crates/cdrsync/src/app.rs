@@ -52,6 +52,16 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
                 let secrets = object::ObjectSecrets::resolve(object)?;
                 Arc::new(object::open(object, &secrets).await?)
             }
+            #[cfg(feature = "bigquery")]
+            SinkConfig::BigQuery(bq) => Arc::new(
+                crate::sink::warehouse::bigquery::open(
+                    bq,
+                    &config.base_dir,
+                    &config.job.columns,
+                    &config.job.types,
+                )
+                .await?,
+            ),
         };
         sinks.push(NamedSink {
             name: spec.name.clone(),

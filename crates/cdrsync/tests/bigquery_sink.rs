@@ -477,3 +477,29 @@ async fn health_check_refuses_a_refused_token_grant() {
     let (sink, secret) = keyed_sink(&fake, dir.path()).await;
     conformance::health_check_refuses_bad_credentials(&sink, &secret).await;
 }
+
+/// Measures a publish of a 100,000-row day (run by hand:
+/// `cargo test -p cdrsync --test bigquery_sink -- --ignored --nocapture`).
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn bigquery_publish_throughput() {
+    let Some(endpoint) = endpoint() else { return };
+    let (sink, reader) = emulator_sink(&endpoint).await;
+    let staging = tempfile::tempdir().unwrap();
+    let key = conformance::key("2024-07-01");
+    let ids: Vec<String> = (0..100_000).map(|i| format!("t{i:06}")).collect();
+    let rows: Vec<conformance::SampleRow<'_>> = ids.iter().map(|id| (id.as_str(), "42")).collect();
+    let (path, manifest) = conformance::sample_day(staging.path(), "t.csv", &key, 1, &rows);
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let started = std::time::Instant::now();
+    sink.publish(&key, &path, "cdr.csv", &manifest)
+        .await
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(reader.count(key.date), 100_000);
+    eprintln!(
+        "bigquery publish of 100000 rows ({:.1} MB CSV): {secs:.2} s, {:.0} rows/s",
+        bytes as f64 / 1e6,
+        100_000.0 / secs
+    );
+}

@@ -503,3 +503,60 @@ async fn bigquery_publish_throughput() {
         100_000.0 / secs
     );
 }
+
+/// The count inside the replace transaction: a row slipped into the staging table after
+/// its count was checked (the hook, standing in for anything changing the day meanwhile)
+/// makes the day's count differ from the manifest inside the script, which RAISEs and
+/// rolls back: the publish fails and the previous day and its ledger row stay.
+#[tokio::test]
+async fn a_count_mismatch_inside_the_replace_rolls_it_back() {
+    let Some(endpoint) = endpoint() else { return };
+    let (sink, reader) = emulator_sink(&endpoint).await;
+    let staging = tempfile::tempdir().unwrap();
+    let key = conformance::key("2024-06-02");
+    let first = [("p1", "1"), ("p2", "2")];
+    let (p1, m1) = conformance::sample_day(staging.path(), "p1.csv", &key, 1, &first);
+    sink.publish(&key, &p1, "cdr.csv", &m1).await.unwrap();
+    let (dataset, ep) = (reader.dataset.clone(), endpoint.clone());
+    let sink = sink.with_after_load(Arc::new(move || {
+        let (dataset, ep) = (dataset.clone(), ep.clone());
+        Box::pin(async move {
+            // Every staging table of the dataset gets one more row of the day.
+            let tables = curl(
+                "GET",
+                &format!("{ep}/bigquery/v2/projects/{PROJECT}/datasets/{dataset}/tables"),
+                None,
+            );
+            for t in tables["tables"].as_array().unwrap() {
+                let name = t["tableReference"]["tableId"].as_str().unwrap();
+                if name.contains("_cdrsync_load_") {
+                    let sql = format!(
+                        "INSERT INTO `{PROJECT}.{dataset}.{name}` (CallId, cdr_date) VALUES ('intruder', DATE '2024-06-02')"
+                    );
+                    let answer = curl(
+                        "POST",
+                        &format!("{ep}/bigquery/v2/projects/{PROJECT}/queries"),
+                        Some(&json!({"query": sql, "useLegacySql": false})),
+                    );
+                    assert!(answer.get("errors").is_none(), "{answer}");
+                }
+            }
+        })
+    }));
+    let (p2, m2) = conformance::sample_day(staging.path(), "p2.csv", &key, 2, &[("p3", "3")]);
+    let e = sink
+        .publish(&key, &p2, "cdr.csv", &m2)
+        .await
+        .expect_err("a count other than the manifest's inside the replace must fail it");
+    eprintln!("{e}");
+    assert_eq!(
+        reader.call_ids(key.date).await,
+        ["p1", "p2"],
+        "the previous day stays"
+    );
+    assert_eq!(
+        reader.ledger(key.date).await.unwrap().1,
+        1,
+        "the previous ledger row stays"
+    );
+}

@@ -65,6 +65,16 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
                 .await?;
                 Arc::new(sink)
             }
+            #[cfg(feature = "bigquery")]
+            SinkConfig::BigQuery(bq) => Arc::new(
+                crate::sink::warehouse::bigquery::open(
+                    bq,
+                    &config.base_dir,
+                    &config.job.columns,
+                    &config.job.types,
+                )
+                .await?,
+            ),
         };
         sinks.push(NamedSink {
             name: spec.name.clone(),

@@ -46,7 +46,11 @@ pub(super) const ENV_KEYS: &[(&str, KeyKind)] = super::with_object_store_keys!(
     "max_retries": UInt,
     "retry_timeout": Duration,
     "password": Str,
+    "project": Str,
+    "dataset": Str,
     "table": Str,
+    "credentials": Str,
+    "location": Str,
 );
 
 /// One configured sink.
@@ -69,6 +73,9 @@ pub enum SinkConfig {
     /// `postgres` (feature `postgres`).
     #[cfg(feature = "postgres")]
     Postgres(Box<crate::sink::warehouse::postgres::config::PostgresSinkConfig>),
+    /// `bigquery` (feature `bigquery`).
+    #[cfg(feature = "bigquery")]
+    BigQuery(Box<crate::sink::warehouse::bigquery::BigQuerySinkConfig>),
 }
 
 impl SinkConfig {
@@ -80,6 +87,8 @@ impl SinkConfig {
             SinkConfig::Object(o) => o.kind.as_str(),
             #[cfg(feature = "postgres")]
             SinkConfig::Postgres(_) => "postgres",
+            #[cfg(feature = "bigquery")]
+            SinkConfig::BigQuery(_) => "bigquery",
         }
     }
 }
@@ -306,6 +315,19 @@ pub(super) fn validate(
                     "is `postgres`: this cdrsync was built without the `postgres` feature",
                 ));
             }
+            #[cfg(feature = "bigquery")]
+            "bigquery" => {
+                use crate::sink::warehouse::bigquery::RawBigQuerySinkConfig;
+                let raw = sink.read::<RawBigQuerySinkConfig>(table, RawBigQuerySinkConfig::KEYS)?;
+                SinkConfig::BigQuery(Box::new(raw.validate().map_err(|m| sink.backend(m))?))
+            }
+            #[cfg(not(feature = "bigquery"))]
+            "bigquery" => {
+                return Err(sink.invalid(
+                    "kind",
+                    "is `bigquery`: this cdrsync was built without the `bigquery` feature",
+                ));
+            }
             k if SINK_KINDS.contains(&k) => {
                 return Err(sink.invalid(
                     "kind",
@@ -359,6 +381,9 @@ pub(super) fn validate(
             // A warehouse loads the merged file as it is.
             #[cfg(feature = "postgres")]
             SinkConfig::Postgres(_) => crate::sink::FileFormat::merged(job_format),
+            // A warehouse loads the merged day as it is (`file_format` is refused).
+            #[cfg(feature = "bigquery")]
+            SinkConfig::BigQuery(_) => crate::sink::FileFormat::merged(job_format),
         };
         sinks.push(SinkSpec {
             name,
@@ -427,6 +452,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sink.retry_timeout"), "{e}");
+    }
+
+    #[cfg(feature = "bigquery")]
+    #[test]
+    fn a_bigquery_sink_table_is_read_and_refuses_file_format() {
+        let table = "[sink]\nkind = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\ntable = \"cdr\"\nendpoint = \"http://127.0.0.1:9050\"\n";
+        let c = load_str(&format!("{BASE}\n{table}")).unwrap();
+        assert_eq!(c.sinks[0].name, "bigquery");
+        assert_eq!(c.sinks[0].file_format, crate::sink::FileFormat::Csv);
+        let e = load_str(&format!("{BASE}\n{table}file_format = \"csv\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`sink` (kind `bigquery`): `file_format` cannot be set for a bigquery sink"),
+            "{e}"
+        );
+        let e = load_str(&format!("{BASE}\n{table}credentails = \"env:K\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `sink.credentials`?"), "{e}");
+        let env = |name: &str| (name == "CDRSYNC_SINK_DATASET").then(|| "other".to_string());
+        let c = Config::from_toml_str(&format!("{BASE}\n{table}"), Path::new("/x"), &env).unwrap();
+        let SinkConfig::BigQuery(bq) = &c.sinks[0].config else {
+            panic!("a bigquery sink")
+        };
+        assert_eq!(bq.dataset, "other");
+    }
+
+    #[cfg(not(feature = "bigquery"))]
+    #[test]
+    fn a_bigquery_sink_needs_the_feature() {
+        let e = err(&[("sink.kind", "\"bigquery\"")]);
+        assert!(
+            e.contains("this cdrsync was built without the `bigquery` feature"),
+            "{e}"
+        );
     }
 
     #[test]

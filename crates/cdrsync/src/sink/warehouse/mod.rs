@@ -22,6 +22,8 @@
 //! its config next to it; [`rows`] reads the day's merged file (CSV or NDJSON) as cells in
 //! table order for backends that cannot load the file as is.
 
+#[cfg(feature = "bigquery")]
+pub mod bigquery;
 pub mod conformance;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -52,6 +52,16 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
                 let secrets = object::ObjectSecrets::resolve(object)?;
                 Arc::new(object::open(object, &secrets).await?)
             }
+            #[cfg(feature = "snowflake")]
+            SinkConfig::Snowflake(sf) => Arc::new(
+                crate::sink::warehouse::snowflake::open(
+                    sf,
+                    &config.job.columns,
+                    &config.job.types,
+                    &config.base_dir,
+                )
+                .await?,
+            ),
         };
         sinks.push(NamedSink {
             name: spec.name.clone(),

@@ -45,6 +45,15 @@ pub(super) const ENV_KEYS: &[(&str, KeyKind)] = super::with_object_store_keys!(
     "url": Str,
     "max_retries": UInt,
     "retry_timeout": Duration,
+    // snowflake
+    "user": Str,
+    "password": Str,
+    "private_key": Str,
+    "database": Str,
+    "schema": Str,
+    "warehouse": Str,
+    "role": Str,
+    "table": Str,
 );
 
 /// One configured sink.
@@ -64,6 +73,9 @@ pub enum SinkConfig {
     /// `s3`, `azure` or `gcs` (feature `object-store`).
     #[cfg(feature = "object-store")]
     Object(Box<crate::sink::object::ObjectSinkConfig>),
+    /// `snowflake` (feature `snowflake`).
+    #[cfg(feature = "snowflake")]
+    Snowflake(Box<crate::sink::warehouse::snowflake::config::SnowflakeSinkConfig>),
 }
 
 impl SinkConfig {
@@ -73,6 +85,8 @@ impl SinkConfig {
             SinkConfig::Dir(_) => "dir",
             #[cfg(feature = "object-store")]
             SinkConfig::Object(o) => o.kind.as_str(),
+            #[cfg(feature = "snowflake")]
+            SinkConfig::Snowflake(_) => "snowflake",
         }
     }
 }
@@ -286,6 +300,22 @@ pub(super) fn validate(
                     format!("is `{k}`: this cdrsync was built without the `object-store` feature"),
                 ));
             }
+            #[cfg(feature = "snowflake")]
+            "snowflake" => {
+                use crate::sink::warehouse::snowflake::config::RawSnowflakeSinkConfig;
+                let raw =
+                    sink.read::<RawSnowflakeSinkConfig>(table, RawSnowflakeSinkConfig::KEYS)?;
+                SinkConfig::Snowflake(Box::new(
+                    raw.validate(base_dir).map_err(|m| sink.backend(m))?,
+                ))
+            }
+            #[cfg(not(feature = "snowflake"))]
+            "snowflake" => {
+                return Err(sink.invalid(
+                    "kind",
+                    "is `snowflake`: this cdrsync was built without the `snowflake` feature",
+                ));
+            }
             k if SINK_KINDS.contains(&k) => {
                 return Err(sink.invalid(
                     "kind",
@@ -336,6 +366,9 @@ pub(super) fn validate(
                 crate::sink::format::sink_file_format(object.file_format.as_deref(), job_format)
                     .unwrap_or(crate::sink::FileFormat::merged(job_format))
             }
+            // A warehouse loads the merged file.
+            #[cfg(feature = "snowflake")]
+            SinkConfig::Snowflake(_) => crate::sink::FileFormat::merged(job_format),
         };
         sinks.push(SinkSpec {
             name,
@@ -389,7 +422,7 @@ mod tests {
         );
         let object = |c: &Config| match &c.sinks[0].config {
             SinkConfig::Object(o) => (o.max_retries, o.retry_timeout),
-            SinkConfig::Dir(_) => panic!("an object sink"),
+            _ => panic!("an object sink"),
         };
         let c = Config::from_toml_str(&text, Path::new("/x"), &|_| None).unwrap();
         assert_eq!(object(&c), (1, std::time::Duration::from_secs(2)));
@@ -452,6 +485,38 @@ mod tests {
             panic!("a dir sink")
         };
         assert_eq!(d.file_format, crate::sink::FileFormat::Ndjson);
+    }
+
+    #[test]
+    fn a_snowflake_sink_table_is_read_with_its_keys_checked() {
+        let table = "[sink]\nkind = \"snowflake\"\naccount = \"myorg-acct\"\nuser = \"loader\"\npassword = \"env:SF_PW\"\ndatabase = \"cdr_db\"\nschema = \"public\"\ntable = \"cdr\"\n";
+        let result = load_str(&format!("{BASE}\n{table}"));
+        #[cfg(feature = "snowflake")]
+        {
+            let c = result.unwrap();
+            assert_eq!(c.sinks[0].name, "snowflake");
+            assert_eq!(c.sinks[0].config.kind(), "snowflake");
+            let e = load_str(&format!("{BASE}\n{table}file_format = \"csv\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(
+                    "`sink` (kind `snowflake`): `file_format` does not apply to a warehouse sink"
+                ),
+                "{e}"
+            );
+            let e = load_str(&format!("{BASE}\n{table}wharehouse = \"wh\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("did you mean `sink.warehouse`?"), "{e}");
+        }
+        #[cfg(not(feature = "snowflake"))]
+        assert!(
+            result
+                .unwrap_err()
+                .to_string()
+                .contains("this cdrsync was built without the `snowflake` feature")
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@
 
 pub mod conformance;
 pub mod rows;
+#[cfg(feature = "snowflake")]
+pub mod snowflake;
 
 use crate::exit::FailureKind;
 use crate::manifest::Manifest;

@@ -1,0 +1,358 @@
+//! The `snowflake` sink against fakesnow's server mode (`CDRSYNC_TEST_SNOWFLAKE_ENDPOINT`,
+//! e.g. `http://127.0.0.1:8085`), read back independently with the vendor's Python
+//! connector (`CDRSYNC_TEST_SNOWFLAKE_PYTHON`, a Python with `snowflake-connector-python`;
+//! the script is `tests/snowflake/reader.py`). `.ci/run` starts fakesnow and sets both.
+//!
+//! - the warehouse conformance suite (publish, replace, days, manifest, reconciliation,
+//!   drift widening, health check), each test in a database of its own;
+//! - a publish killed before COMMIT (the publish future dropped at a test hook, its rows
+//!   deleted and inserted in the open transaction) keeps the previous day, and the next
+//!   publish succeeds;
+//! - an NDJSON day (job.format = "json") loads the same cells as CSV;
+//! - refused credentials (a loopback fake answering Snowflake's login failure, since
+//!   fakesnow accepts any password) and an unreachable endpoint map to exit kinds.
+
+#![cfg(feature = "snowflake")]
+
+mod common;
+
+use async_trait::async_trait;
+use cdrsync::exit::FailureKind;
+use cdrsync::manifest::Manifest;
+use cdrsync::sink::warehouse::conformance::{self, TableReader};
+use cdrsync::sink::warehouse::snowflake::config::RawSnowflakeSinkConfig;
+use cdrsync::sink::warehouse::snowflake::{self, SnowflakeSink};
+use cdrsync::sink::{FileFormat, Sink};
+use cdrsync::state::JobKey;
+use chrono::NaiveDate;
+use common::services::service;
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::Mutex;
+
+/// The sink's password variable; fakesnow checks none, so any value no output may show.
+const PASSWORD_VAR: &str = "CDRSYNC_TEST_SF_PASSWORD";
+const PASSWORD: &str = "sf-test-password-8c1e";
+
+struct Fakesnow {
+    endpoint: String,
+    python: String,
+}
+
+fn fakesnow() -> Option<Fakesnow> {
+    let endpoint = service("CDRSYNC_TEST_SNOWFLAKE_ENDPOINT", "fakesnow (server mode)")?;
+    let python = service(
+        "CDRSYNC_TEST_SNOWFLAKE_PYTHON",
+        "a Python with snowflake-connector-python",
+    )?;
+    Some(Fakesnow { endpoint, python })
+}
+
+/// The vendor's Python connector, as a long-running subprocess answering SQL.
+struct PyReader {
+    io: Mutex<(ChildStdin, BufReader<ChildStdout>)>,
+    _child: Child,
+    /// `DB.SCHEMA.TABLE` of the table under test.
+    table: String,
+    ledger: String,
+    database: String,
+    schema: String,
+    table_name: String,
+}
+
+impl PyReader {
+    async fn start(f: &Fakesnow, database: &str) -> PyReader {
+        let url = url::Url::parse(&f.endpoint).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snowflake/reader.py");
+        let mut child = tokio::process::Command::new(&f.python)
+            .arg(script)
+            .arg(url.host_str().unwrap())
+            .arg(url.port().unwrap().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the reader's Python starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let reader = PyReader {
+            io: Mutex::new((stdin, stdout)),
+            _child: child,
+            table: format!("{database}.PUBLIC.CDR"),
+            ledger: format!("{database}.PUBLIC.CDRSYNC_LOADS"),
+            database: database.to_string(),
+            schema: "PUBLIC".into(),
+            table_name: "CDR".into(),
+        };
+        reader
+            .sql(&format!("CREATE DATABASE IF NOT EXISTS {database}"), &[])
+            .await;
+        reader
+            .sql(
+                &format!("CREATE SCHEMA IF NOT EXISTS {database}.PUBLIC"),
+                &[],
+            )
+            .await;
+        reader
+    }
+
+    async fn sql(&self, sql: &str, params: &[&str]) -> Vec<Vec<Option<String>>> {
+        let mut io = self.io.lock().await;
+        let line = json!({"sql": sql, "params": params}).to_string() + "\n";
+        io.0.write_all(line.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        io.1.read_line(&mut answer).await.unwrap();
+        let v: Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|_| panic!("the reader answered {answer:?} to {sql}"));
+        if let Some(e) = v.get("error") {
+            panic!("the reader's query {sql} failed: {e}");
+        }
+        serde_json::from_value(v["rows"].clone()).unwrap()
+    }
+}
+
+#[async_trait]
+impl TableReader for PyReader {
+    async fn call_ids(&self, date: NaiveDate) -> Vec<String> {
+        let rows = self
+            .sql(
+                &format!(
+                    "SELECT \"CallId\" FROM {} WHERE \"cdr_date\" = %s ORDER BY 1",
+                    self.table
+                ),
+                &[&date.to_string()],
+            )
+            .await;
+        rows.into_iter().map(|r| r[0].clone().unwrap()).collect()
+    }
+
+    async fn cell(&self, date: NaiveDate, call_id: &str, column: &str) -> Option<String> {
+        let rows = self
+            .sql(
+                &format!(
+                    "SELECT \"{column}\" FROM {} WHERE \"cdr_date\" = %s AND \"CallId\" = %s",
+                    self.table
+                ),
+                &[&date.to_string(), call_id],
+            )
+            .await;
+        assert_eq!(rows.len(), 1, "one row for {call_id} on {date}");
+        rows[0][0].clone()
+    }
+
+    async fn ledger(&self, date: NaiveDate) -> Option<(String, u32, String, u64)> {
+        let rows = self
+            .sql(
+                &format!(
+                    "SELECT \"request_id\", \"generation\", \"sha256\", \"rows\" FROM {} WHERE \"cdr_date\" = %s",
+                    self.ledger
+                ),
+                &[&date.to_string()],
+            )
+            .await;
+        assert!(rows.len() <= 1, "one ledger row per day: {rows:?}");
+        rows.first().map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].as_ref().unwrap().parse().unwrap(),
+                r[2].clone().unwrap(),
+                r[3].as_ref().unwrap().parse().unwrap(),
+            )
+        })
+    }
+
+    async fn column_type(&self, column: &str) -> String {
+        let rows = self
+            .sql(
+                &format!(
+                    "SELECT data_type, numeric_precision, numeric_scale FROM {}.INFORMATION_SCHEMA.COLUMNS WHERE table_schema = %s AND table_name = %s AND column_name = %s",
+                    self.database
+                ),
+                &[&self.schema, &self.table_name, column],
+            )
+            .await;
+        assert_eq!(rows.len(), 1, "column {column} exists once: {rows:?}");
+        let ty = rows[0][0].clone().unwrap().to_lowercase();
+        match (&rows[0][1], &rows[0][2]) {
+            (Some(p), Some(s)) if ty == "number" => format!("number({p},{s})"),
+            _ => ty,
+        }
+    }
+}
+
+fn unique_database() -> String {
+    format!("CDRSYNC_T{:08X}", fastrand::u32(..))
+}
+
+fn raw(endpoint: &str, database: &str) -> RawSnowflakeSinkConfig {
+    toml::from_str(&format!(
+        "account = \"fakesnow\"\nuser = \"loader\"\npassword = \"env:{PASSWORD_VAR}\"\n\
+         database = \"{database}\"\nschema = \"public\"\ntable = \"cdr\"\nendpoint = \"{endpoint}\"\n"
+    ))
+    .unwrap()
+}
+
+async fn open(raw: RawSnowflakeSinkConfig) -> SnowflakeSink {
+    // SAFETY: every test sets the same value; nothing reads it concurrently otherwise.
+    unsafe { std::env::set_var(PASSWORD_VAR, PASSWORD) };
+    let config = raw.validate(Path::new("/nonexistent")).unwrap();
+    let (columns, types) = conformance::job_columns();
+    snowflake::open(&config, &columns, &types, Path::new("/nonexistent"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn snowflake_passes_the_warehouse_conformance_suite() {
+    let Some(f) = fakesnow() else { return };
+    let database = unique_database();
+    let reader = PyReader::start(&f, &database).await;
+    let sink = open(raw(&f.endpoint, &database)).await;
+    let staging = tempfile::tempdir().unwrap();
+    conformance::run_warehouse_conformance(&sink, staging.path(), &reader).await;
+    assert_eq!(
+        sink.location(&conformance::key("2024-05-15")),
+        format!(
+            "{} table {database}.PUBLIC.CDR, cdr_date=2024-05-15",
+            f.endpoint
+        )
+    );
+}
+
+/// Publishes with the sink's hold hook set and drops the publish once it is held: its
+/// rows deleted and inserted in an open transaction, COMMIT never sent.
+fn kill_before_commit(
+    hooked: Arc<SnowflakeSink>,
+) -> impl for<'a> Fn(&'a dyn Sink, JobKey, PathBuf, Manifest) -> BoxFuture<'a, ()> + Sync {
+    move |sink, key, path, manifest| {
+        let reached = hooked.hold_next_publish_before_commit();
+        Box::pin(async move {
+            let publish = sink.publish(&key, &path, FileFormat::Csv.data_name(), &manifest);
+            tokio::select! {
+                r = publish => panic!("the held publish ended on its own: {r:?}"),
+                // The publish is dropped here: its new rows are in an open transaction.
+                _ = reached => {}
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_publish_killed_before_commit_keeps_the_previous_day() {
+    let Some(f) = fakesnow() else { return };
+    let database = unique_database();
+    let reader = PyReader::start(&f, &database).await;
+    let sink = Arc::new(open(raw(&f.endpoint, &database)).await);
+    let staging = tempfile::tempdir().unwrap();
+    let kill = kill_before_commit(sink.clone());
+    conformance::a_killed_publish_keeps_the_previous_day(&*sink, staging.path(), &reader, &kill)
+        .await;
+}
+
+#[tokio::test]
+async fn an_ndjson_day_loads_the_same_cells_as_csv() {
+    let Some(f) = fakesnow() else { return };
+    let database = unique_database();
+    let reader = PyReader::start(&f, &database).await;
+    let sink = open(raw(&f.endpoint, &database)).await;
+    let staging = tempfile::tempdir().unwrap();
+    let key = conformance::key("2024-06-01");
+    let (_, mut manifest) = conformance::sample_day(staging.path(), "x.csv", &key, 1, &[]);
+    let data = staging.path().join("cdr.ndjson");
+    std::fs::write(
+        &data,
+        concat!(
+            "{\"CallId\":\"j1\",\"StartTime\":\"2024-06-01T08:00:00Z\",\"Duration\":12,\"AgentName\":\"Smith, \\\"Jo\\\"\",\"extra_columns\":{\"Skill\":\"a,b\"}}\n",
+            "{\"CallId\":\"j2\",\"StartTime\":null,\"Duration\":null,\"AgentName\":\"\",\"extra_columns\":{}}\n",
+        ),
+    )
+    .unwrap();
+    manifest.rows = 2;
+    sink.publish(&key, &data, FileFormat::Ndjson.data_name(), &manifest)
+        .await
+        .unwrap();
+    assert_eq!(reader.call_ids(key.date).await, ["j1", "j2"]);
+    assert_eq!(
+        reader.cell(key.date, "j1", "Duration").await.as_deref(),
+        Some("12")
+    );
+    assert_eq!(
+        reader.cell(key.date, "j1", "AgentName").await.as_deref(),
+        Some("Smith, \"Jo\"")
+    );
+    assert_eq!(reader.cell(key.date, "j2", "Duration").await, None);
+    // Asked in SQL: fakesnow's Arrow encoding shows a NULL TIMESTAMP_TZ as the epoch.
+    let null_start = reader
+        .sql(
+            &format!(
+                "SELECT \"CallId\" FROM {} WHERE \"StartTime\" IS NULL",
+                reader.table
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(null_start, [[Some("j2".to_string())]]);
+    let extra: Value =
+        serde_json::from_str(&reader.cell(key.date, "j1", "extra_columns").await.unwrap()).unwrap();
+    assert_eq!(extra, json!({"Skill": "a,b"}));
+    assert!(
+        !staging.path().join("cdr.ndjson.snowflake.csv").exists(),
+        "the converted CSV is removed after the load"
+    );
+    assert_eq!(sink.manifest(&key).await.unwrap().as_ref(), Some(&manifest));
+}
+
+/// A loopback server answering every login as Snowflake does for a wrong password.
+async fn refusing_server() -> String {
+    use axum::{Json, Router, routing::post};
+    let app = Router::new().route(
+        "/session/v1/login-request",
+        post(|| async {
+            Json(json!({
+                "data": {"nextAction": null, "authnMethod": "PASSWORD"},
+                "code": "390100",
+                "message": "Incorrect username or password was specified.",
+                "success": false
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn health_check_refuses_bad_credentials() {
+    let endpoint = refusing_server().await;
+    let sink = open(raw(&endpoint, "CDR_DB")).await;
+    conformance::health_check_refuses_bad_credentials(&sink, PASSWORD).await;
+    let e = sink.health_check(None).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Incorrect username or password was specified"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_warehouse_is_unavailable() {
+    // A port that was just free: nothing listens there.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let sink = open(raw(&format!("http://127.0.0.1:{port}"), "CDR_DB")).await;
+    let e = sink.health_check(None).await.unwrap_err();
+    assert_eq!(e.kind, FailureKind::Unavailable, "{e}");
+    let e = sink
+        .manifest(&conformance::key("2024-05-15"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::Unavailable, "{e}");
+}

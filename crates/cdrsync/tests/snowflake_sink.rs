@@ -356,3 +356,81 @@ async fn an_unreachable_warehouse_is_unavailable() {
         .unwrap_err();
     assert_eq!(e.kind, FailureKind::Unavailable, "{e}");
 }
+
+/// The real binary runs a simulated day into a `dir` sink and a `snowflake` sink
+/// (job.format `json_format`); the Python connector counts the day's rows in the table
+/// (the manifest's) and reads the ledger; `run --force` replaces the day: the same rows,
+/// no duplicates, the next generation in the ledger.
+async fn binary_run_loads_the_day_once(json_format: bool) {
+    let Some(f) = fakesnow() else { return };
+    let database = unique_database();
+    let reader = PyReader::start(&f, &database).await;
+    let mut h = common::Harness::new(cxone_sim::Scenario {
+        rows_per_day: 3_000,
+        rows_per_part: 1_000,
+        ..cxone_sim::Scenario::default()
+    })
+    .await;
+    if json_format {
+        h.set("job", "format = \"json\"");
+    }
+    h.set(
+        "sinks",
+        &format!(
+            "[[sink]]\nkind = \"snowflake\"\naccount = \"fakesnow\"\nuser = \"loader\"\npassword = \"env:{PASSWORD_VAR}\"\ndatabase = \"{database}\"\nschema = \"public\"\ntable = \"cdr\"\nendpoint = \"{}\"\n",
+            f.endpoint
+        ),
+    );
+    let date = common::day("2024-05-15");
+    for (run, args) in [
+        (1, &["run", "--date", "2024-05-15"][..]),
+        (2, &["run", "--date", "2024-05-15", "--force"][..]),
+    ] {
+        // The simulator runs on this runtime: wait for the binary off its threads.
+        let (code, stderr) =
+            tokio::task::block_in_place(|| h.run_binary(args, &[(PASSWORD_VAR, PASSWORD)]));
+        assert_eq!(code, 0, "run {run}: {stderr}");
+        assert!(
+            !stderr.contains(PASSWORD),
+            "the password must not be logged"
+        );
+        let manifest = h.manifest(date);
+        let rows = manifest["rows"].as_u64().unwrap();
+        assert!(rows > 0);
+        let (counted, distinct) = day_counts(&reader).await;
+        assert_eq!(
+            counted, rows,
+            "run {run}: the table holds the manifest's rows for the day"
+        );
+        assert_eq!(distinct, rows, "run {run}: each call once");
+        let ledger = reader.ledger(date).await.expect("a ledger row");
+        assert_eq!(ledger.1 as u64, manifest["generation"].as_u64().unwrap());
+        assert_eq!(
+            ledger.1, run,
+            "run {run}: the ledger has the run's generation"
+        );
+        assert_eq!(ledger.3, rows);
+        assert_eq!(ledger.2, manifest["sha256"].as_str().unwrap());
+    }
+}
+
+/// The rows of 2024-05-15 in the table, and their distinct `CallId`s.
+async fn day_counts(reader: &PyReader) -> (u64, u64) {
+    let sql = format!(
+        "SELECT COUNT(*), COUNT(DISTINCT \"CallId\") FROM {} WHERE \"cdr_date\" = %s",
+        reader.table
+    );
+    let rows = reader.sql(&sql, &["2024-05-15"]).await;
+    let n = |i: usize| rows[0][i].as_ref().unwrap().parse::<u64>().unwrap();
+    (n(0), n(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_run_loads_a_csv_day_once_and_force_replaces_it() {
+    binary_run_loads_the_day_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_run_loads_a_json_day_once_and_force_replaces_it() {
+    binary_run_loads_the_day_once(true).await;
+}

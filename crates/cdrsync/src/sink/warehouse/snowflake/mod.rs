@@ -16,8 +16,8 @@
 //! cast, and swapping the names (DDL, before the load's transaction; a leftover of a run
 //! killed midway is finished or undone by the next one).
 //!
-//! Sessions are pooled. A publish that is dropped midway (its future cancelled) leaves its
-//! session marked dirty, and the next publish rolls that session back before using it; a
+//! Sessions are pooled, and each is rolled back before it is used again, so a publish
+//! dropped midway (its future cancelled) leaves nothing open for the next one; a
 //! killed process leaves its transaction to Snowflake, which rolls it back when the
 //! session ends while the next run's ledger MERGE waits for its lock.
 //!
@@ -63,8 +63,8 @@ pub struct SnowflakeSink {
     database: String,
     schema: String,
     table: String,
-    /// Idle sessions; `true` when a publish was dropped midway in it.
-    pool: Mutex<Vec<(Session, bool)>>,
+    /// Idle sessions, including those of publishes dropped midway.
+    pool: Mutex<Vec<Session>>,
     #[cfg(feature = "test-hooks")]
     hold: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -122,8 +122,8 @@ pub async fn open(
     })
 }
 
-/// A session checked out of the pool; dropped without [`Checkout::done`] (a cancelled or
-/// failed publish) it goes back marked dirty.
+/// A session checked out of the pool; it goes back when done, and also when dropped
+/// midway (a cancelled publish), to be rolled back before its next use.
 struct Checkout<'a> {
     sink: &'a SnowflakeSink,
     session: Option<Session>,
@@ -136,7 +136,7 @@ impl Checkout<'_> {
 
     fn done(mut self) {
         if let Some(s) = self.session.take() {
-            self.sink.pool.lock().unwrap().push((s, false));
+            self.sink.pool.lock().unwrap().push(s);
         }
     }
 }
@@ -144,7 +144,7 @@ impl Checkout<'_> {
 impl Drop for Checkout<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
-            self.sink.pool.lock().unwrap().push((s, true));
+            self.sink.pool.lock().unwrap().push(s);
         }
     }
 }
@@ -168,19 +168,12 @@ impl SnowflakeSink {
         rx
     }
 
-    /// An idle session (a dirty one rolled back first; one that fails is dropped), else a
-    /// new login.
+    /// An idle session, rolled back first (undoing whatever a publish dropped midway left
+    /// open in it; one that fails, e.g. expired, is dropped), else a new login.
     async fn checkout(&self) -> Result<Checkout<'_>, SinkError> {
         loop {
             let idle = self.pool.lock().unwrap().pop();
-            let Some((session, dirty)) = idle else { break };
-            if !dirty {
-                return Ok(Checkout {
-                    sink: self,
-                    session: Some(session),
-                });
-            }
-            // Undo whatever a publish dropped midway left open in this session.
+            let Some(session) = idle else { break };
             if self.client.execute(&session, "ROLLBACK").await.is_ok() {
                 return Ok(Checkout {
                     sink: self,

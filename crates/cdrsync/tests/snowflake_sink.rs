@@ -434,3 +434,47 @@ async fn binary_run_loads_a_csv_day_once_and_force_replaces_it() {
 async fn binary_run_loads_a_json_day_once_and_force_replaces_it() {
     binary_run_loads_the_day_once(true).await;
 }
+
+/// A widening killed between its steps (the old column renamed away, the new one not yet
+/// renamed into place) is finished by the next use of the sink: the column is back under
+/// its name with the new type and its values, and no helper column is left.
+#[tokio::test]
+async fn a_widening_killed_halfway_is_finished_by_the_next_run() {
+    let Some(f) = fakesnow() else { return };
+    let database = unique_database();
+    let reader = PyReader::start(&f, &database).await;
+    let sink = open(raw(&f.endpoint, &database)).await;
+    let staging = tempfile::tempdir().unwrap();
+    let key = conformance::key("2024-07-01");
+    let (path, manifest) =
+        conformance::sample_day(staging.path(), "w.csv", &key, 1, &[("v1", "7")]);
+    sink.publish(&key, &path, FileFormat::Csv.data_name(), &manifest)
+        .await
+        .unwrap();
+    let table = reader.table.clone();
+    for sql in [
+        format!("ALTER TABLE {table} ADD COLUMN \"Duration__cdrsync_widen\" VARCHAR"),
+        format!("UPDATE {table} SET \"Duration__cdrsync_widen\" = TO_VARCHAR(\"Duration\")"),
+        format!("ALTER TABLE {table} RENAME COLUMN \"Duration\" TO \"Duration__cdrsync_old\""),
+    ] {
+        reader.sql(&sql, &[]).await;
+    }
+    sink.health_check(None).await.unwrap();
+    assert!(conformance::type_matches(
+        &reader.column_type("Duration").await,
+        "text"
+    ));
+    assert_eq!(
+        reader.cell(key.date, "v1", "Duration").await.as_deref(),
+        Some("7")
+    );
+    let leftovers = reader
+        .sql(
+            &format!(
+                "SELECT column_name FROM {database}.INFORMATION_SCHEMA.COLUMNS WHERE table_name = 'CDR' AND column_name LIKE '%cdrsync%'"
+            ),
+            &[],
+        )
+        .await;
+    assert!(leftovers.is_empty(), "helper columns left: {leftovers:?}");
+}

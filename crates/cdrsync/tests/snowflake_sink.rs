@@ -478,3 +478,49 @@ async fn a_widening_killed_halfway_is_finished_by_the_next_run() {
         .await;
     assert!(leftovers.is_empty(), "helper columns left: {leftovers:?}");
 }
+
+/// A sink configured with `private_key` (a `file:` reference to a PKCS#8 PEM made by
+/// openssl) logs in with a JWT and loads a day. fakesnow checks no credentials, so this
+/// shows the key path from config to login request works, not that Snowflake accepts it.
+#[tokio::test]
+async fn a_key_pair_sink_logs_in_and_publishes() {
+    let Some(f) = fakesnow() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("sf.p8");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key_path)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no openssl command to generate a test key");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let database = unique_database();
+    let reader = PyReader::start(&f, &database).await;
+    let raw: RawSnowflakeSinkConfig = toml::from_str(&format!(
+        "account = \"fakesnow\"\nuser = \"loader\"\nprivate_key = \"file:{}\"\ndatabase = \"{database}\"\nschema = \"public\"\ntable = \"cdr\"\nendpoint = \"{}\"\n",
+        key_path.display(),
+        f.endpoint
+    ))
+    .unwrap();
+    let config = raw.validate(dir.path()).unwrap();
+    let (columns, types) = conformance::job_columns();
+    let sink = snowflake::open(&config, &columns, &types, dir.path())
+        .await
+        .unwrap();
+    let key = conformance::key("2024-08-01");
+    let (path, manifest) = conformance::sample_day(dir.path(), "k.csv", &key, 1, &[("k1", "1")]);
+    sink.publish(&key, &path, FileFormat::Csv.data_name(), &manifest)
+        .await
+        .unwrap();
+    assert_eq!(reader.call_ids(key.date).await, ["k1"]);
+}

@@ -524,3 +524,64 @@ async fn a_key_pair_sink_logs_in_and_publishes() {
         .unwrap();
     assert_eq!(reader.call_ids(key.date).await, ["k1"]);
 }
+
+/// A loopback stand-in for a real account: it accepts every statement, describes the
+/// table as cdrsync creates it, and answers `PUT` as Snowflake does for an internal stage
+/// on S3 (temporary credentials and client-side encryption material).
+async fn real_stage_server() -> String {
+    use axum::{Json, Router, routing::post};
+    let login = post(|| async { Json(json!({"data": {"token": "t"}, "success": true})) });
+    let query = post(|Json(body): Json<Value>| async move {
+        let sql = body["sqlText"].as_str().unwrap_or_default().to_string();
+        let data = if sql.starts_with("PUT") {
+            json!({
+                "stageInfo": {"locationType": "S3", "location": "bucket/stage/", "creds": {"AWS_KEY_ID": "k"}},
+                "encryptionMaterial": {"queryStageMasterKey": "bWFzdGVy", "queryId": "q", "smkId": 1},
+                "command": "UPLOAD"
+            })
+        } else if sql.starts_with("SELECT column_name") {
+            let contract = conformance::contract();
+            let rows: Vec<Value> = contract
+                .columns
+                .iter()
+                .map(|c| json!([c.name, "TEXT", null]))
+                .collect();
+            json!({"queryResultFormat": "json", "rowset": rows})
+        } else {
+            json!({"queryResultFormat": "json", "rowset": []})
+        };
+        Json(json!({"data": data, "success": true}))
+    });
+    let app = Router::new()
+        .route("/session/v1/login-request", login)
+        .route("/queries/v1/query-request", query);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_stage_needing_client_side_encryption_is_refused_with_a_message() {
+    let endpoint = real_stage_server().await;
+    let sink = open(raw(&endpoint, "CDR_DB")).await;
+    let staging = tempfile::tempdir().unwrap();
+    let key = conformance::key("2024-05-15");
+    let (path, manifest) =
+        conformance::sample_day(staging.path(), "e.csv", &key, 1, &[("e1", "1")]);
+    let e = sink
+        .publish(&key, &path, FileFormat::Csv.data_name(), &manifest)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::Config, "{e}");
+    assert!(
+        e.to_string().contains(
+            "the stage needs client-side encryption, which this cdrsync does not implement yet"
+        ),
+        "{e}"
+    );
+    assert!(
+        !e.to_string().contains("bWFzdGVy"),
+        "no key material in the message"
+    );
+}

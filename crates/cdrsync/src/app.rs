@@ -75,6 +75,16 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
                 )
                 .await?,
             ),
+            #[cfg(feature = "snowflake")]
+            SinkConfig::Snowflake(sf) => Arc::new(
+                crate::sink::warehouse::snowflake::open(
+                    sf,
+                    &config.job.columns,
+                    &config.job.types,
+                    &config.base_dir,
+                )
+                .await?,
+            ),
         };
         sinks.push(NamedSink {
             name: spec.name.clone(),

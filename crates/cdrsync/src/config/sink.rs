@@ -45,12 +45,19 @@ pub(super) const ENV_KEYS: &[(&str, KeyKind)] = super::with_object_store_keys!(
     "url": Str,
     "max_retries": UInt,
     "retry_timeout": Duration,
+    // the warehouses: postgres, snowflake, bigquery
     "password": Str,
     "project": Str,
     "dataset": Str,
     "table": Str,
     "credentials": Str,
     "location": Str,
+    "user": Str,
+    "private_key": Str,
+    "database": Str,
+    "schema": Str,
+    "warehouse": Str,
+    "role": Str,
 );
 
 /// One configured sink.
@@ -76,6 +83,9 @@ pub enum SinkConfig {
     /// `bigquery` (feature `bigquery`).
     #[cfg(feature = "bigquery")]
     BigQuery(Box<crate::sink::warehouse::bigquery::BigQuerySinkConfig>),
+    /// `snowflake` (feature `snowflake`).
+    #[cfg(feature = "snowflake")]
+    Snowflake(Box<crate::sink::warehouse::snowflake::config::SnowflakeSinkConfig>),
 }
 
 impl SinkConfig {
@@ -89,6 +99,8 @@ impl SinkConfig {
             SinkConfig::Postgres(_) => "postgres",
             #[cfg(feature = "bigquery")]
             SinkConfig::BigQuery(_) => "bigquery",
+            #[cfg(feature = "snowflake")]
+            SinkConfig::Snowflake(_) => "snowflake",
         }
     }
 }
@@ -328,6 +340,22 @@ pub(super) fn validate(
                     "is `bigquery`: this cdrsync was built without the `bigquery` feature",
                 ));
             }
+            #[cfg(feature = "snowflake")]
+            "snowflake" => {
+                use crate::sink::warehouse::snowflake::config::RawSnowflakeSinkConfig;
+                let raw =
+                    sink.read::<RawSnowflakeSinkConfig>(table, RawSnowflakeSinkConfig::KEYS)?;
+                SinkConfig::Snowflake(Box::new(
+                    raw.validate(base_dir).map_err(|m| sink.backend(m))?,
+                ))
+            }
+            #[cfg(not(feature = "snowflake"))]
+            "snowflake" => {
+                return Err(sink.invalid(
+                    "kind",
+                    "is `snowflake`: this cdrsync was built without the `snowflake` feature",
+                ));
+            }
             k if SINK_KINDS.contains(&k) => {
                 return Err(sink.invalid(
                     "kind",
@@ -384,6 +412,9 @@ pub(super) fn validate(
             // A warehouse loads the merged day as it is (`file_format` is refused).
             #[cfg(feature = "bigquery")]
             SinkConfig::BigQuery(_) => crate::sink::FileFormat::merged(job_format),
+            // A warehouse loads the merged file.
+            #[cfg(feature = "snowflake")]
+            SinkConfig::Snowflake(_) => crate::sink::FileFormat::merged(job_format),
         };
         sinks.push(SinkSpec {
             name,
@@ -588,6 +619,38 @@ mod tests {
                 "`sink.kind` is `postgres`: this cdrsync was built without the `postgres` feature"
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_snowflake_sink_table_is_read_with_its_keys_checked() {
+        let table = "[sink]\nkind = \"snowflake\"\naccount = \"myorg-acct\"\nuser = \"loader\"\npassword = \"env:SF_PW\"\ndatabase = \"cdr_db\"\nschema = \"public\"\ntable = \"cdr\"\n";
+        let result = load_str(&format!("{BASE}\n{table}"));
+        #[cfg(feature = "snowflake")]
+        {
+            let c = result.unwrap();
+            assert_eq!(c.sinks[0].name, "snowflake");
+            assert_eq!(c.sinks[0].config.kind(), "snowflake");
+            let e = load_str(&format!("{BASE}\n{table}file_format = \"csv\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(
+                    "`sink` (kind `snowflake`): `file_format` does not apply to a warehouse sink"
+                ),
+                "{e}"
+            );
+            let e = load_str(&format!("{BASE}\n{table}wharehouse = \"wh\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("did you mean `sink.warehouse`?"), "{e}");
+        }
+        #[cfg(not(feature = "snowflake"))]
+        assert!(
+            result
+                .unwrap_err()
+                .to_string()
+                .contains("this cdrsync was built without the `snowflake` feature")
         );
     }
 

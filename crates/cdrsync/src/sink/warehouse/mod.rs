@@ -28,6 +28,8 @@ pub mod conformance;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod rows;
+#[cfg(feature = "snowflake")]
+pub mod snowflake;
 
 use crate::exit::FailureKind;
 use crate::manifest::Manifest;

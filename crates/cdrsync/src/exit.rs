@@ -182,6 +182,7 @@ impl JobError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             JobError::Config(_) => ExitCode::Config,
+            JobError::Secret(e) if e.is_unavailable() => ExitCode::Unavailable,
             JobError::Secret(_) => ExitCode::Config,
             JobError::Date(_) | JobError::Usage(_) => ExitCode::Usage,
             JobError::NotClosed(_) => ExitCode::TempFail,

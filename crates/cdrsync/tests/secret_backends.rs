@@ -4,7 +4,8 @@
 //!
 //! Needs `CDRSYNC_TEST_VAULT_ADDR` (an OpenBao dev server whose root token is `root`, e.g.
 //! http://127.0.0.1:8200) and `CDRSYNC_TEST_AWS_SM_ENDPOINT` (moto, e.g.
-//! http://127.0.0.1:5000); `.ci/run` starts both. Backends are configured through an
+//! http://127.0.0.1:5000), and for `VAULT_CACERT` `CDRSYNC_TEST_VAULT_TLS_ADDR` +
+//! `CDRSYNC_TEST_VAULT_TLS_CACERT` (`bao server -dev -dev-tls`); `.ci/run` starts them. Backends are configured through an
 //! injected environment (never the process's), always with an explicit loopback endpoint
 //! and explicit credentials. Secrets are compared, never printed.
 
@@ -400,4 +401,43 @@ async fn aws_a_stale_version_cannot_move_awscurrent() {
     );
     let (current, text) = client.get(&id).await.unwrap().unwrap();
     assert!(current == v2 && text == "two");
+}
+
+/// `VAULT_CACERT`: an OpenBao dev server over TLS (`bao server -dev -dev-tls`) whose CA is
+/// not in any system store is trusted through the PEM file, and refused without it.
+#[tokio::test]
+async fn vault_over_tls_trusts_the_ca_file_and_only_it() {
+    let Some(addr) = service(
+        "CDRSYNC_TEST_VAULT_TLS_ADDR",
+        "OpenBao over TLS (bao server -dev -dev-tls)",
+    ) else {
+        return;
+    };
+    let Some(ca) = service(
+        "CDRSYNC_TEST_VAULT_TLS_CACERT",
+        "the CA file of OpenBao's -dev-tls",
+    ) else {
+        return;
+    };
+    let path = unique("cdrsync-tls");
+    let with_ca = env(&[
+        ("VAULT_ADDR", &addr),
+        ("VAULT_TOKEN", "root"),
+        ("VAULT_CACERT", &ca),
+    ]);
+    let reference = format!("vault:secret/{path}#refresh_token");
+    let store =
+        secrets::refresh_token_store_with_env(&reference, std::path::Path::new("/"), &with_ca)
+            .unwrap();
+    assert!(store.load().await.unwrap().is_none());
+    store.save(&cxone::Secret::new("rt-tls")).await.unwrap();
+    let r = SecretRef::parse(&reference).unwrap();
+    let read = secrets::resolve_with_env(&r, &with_ca).await.unwrap();
+    assert!(read.expose() == "rt-tls");
+    let without = env(&[("VAULT_ADDR", &addr), ("VAULT_TOKEN", "root")]);
+    let err = secrets::resolve_with_env(&r, &without).await.unwrap_err();
+    assert!(
+        err.is_unavailable(),
+        "an untrusted certificate must fail: {err:?}"
+    );
 }

@@ -7,6 +7,9 @@
 //!   each for several seconds, sharing only the `refresh_token` reference. Every refresh
 //!   presents the token the other one saved: the simulator must count no refresh-token
 //!   reuse and no `invalid_grant`, and only the very first exchange is a bootstrap.
+//!   `two_processes_refreshing_on_every_call_*` do the same with tokens shorter than a
+//!   second (`expires_in: 0`), so both processes exchange on every call and contend for the
+//!   lock all the time (without the backend lock these fail).
 //! - `a_lost_race_*`: a worker whose lock expired in the middle of its exchange loses the
 //!   check-and-set on save; it must keep the winner's token (not overwrite it), and its next
 //!   exchange must use the winner's token successfully.
@@ -54,10 +57,11 @@ fn aws_vars(endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// 1-second access tokens, and a day that takes ~6 s to export, polled every ≤100 ms.
-fn slow_day_with_short_tokens() -> Scenario {
+/// Access tokens of `ttl_secs`, and a day that takes ~6 s to export, polled every ≤100 ms.
+/// Below one second the token answer says `expires_in: 0`, so every API call refreshes.
+fn slow_day_with_short_tokens(ttl_secs: f64) -> Scenario {
     Scenario {
-        access_ttl_secs: 1.0,
+        access_ttl_secs: ttl_secs,
         rows_per_day: 300,
         pending_ms: 1_000,
         processing_ms: 5_000,
@@ -67,8 +71,8 @@ fn slow_day_with_short_tokens() -> Scenario {
 
 /// Runs `cdrsync run` for two days at once in two processes sharing `reference`, and checks
 /// what the simulator counted.
-async fn two_processes(reference: &str, vars: &[(String, String)]) {
-    let h = Harness::new(slow_day_with_short_tokens()).await;
+async fn two_processes(reference: &str, vars: &[(String, String)], ttl_secs: f64) {
+    let h = Harness::new(slow_day_with_short_tokens(ttl_secs)).await;
     h.write_config();
     let spawn = |date: &str| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"));
@@ -137,7 +141,20 @@ async fn two_processes_rotate_through_one_vault_path() {
         return;
     };
     let reference = format!("vault:secret/{}#refresh_token", unique("cdrsync-rotation"));
-    two_processes(&reference, &vault_vars(&addr)).await;
+    two_processes(&reference, &vault_vars(&addr), 1.0).await;
+}
+
+/// Every API call of both processes refreshes: the exchanges contend all the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_refreshing_on_every_call_through_one_vault_path() {
+    let Some(addr) = service("CDRSYNC_TEST_VAULT_ADDR", "OpenBao (bao server -dev)") else {
+        return;
+    };
+    let reference = format!(
+        "vault:secret/{}#refresh_token",
+        unique("cdrsync-contention")
+    );
+    two_processes(&reference, &vault_vars(&addr), 0.4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +163,17 @@ async fn two_processes_rotate_through_one_aws_secret() {
         return;
     };
     let reference = format!("aws-sm:{}#refresh_token", unique("cdrsync-rotation"));
-    two_processes(&reference, &aws_vars(&endpoint)).await;
+    two_processes(&reference, &aws_vars(&endpoint), 1.0).await;
+}
+
+/// Every API call of both processes refreshes: the exchanges contend all the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_refreshing_on_every_call_through_one_aws_secret() {
+    let Some(endpoint) = service("CDRSYNC_TEST_AWS_SM_ENDPOINT", "moto (Secrets Manager)") else {
+        return;
+    };
+    let reference = format!("aws-sm:{}#refresh_token", unique("cdrsync-contention"));
+    two_processes(&reference, &aws_vars(&endpoint), 0.4).await;
 }
 
 /// A store whose first `begin_spend` waits for a signal after noting the spend: the worker

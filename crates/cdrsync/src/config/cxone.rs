@@ -155,8 +155,8 @@ mod tests {
     fn each_invalid_cxone_value_is_named() {
         assert_each_named(&[
             (
-                &[("cxone.client_secret", "\"vault:kv/cdr#s\"")],
-                "`cxone.client_secret` is wrong: secret references of kind `vault:` are not supported yet",
+                &[("cxone.refresh_token", "\"azure-kv:vault/rt\"")],
+                "`cxone.refresh_token` is wrong: secret references of kind `azure-kv:` are not supported yet",
             ),
             (
                 &[("cxone.refresh_token", "\"env:RT\"")],

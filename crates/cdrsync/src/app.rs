@@ -49,7 +49,7 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
             #[cfg(feature = "object-store")]
             SinkConfig::Object(object) => {
                 use crate::sink::object;
-                let secrets = object::ObjectSecrets::resolve(object)?;
+                let secrets = object::ObjectSecrets::resolve(object).await?;
                 Arc::new(object::open(object, &secrets).await?)
             }
             #[cfg(feature = "postgres")]
@@ -96,14 +96,14 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, JobError> {
 }
 
 /// Opens the configured raw archive, if any.
-pub fn open_archive(config: &Config) -> Result<Option<Arc<Archive>>, JobError> {
+pub async fn open_archive(config: &Config) -> Result<Option<Arc<Archive>>, JobError> {
     let archive = match &config.archive {
         None => return Ok(None),
         Some(ArchiveConfig::Dir { path }) => Archive::open_dir(path)?,
         #[cfg(feature = "object-store")]
         Some(ArchiveConfig::Object(object)) => {
             use crate::sink::object;
-            let secrets = object::ObjectSecrets::resolve(object)?;
+            let secrets = object::ObjectSecrets::resolve(object).await?;
             let store = object::store::build_store(object, &secrets).map_err(|message| {
                 crate::sink::SinkError::new(&object.url, crate::exit::FailureKind::Config, message)
             })?;
@@ -122,11 +122,7 @@ async fn secret(
     reference: &secrets::SecretRef,
     config: &Config,
 ) -> Result<cxone::Secret, JobError> {
-    Ok(secrets::resolve_key(
-        key,
-        &reference.to_string(),
-        &config.base_dir,
-    )?)
+    Ok(secrets::resolve_key(key, &reference.to_string(), &config.base_dir).await?)
 }
 
 /// Builds the job for `config`.
@@ -177,7 +173,7 @@ pub async fn build_job(
     })?;
     let store = open_store(&config)?;
     let sinks = open_sinks(&config).await?;
-    let archive = open_archive(&config)?;
+    let archive = open_archive(&config).await?;
     let alerter = Alerter::new(config.alert.webhook_url.clone());
     Ok(Job {
         config: Arc::new(config),

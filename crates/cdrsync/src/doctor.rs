@@ -157,7 +157,7 @@ pub async fn run(config_path: &Path, out: Out) -> ExitCode {
             return summary(&checks, out);
         }
     };
-    for check in secret_checks(&config) {
+    for check in secret_checks(&config).await {
         emit(&mut checks, check);
     }
     let (token_check, store_ok) = token_store_check(&config).await;
@@ -229,17 +229,17 @@ fn summary(checks: &[Check], out: Out) -> ExitCode {
 const SECRET_FIX: &str = "provide the variable or owner-only file the reference names, or point the key at where the secret lives";
 
 /// One line per secret reference of the config: `resolves`, or why not (naming the key).
-fn secret_checks(config: &Config) -> Vec<Check> {
+async fn secret_checks(config: &Config) -> Vec<Check> {
     let cx = &config.cxone;
     let mut refs = vec![("cxone.client_secret", &cx.client_secret)];
     if let Some(p) = &cx.password {
         refs.push(("cxone.password", p));
     }
-    let mut checks: Vec<Check> = refs
-        .into_iter()
-        .map(|(key, reference)| {
-            let name = format!("secret {key}");
-            match crate::secrets::resolve_key(key, &reference.to_string(), &config.base_dir) {
+    let mut checks: Vec<Check> = Vec::new();
+    for (key, reference) in refs {
+        let name = format!("secret {key}");
+        checks.push(
+            match crate::secrets::resolve_key(key, &reference.to_string(), &config.base_dir).await {
                 Ok(_) => Check::pass(name, format!("{reference} resolves")),
                 Err(e) => Check::fail(
                     name,
@@ -247,14 +247,31 @@ fn secret_checks(config: &Config) -> Vec<Check> {
                     e.to_string(),
                     SECRET_FIX,
                 ),
-            }
-        })
-        .collect();
+            },
+        );
+    }
     #[cfg(feature = "object-store")]
     for spec in &config.sinks {
         if let crate::config::SinkConfig::Object(object) = &spec.config {
             let name = format!("secrets of sink {}", spec.name);
-            checks.push(match crate::sink::object::ObjectSecrets::resolve(object) {
+            checks.push(
+                match crate::sink::object::ObjectSecrets::resolve(object).await {
+                    Ok(_) => Check::pass(name, "every reference resolves"),
+                    Err(e) => Check::fail(
+                        name,
+                        crate::exit::secret_exit_code(&e),
+                        e.to_string(),
+                        SECRET_FIX,
+                    ),
+                },
+            );
+        }
+    }
+    #[cfg(feature = "object-store")]
+    if let Some(crate::archive::ArchiveConfig::Object(object)) = &config.archive {
+        let name = "secrets of the archive";
+        checks.push(
+            match crate::sink::object::ObjectSecrets::resolve(object).await {
                 Ok(_) => Check::pass(name, "every reference resolves"),
                 Err(e) => Check::fail(
                     name,
@@ -262,21 +279,8 @@ fn secret_checks(config: &Config) -> Vec<Check> {
                     e.to_string(),
                     SECRET_FIX,
                 ),
-            });
-        }
-    }
-    #[cfg(feature = "object-store")]
-    if let Some(crate::archive::ArchiveConfig::Object(object)) = &config.archive {
-        let name = "secrets of the archive";
-        checks.push(match crate::sink::object::ObjectSecrets::resolve(object) {
-            Ok(_) => Check::pass(name, "every reference resolves"),
-            Err(e) => Check::fail(
-                name,
-                crate::exit::secret_exit_code(&e),
-                e.to_string(),
-                SECRET_FIX,
-            ),
-        });
+            },
+        );
     }
     checks
 }
@@ -321,19 +325,18 @@ async fn token_store_check(config: &Config) -> (Check, bool) {
 }
 
 /// The client settings a run uses, with few retries: doctor answers in seconds.
-fn doctor_client(config: &Config) -> Result<cxone::Client, JobError> {
+async fn doctor_client(config: &Config) -> Result<cxone::Client, JobError> {
     let cx = &config.cxone;
     let client_secret = crate::secrets::resolve_key(
         "cxone.client_secret",
         &cx.client_secret.to_string(),
         &config.base_dir,
-    )?;
+    )
+    .await?;
     let password = match &cx.password {
-        Some(p) => Some(crate::secrets::resolve_key(
-            "cxone.password",
-            &p.to_string(),
-            &config.base_dir,
-        )?),
+        Some(p) => Some(
+            crate::secrets::resolve_key("cxone.password", &p.to_string(), &config.base_dir).await?,
+        ),
         None => None,
     };
     let tokens =
@@ -367,7 +370,7 @@ fn doctor_client(config: &Config) -> Result<cxone::Client, JobError> {
 /// One token exchange through the normal token manager (see the module doc).
 async fn token_check_grant(config: &Config) -> Check {
     let name = "token endpoint";
-    let client = match doctor_client(config) {
+    let client = match doctor_client(config).await {
         Ok(c) => c,
         Err(e) => {
             return Check::fail(

@@ -237,6 +237,7 @@ pub fn secret_exit_code(error: &crate::secrets::SecretError) -> ExitCode {
     match error {
         SecretError::ForKey { source, .. } => secret_exit_code(source),
         SecretError::AzureKv { kind, .. } => kind.exit_code(),
+        e if e.is_unavailable() => ExitCode::Unavailable,
         _ => ExitCode::Config,
     }
 }

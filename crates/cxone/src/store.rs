@@ -33,6 +33,16 @@ impl StoreLock {
     }
 }
 
+/// What [`RefreshTokenStore::save_rotated`] did with a rotated token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saved {
+    /// The token is stored.
+    Stored,
+    /// Another worker stored its rotation first (check-and-set failed): the store kept
+    /// theirs, which is `winner` (`None` if theirs holds no token), and ours was dropped.
+    LostRace { winner: Option<Secret> },
+}
+
 /// A readable and writable home for the refresh token.
 #[async_trait]
 pub trait RefreshTokenStore: Send + Sync {
@@ -40,6 +50,12 @@ pub trait RefreshTokenStore: Send + Sync {
     async fn load(&self) -> Result<Option<Secret>, StoreError>;
     /// Persists a rotated refresh token durably (the call returns after it is on disk).
     async fn save(&self, token: &Secret) -> Result<(), StoreError>;
+    /// Saves a rotated token unless another worker rotated the stored one since this store
+    /// last loaded it; then keeps theirs and says so. Stores without check-and-set just
+    /// [`save`](RefreshTokenStore::save).
+    async fn save_rotated(&self, token: &Secret) -> Result<Saved, StoreError> {
+        self.save(token).await.map(|()| Saved::Stored)
+    }
     /// Exclusive across every process sharing this store, held around one exchange.
     async fn lock(&self) -> Result<StoreLock, StoreError>;
     /// Names the store in messages, e.g. `file:/path` (never the secret).

@@ -117,6 +117,7 @@ pub struct TokenManager {
     flight: tokio::sync::Mutex<()>,
     bootstraps: AtomicU64,
     refreshes: AtomicU64,
+    lost_races: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -148,6 +149,7 @@ impl TokenManager {
             flight: tokio::sync::Mutex::new(()),
             bootstraps: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
+            lost_races: AtomicU64::new(0),
         }
     }
 
@@ -195,6 +197,11 @@ impl TokenManager {
         self.refreshes.load(Ordering::SeqCst)
     }
 
+    /// Rotated tokens not saved because another worker's rotation was stored first.
+    pub fn lost_races(&self) -> u64 {
+        self.lost_races.load(Ordering::SeqCst)
+    }
+
     /// Bootstrap grants (`client_credentials` or `password`) sent so far.
     pub fn bootstraps(&self) -> u64 {
         self.bootstraps.load(Ordering::SeqCst)
@@ -220,7 +227,17 @@ impl TokenManager {
         if let Some(rotated) = answer.refresh_token.as_deref().filter(|t| !t.is_empty()) {
             // Durable before use: if we crashed after using the new access token but before
             // saving, the old refresh token (now dead) would be all that is left.
-            self.store.save(&Secret::new(rotated)).await?;
+            if let crate::Saved::LostRace { .. } =
+                self.store.save_rotated(&Secret::new(rotated)).await?
+            {
+                // Another worker rotated the same token first (its lock had expired under
+                // us): the store kept theirs, which the next exchange loads and uses.
+                self.lost_races.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(
+                    store = %self.store.describe(),
+                    "another worker saved a rotated refresh token first; keeping theirs"
+                );
+            }
         }
         // Only a finished exchange clears the note: after a lost answer the stored token
         // stays in doubt, and the next exchange bootstraps rather than reuse it.

@@ -155,10 +155,6 @@ mod tests {
     fn each_invalid_cxone_value_is_named() {
         assert_each_named(&[
             (
-                &[("cxone.client_secret", "\"vault:kv/cdr#s\"")],
-                "`cxone.client_secret` is wrong: secret references of kind `vault:` are not supported yet",
-            ),
-            (
                 &[("cxone.refresh_token", "\"env:RT\"")],
                 "`cxone.refresh_token` is wrong: `env:RT` cannot hold the refresh token",
             ),

@@ -406,7 +406,7 @@ pub async fn read(rest: &str) -> Result<Secret, SecretError> {
 /// [`read`] with an injectable environment (tests).
 pub async fn read_with_env(
     rest: &str,
-    lookup: &dyn Fn(&str) -> Option<OsString>,
+    lookup: &(dyn Fn(&str) -> Option<OsString> + Sync),
 ) -> Result<Secret, SecretError> {
     let reference = AzureKvRef::parse(rest)?;
     let fail = |e: AzureKvError| SecretError::AzureKv {
@@ -425,6 +425,62 @@ pub async fn read_with_env(
             FailureKind::Config,
             "no such secret in the vault",
         ))),
+    }
+}
+
+/// `azure-kv:` as a [`SecretBackend`](super::SecretBackend): reads a secret, and keeps the
+/// rotating refresh token in one ([`AzureKvTokenStore`]), with client credentials from `env`.
+pub struct AzureKvBackend {
+    env: super::Env,
+}
+
+impl AzureKvBackend {
+    /// A backend reading its settings (`AZURE_*`) through `env`.
+    pub fn new(env: super::Env) -> Self {
+        AzureKvBackend { env }
+    }
+
+    fn reference(reference: &super::SecretRef) -> Result<AzureKvRef, SecretError> {
+        match reference {
+            super::SecretRef::AzureKv { vault, name } => {
+                AzureKvRef::parse(&format!("{vault}/{name}"))
+            }
+            other => Err(SecretError::Unsupported {
+                scheme: other.to_string(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl super::SecretBackend for AzureKvBackend {
+    async fn read(&self, reference: &super::SecretRef) -> Result<Secret, SecretError> {
+        let r = Self::reference(reference)?;
+        let env = self.env.clone();
+        let lookup = move |name: &str| env(name);
+        read_with_env(&format!("{}/{}", r.vault, r.name), &lookup).await
+    }
+
+    fn token_store(
+        &self,
+        reference: &super::SecretRef,
+    ) -> Result<Arc<dyn RefreshTokenStore>, SecretError> {
+        let r = Self::reference(reference)?;
+        let env = self.env.clone();
+        let client = AzureKvClient::from_env(&r.vault, &move |name| env(name)).map_err(|e| {
+            SecretError::AzureKv {
+                reference: reference.to_string(),
+                kind: e.kind,
+                message: e.message,
+            }
+        })?;
+        let owner = format!(
+            "{}:{}:{:08x}",
+            crate::job::hostname(),
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        Ok(Arc::new(AzureKvTokenStore::new(client, r, owner)))
     }
 }
 

@@ -3,9 +3,38 @@
 //! Read-only by nature, so an `env:` reference can carry a client secret or password but
 //! never the rotating refresh token (see [`super::refresh_token_store`]).
 
-use super::SecretError;
+use super::{Env, SecretBackend, SecretError, SecretRef};
+use async_trait::async_trait;
 use cxone::Secret;
 use std::ffi::OsString;
+
+/// The `env:` scheme, reading from an [`Env`].
+pub struct EnvBackend {
+    env: Env,
+}
+
+impl EnvBackend {
+    pub fn new(env: Env) -> Self {
+        EnvBackend { env }
+    }
+}
+
+#[async_trait]
+impl SecretBackend for EnvBackend {
+    async fn read(&self, reference: &SecretRef) -> Result<Secret, SecretError> {
+        match reference {
+            SecretRef::Env(name) => read(name, &*self.env),
+            other => Err(SecretError::Unsupported {
+                scheme: other
+                    .to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .into(),
+            }),
+        }
+    }
+}
 
 /// The value of `name` from `lookup`. A missing, empty or non-UTF-8 variable is an error
 /// that names the variable; the value is never part of an error.

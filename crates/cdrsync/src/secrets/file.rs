@@ -13,7 +13,7 @@
 //! sidecars (`<path>.lock`, `<path>.spending`) stay beside the configured path. Every file
 //! and folder the store creates is owner-only (0600/0700) whatever the umask.
 
-use super::SecretError;
+use super::{SecretBackend, SecretError, SecretRef};
 use async_trait::async_trait;
 use cxone::{RefreshTokenStore, Secret, StoreError, StoreLock};
 use std::fs::{self, OpenOptions};
@@ -51,17 +51,56 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
     Ok(Secret::new(value))
 }
 
+/// The `file:` scheme.
+pub struct FileBackend;
+
+#[async_trait]
+impl SecretBackend for FileBackend {
+    /// Reads at most one small file; done inline (start-up only).
+    async fn read(&self, reference: &SecretRef) -> Result<Secret, SecretError> {
+        match reference {
+            SecretRef::File(path) => read_secret_file(path),
+            other => Err(SecretError::Unsupported {
+                scheme: other
+                    .to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .into(),
+            }),
+        }
+    }
+
+    fn token_store(
+        &self,
+        reference: &SecretRef,
+    ) -> Result<std::sync::Arc<dyn RefreshTokenStore>, SecretError> {
+        match reference {
+            SecretRef::File(path) => Ok(std::sync::Arc::new(FileTokenStore::new(path))),
+            other => Err(SecretError::NotWritable {
+                reference: other.to_string(),
+            }),
+        }
+    }
+}
+
 /// The refresh token in a file (`file:PATH`), shared safely by many processes.
 #[derive(Debug, Clone)]
 pub struct FileTokenStore {
     path: PathBuf,
+    /// Fingerprint of the token the last `load` read (`Some(None)`: nothing stored), so a
+    /// rotation saved meanwhile by another process is kept, not overwritten.
+    seen: std::sync::Arc<std::sync::Mutex<Option<Option<String>>>>,
 }
 
 impl FileTokenStore {
     /// A store at `path` (absolute, or relative to the working directory). Nothing is
     /// touched until the first call.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileTokenStore { path: path.into() }
+        FileTokenStore {
+            path: path.into(),
+            seen: Default::default(),
+        }
     }
 
     /// The token file.
@@ -127,63 +166,33 @@ fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 impl RefreshTokenStore for FileTokenStore {
     /// A missing or empty file means no token is stored yet (the bootstrap grant runs).
     async fn load(&self) -> Result<Option<Secret>, StoreError> {
-        let path = self.path.clone();
-        let describe = self.describe();
-        self.blocking(move || match read_secret_file(&path) {
-            Ok(token) => Ok(Some(token)),
-            Err(SecretError::FileEmpty { .. }) => Ok(None),
-            Err(SecretError::FileRead { source, .. })
-                if source.kind() == io::ErrorKind::NotFound =>
-            {
-                Ok(None)
+        let token = self.load_file().await?;
+        *self.seen.lock().expect("seen poisoned") = Some(token.as_ref().map(fingerprint));
+        Ok(token)
+    }
+
+    /// Under the lock (which every process takes around an exchange), a stored token that
+    /// is no longer the one loaded was rotated by another process: keep it.
+    async fn save_rotated(&self, token: &Secret) -> Result<cxone::Saved, StoreError> {
+        let seen = self.seen.lock().expect("seen poisoned").clone();
+        if let Some(loaded) = seen {
+            let current = self.load_file().await?;
+            if current.as_ref().map(fingerprint) != loaded {
+                *self.seen.lock().expect("seen poisoned") = Some(current.as_ref().map(fingerprint));
+                return Ok(cxone::Saved::LostRace { winner: current });
             }
-            Err(e) => Err(StoreError {
-                store: describe,
-                message: e.to_string(),
-            }),
-        })
-        .await
+        }
+        self.save(token).await?;
+        *self.seen.lock().expect("seen poisoned") = Some(Some(fingerprint(token)));
+        Ok(cxone::Saved::Stored)
     }
 
     async fn save(&self, token: &Secret) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let mut contents = token.expose().as_bytes().to_vec();
-        contents.push(b'\n');
-        let describe = self.describe();
-        self.blocking(move || {
-            write_atomically(&path, &contents).map_err(|e| StoreError {
-                store: describe,
-                message: format!("cannot save the rotated refresh token: {e}"),
-            })
-        })
-        .await
+        self.write_token(token).await
     }
 
     async fn lock(&self) -> Result<StoreLock, StoreError> {
-        let lock_path = self.lock_path();
-        let describe = self.describe();
-        self.blocking(move || {
-            let fail = |e: io::Error| StoreError {
-                store: describe.clone(),
-                message: format!("cannot lock {}: {e}", lock_path.display()),
-            };
-            if let Some(dir) = lock_path.parent() {
-                ensure_dir(dir).map_err(fail)?;
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(crate::durable::PRIVATE_FILE)
-                .open(&lock_path)
-                .map_err(fail)?;
-            // Blocks this pool thread until every other holder (any process) lets go;
-            // closing the file, when the StoreLock is dropped, releases it.
-            file.lock().map_err(fail)?;
-            Ok(StoreLock::holding(Box::new(file)))
-        })
-        .await
+        self.lock_file().await
     }
 
     fn describe(&self) -> String {
@@ -233,6 +242,69 @@ impl RefreshTokenStore for FileTokenStore {
                 store: describe,
                 message: format!("cannot remove {}: {e}", path.display()),
             }),
+        })
+        .await
+    }
+}
+
+impl FileTokenStore {
+    /// The stored token; a missing or empty file is none.
+    async fn load_file(&self) -> Result<Option<Secret>, StoreError> {
+        let path = self.path.clone();
+        let describe = self.describe();
+        self.blocking(move || match read_secret_file(&path) {
+            Ok(token) => Ok(Some(token)),
+            Err(SecretError::FileEmpty { .. }) => Ok(None),
+            Err(SecretError::FileRead { source, .. })
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(StoreError {
+                store: describe,
+                message: e.to_string(),
+            }),
+        })
+        .await
+    }
+
+    async fn write_token(&self, token: &Secret) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let mut contents = token.expose().as_bytes().to_vec();
+        contents.push(b'\n');
+        let describe = self.describe();
+        self.blocking(move || {
+            write_atomically(&path, &contents).map_err(|e| StoreError {
+                store: describe,
+                message: format!("cannot save the rotated refresh token: {e}"),
+            })
+        })
+        .await
+    }
+
+    async fn lock_file(&self) -> Result<StoreLock, StoreError> {
+        let lock_path = self.lock_path();
+        let describe = self.describe();
+        self.blocking(move || {
+            let fail = |e: io::Error| StoreError {
+                store: describe.clone(),
+                message: format!("cannot lock {}: {e}", lock_path.display()),
+            };
+            if let Some(dir) = lock_path.parent() {
+                ensure_dir(dir).map_err(fail)?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(crate::durable::PRIVATE_FILE)
+                .open(&lock_path)
+                .map_err(fail)?;
+            // Blocks this pool thread until every other holder (any process) lets go;
+            // closing the file, when the StoreLock is dropped, releases it.
+            file.lock().map_err(fail)?;
+            Ok(StoreLock::holding(Box::new(file)))
         })
         .await
     }

@@ -1,27 +1,86 @@
 //! Secret references (DESIGN.md §3) and the writable home of the rotating refresh token.
 //!
-//! A config never holds a secret, only a reference to one: `env:NAME` or `file:PATH`
-//! (a file readable by its owner only). `vault:`, `aws-sm:` and `azure-kv:` are recognised
-//! so that a user who writes one is told plainly that it is not supported yet, instead of
-//! having it taken for a literal secret.
+//! A config never holds a secret, only a reference to one: `env:NAME`, `file:PATH` (a file
+//! readable by its owner only), `vault:MOUNT/PATH#KEY` (HashiCorp Vault / OpenBao KV v2) or
+//! `aws-sm:SECRET_ID[#KEY]` (AWS Secrets Manager). `azure-kv:VAULT/NAME` is parsed but not
+//! resolved yet. Each scheme is a [`SecretBackend`]: an async read, and a writable
+//! [`RefreshTokenStore`] where the scheme can hold a rotating token (`file:`, `vault:`,
+//! `aws-sm:`).
 //!
 //! - [`azure_kv`]: `azure-kv:VAULT/NAME` over Key Vault's REST API, and its token store
 //!   (standalone until the reference dispatch reaches it).
 //! - [`env`]: reading `env:` references.
 //! - [`file`]: reading `file:` references, and [`FileTokenStore`], the `file:` refresh-token
 //!   store (atomic 0600 writes, a cross-process lock on a sidecar file).
+//! - [`cas`]: the refresh-token store of the remote backends, built once over check-and-set
+//!   documents: a lock document with an owner and an expiry, the spend note, and the lost
+//!   race (another worker rotated first: keep theirs).
+//! - [`vault`]: KV v2 over HTTP (token or AppRole, namespace, CA file).
+//! - [`aws_sm`]: Secrets Manager over HTTP, signed by [`sigv4`].
+//! - [`conformance`]: the named cases every refresh-token store passes (tests call them).
 //!
-//! Every error names the variable or path, never the value.
+//! Every error names the variable, path or secret id, never the value.
 
+pub mod aws_sm;
 pub mod azure_kv;
+pub mod cas;
+pub mod conformance;
 pub mod env;
 pub mod file;
+pub mod sigv4;
+pub mod vault;
 
 pub use file::FileTokenStore;
 
+use async_trait::async_trait;
 use cxone::{RefreshTokenStore, Secret};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Where a backend reads its settings (`VAULT_ADDR`, `AWS_REGION`…): the process
+/// environment, or a map in tests (editions ≥ 2024 make `set_var` unsafe).
+pub type Env = Arc<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
+
+/// The process environment as an [`Env`].
+pub fn process_env() -> Env {
+    Arc::new(|name| std::env::var_os(name))
+}
+
+/// One scheme of secret reference: reads a secret, and where the scheme can hold a
+/// rotating refresh token, opens a store for it.
+#[async_trait]
+pub trait SecretBackend: Send + Sync {
+    /// The secret `reference` points at; errors name the reference, never the value.
+    async fn read(&self, reference: &SecretRef) -> Result<Secret, SecretError>;
+    /// A writable home for the refresh token at `reference`. Nothing is contacted yet.
+    fn token_store(
+        &self,
+        reference: &SecretRef,
+    ) -> Result<Arc<dyn RefreshTokenStore>, SecretError> {
+        Err(SecretError::NotWritable {
+            reference: reference.to_string(),
+        })
+    }
+}
+
+/// The backend of `reference`'s scheme, configured from `env`.
+pub fn backend_for(
+    reference: &SecretRef,
+    env: &Env,
+) -> Result<Box<dyn SecretBackend>, SecretError> {
+    let config = |message| SecretError::BackendConfig {
+        reference: reference.to_string(),
+        message,
+    };
+    Ok(match reference {
+        SecretRef::Env(_) => Box::new(env::EnvBackend::new(env.clone())),
+        SecretRef::File(_) => Box::new(file::FileBackend),
+        SecretRef::Vault { .. } => Box::new(vault::VaultBackend::from_env(env).map_err(config)?),
+        SecretRef::AwsSm { .. } => Box::new(aws_sm::AwsSmBackend::from_env(env).map_err(config)?),
+        SecretRef::AzureKv { .. } => Box::new(azure_kv::AzureKvBackend::new(env.clone())),
+    })
+}
 
 /// A failure to parse or resolve a secret reference. Never contains the secret.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +97,18 @@ pub enum SecretError {
         expected: &'static str,
     },
     #[error(
-        "secret references of kind `{scheme}:` are not supported yet; use env:NAME or file:PATH"
+        "secret references of kind `{scheme}:` are not supported yet; use env:NAME, file:PATH, vault:MOUNT/PATH#KEY or aws-sm:SECRET_ID#KEY"
     )]
     Unsupported { scheme: String },
+    /// A backend's settings are missing or wrong (`VAULT_ADDR is not set`…): one sentence.
+    #[error("{reference}: {message}")]
+    BackendConfig { reference: String, message: String },
+    /// The backend answered, but not with the secret (not found, refused, malformed).
+    #[error("{reference}: {message}")]
+    Backend { reference: String, message: String },
+    /// The backend could not be reached, or failed (5xx): try again later.
+    #[error("{reference}: {message}")]
+    Unavailable { reference: String, message: String },
     #[error("environment variable {name} is not set")]
     EnvMissing { name: String },
     #[error("environment variable {name} is empty")]
@@ -65,7 +133,7 @@ pub enum SecretError {
     FileNotUnicode { path: PathBuf },
     /// The refresh token rotates on every use, so its home must be writable.
     #[error(
-        "`{reference}` cannot hold the refresh token: CXone refresh tokens rotate on every use and the new one must be saved, which an environment variable cannot do; use file:PATH"
+        "`{reference}` cannot hold the refresh token: CXone refresh tokens rotate on every use and the new one must be saved, which this reference cannot do; use file:PATH, vault:MOUNT/PATH#KEY or aws-sm:SECRET_ID#KEY"
     )]
     NotWritable { reference: String },
     /// Any of the above, for the config key that holds the reference
@@ -90,6 +158,15 @@ pub enum SecretError {
 }
 
 impl SecretError {
+    /// Whether the failure is temporary (the backend was unreachable or failing).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            SecretError::Unavailable { .. } => true,
+            SecretError::ForKey { source, .. } => source.is_unavailable(),
+            _ => false,
+        }
+    }
+
     /// This error, said of the config key `key`.
     pub fn for_key(self, key: &'static str) -> SecretError {
         match self {
@@ -109,11 +186,25 @@ pub enum SecretRef {
     Env(String),
     /// `file:PATH`; relative paths are relative to the config file's folder.
     File(PathBuf),
+    /// `vault:MOUNT/PATH#KEY`: field KEY of the KV v2 secret PATH on engine MOUNT.
+    Vault {
+        mount: String,
+        path: String,
+        key: String,
+    },
+    /// `aws-sm:SECRET_ID#KEY`: field KEY of the JSON SecretString; without `#KEY` the
+    /// whole SecretString.
+    AwsSm {
+        secret_id: String,
+        key: Option<String>,
+    },
+    /// `azure-kv:VAULT/NAME`: secret NAME of key vault VAULT.
+    AzureKv { vault: String, name: String },
 }
 
 impl SecretRef {
-    /// Parses `env:NAME` or `file:PATH`. `vault:`, `aws-sm:` and `azure-kv:` are
-    /// recognised and refused as not supported yet; anything else is not a reference.
+    /// Parses `env:NAME`, `file:PATH`, `vault:MOUNT/PATH#KEY`, `aws-sm:SECRET_ID[#KEY]` or
+    /// `azure-kv:VAULT/NAME`; anything else is not a reference.
     pub fn parse(reference: &str) -> Result<SecretRef, SecretError> {
         let Some((scheme, rest)) = reference.split_once(':') else {
             return Err(SecretError::NotAReference);
@@ -139,9 +230,52 @@ impl SecretRef {
                 }
                 Ok(SecretRef::File(PathBuf::from(rest)))
             }
-            "vault" | "aws-sm" | "azure-kv" => Err(SecretError::Unsupported {
-                scheme: scheme.to_string(),
-            }),
+            "vault" => {
+                let incomplete = || SecretError::Incomplete {
+                    reference: reference.to_string(),
+                    expected: "expected vault:MOUNT/PATH#KEY, e.g. vault:secret/cdrsync#refresh_token",
+                };
+                let (location, key) = rest.split_once('#').ok_or_else(incomplete)?;
+                let (mount, path) = location.split_once('/').ok_or_else(incomplete)?;
+                if mount.is_empty() || key.is_empty() || !clean_path(path) {
+                    return Err(incomplete());
+                }
+                Ok(SecretRef::Vault {
+                    mount: mount.to_string(),
+                    path: path.to_string(),
+                    key: key.to_string(),
+                })
+            }
+            "aws-sm" => {
+                let (secret_id, key) = match rest.split_once('#') {
+                    Some((id, key)) => (id, Some(key)),
+                    None => (rest, None),
+                };
+                if secret_id.is_empty() || key.is_some_and(str::is_empty) {
+                    return Err(SecretError::Incomplete {
+                        reference: reference.to_string(),
+                        expected: "expected aws-sm:SECRET_ID or aws-sm:SECRET_ID#KEY",
+                    });
+                }
+                Ok(SecretRef::AwsSm {
+                    secret_id: secret_id.to_string(),
+                    key: key.map(str::to_string),
+                })
+            }
+            "azure-kv" => match rest.split_once('/') {
+                Some((vault, name))
+                    if !vault.is_empty() && !name.is_empty() && !name.contains('/') =>
+                {
+                    Ok(SecretRef::AzureKv {
+                        vault: vault.to_string(),
+                        name: name.to_string(),
+                    })
+                }
+                _ => Err(SecretError::Incomplete {
+                    reference: reference.to_string(),
+                    expected: "expected azure-kv:VAULT/NAME",
+                }),
+            },
             _ => Err(SecretError::NotAReference),
         }
     }
@@ -155,6 +289,14 @@ impl SecretRef {
             other => other,
         }
     }
+}
+
+/// A relative path of non-empty segments, none of them `.` or `..`.
+fn clean_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// `path` without `.` components, and with each `name/..` pair removed (`..` at the root
@@ -184,7 +326,7 @@ pub fn normalise(path: &Path) -> PathBuf {
 
 /// Resolves the reference held by config key `key` (relative `file:` paths against
 /// `base_dir`); every error names the key.
-pub fn resolve_key(
+pub async fn resolve_key(
     key: &'static str,
     reference: &str,
     base_dir: &Path,
@@ -192,7 +334,7 @@ pub fn resolve_key(
     let r = SecretRef::parse(reference)
         .map_err(|e| e.for_key(key))?
         .resolved_against(base_dir);
-    resolve(&r).map_err(|e| e.for_key(key))
+    resolve(&r).await.map_err(|e| e.for_key(key))
 }
 
 impl std::fmt::Display for SecretRef {
@@ -200,36 +342,41 @@ impl std::fmt::Display for SecretRef {
         match self {
             SecretRef::Env(name) => write!(f, "env:{name}"),
             SecretRef::File(path) => write!(f, "file:{}", path.display()),
+            SecretRef::Vault { mount, path, key } => write!(f, "vault:{mount}/{path}#{key}"),
+            SecretRef::AwsSm {
+                secret_id,
+                key: Some(key),
+            } => write!(f, "aws-sm:{secret_id}#{key}"),
+            SecretRef::AwsSm {
+                secret_id,
+                key: None,
+            } => write!(f, "aws-sm:{secret_id}"),
+            SecretRef::AzureKv { vault, name } => write!(f, "azure-kv:{vault}/{name}"),
         }
     }
 }
 
-/// Reads the secret a reference points at, from the process environment or the file.
-///
-/// Synchronous: it runs once per secret at start-up and reads at most one small file, so
-/// callers in async code may call it directly.
-pub fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
-    resolve_with_env(reference, &|name| std::env::var_os(name))
+/// Reads the secret a reference points at, through its scheme's backend (the process
+/// environment configures Vault and AWS).
+pub async fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
+    resolve_with_env(reference, &process_env()).await
 }
 
 /// [`resolve`] with an injectable environment (for tests: editions ≥ 2024 make
 /// `set_var` unsafe, and tests run in parallel threads).
-pub fn resolve_with_env(
-    reference: &SecretRef,
-    lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
-) -> Result<Secret, SecretError> {
-    match reference {
-        SecretRef::Env(name) => env::read(name, lookup),
-        SecretRef::File(path) => file::read_secret_file(path),
-    }
+pub async fn resolve_with_env(reference: &SecretRef, env: &Env) -> Result<Secret, SecretError> {
+    backend_for(reference, env)?.read(reference).await
 }
 
-/// Checks that `reference` can hold a rotating refresh token (is a `file:`), without
-/// touching it. Config validation calls this so a wrong reference is a configuration error
-/// before any token is spent.
+/// Checks that `reference` can hold a rotating refresh token (`file:`, `vault:` or
+/// `aws-sm:`), without touching it. Config validation calls this so a wrong reference is a
+/// configuration error before any token is spent.
 pub fn check_token_store_reference(reference: &str) -> Result<SecretRef, SecretError> {
     match SecretRef::parse(reference)? {
-        r @ SecretRef::File(_) => Ok(r),
+        r @ (SecretRef::File(_)
+        | SecretRef::Vault { .. }
+        | SecretRef::AwsSm { .. }
+        | SecretRef::AzureKv { .. }) => Ok(r),
         r @ SecretRef::Env(_) => Err(SecretError::NotWritable {
             reference: r.to_string(),
         }),
@@ -245,10 +392,17 @@ pub fn refresh_token_store(
     reference: &str,
     base_dir: &Path,
 ) -> Result<Arc<dyn RefreshTokenStore>, SecretError> {
-    match check_token_store_reference(reference)?.resolved_against(base_dir) {
-        SecretRef::File(path) => Ok(Arc::new(FileTokenStore::new(path))),
-        SecretRef::Env(_) => unreachable!("check_token_store_reference refuses env:"),
-    }
+    refresh_token_store_with_env(reference, base_dir, &process_env())
+}
+
+/// [`refresh_token_store`] with an injectable environment.
+pub fn refresh_token_store_with_env(
+    reference: &str,
+    base_dir: &Path,
+    env: &Env,
+) -> Result<Arc<dyn RefreshTokenStore>, SecretError> {
+    let reference = check_token_store_reference(reference)?.resolved_against(base_dir);
+    backend_for(&reference, env)?.token_store(&reference)
 }
 
 #[cfg(test)]
@@ -285,13 +439,14 @@ mod tests {
         assert_eq!(normalise(Path::new("../a/./b/..")), Path::new("../a"));
     }
 
-    #[test]
-    fn errors_name_the_config_key() {
+    #[tokio::test]
+    async fn errors_name_the_config_key() {
         let err = resolve_key(
             "cxone.client_secret",
             "env:CDRSYNC_TEST_NEVER_SET_X",
             Path::new("/"),
         )
+        .await
         .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -302,6 +457,7 @@ mod tests {
             "file:./a/../missing",
             Path::new("/nonexistent"),
         )
+        .await
         .unwrap_err()
         .to_string();
         assert!(
@@ -311,16 +467,114 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_schemes_are_named() {
-        for (r, scheme) in [
-            ("vault:kv/cdr#secret", "vault"),
-            ("aws-sm:cdr#secret", "aws-sm"),
-            ("azure-kv:vault/name", "azure-kv"),
+    fn vault_aws_and_azure_references_parse_and_print_back() {
+        for (text, parsed) in [
+            (
+                "vault:secret/cdrsync/prod#refresh_token",
+                SecretRef::Vault {
+                    mount: "secret".into(),
+                    path: "cdrsync/prod".into(),
+                    key: "refresh_token".into(),
+                },
+            ),
+            (
+                "aws-sm:prod/cdrsync#refresh_token",
+                SecretRef::AwsSm {
+                    secret_id: "prod/cdrsync".into(),
+                    key: Some("refresh_token".into()),
+                },
+            ),
+            (
+                "aws-sm:cdrsync-token",
+                SecretRef::AwsSm {
+                    secret_id: "cdrsync-token".into(),
+                    key: None,
+                },
+            ),
+            (
+                "azure-kv:my-vault/cxone-refresh",
+                SecretRef::AzureKv {
+                    vault: "my-vault".into(),
+                    name: "cxone-refresh".into(),
+                },
+            ),
         ] {
-            let err = SecretRef::parse(r).unwrap_err();
-            assert!(matches!(err, SecretError::Unsupported { .. }), "{err:?}");
+            let r = SecretRef::parse(text).unwrap();
+            assert_eq!(r, parsed);
+            assert_eq!(r.to_string(), text);
+            assert_eq!(r.clone().resolved_against(Path::new("/x")), r);
+        }
+    }
+
+    #[test]
+    fn an_incomplete_remote_reference_is_one_sentence_naming_the_form() {
+        for (text, form) in [
+            ("vault:secret#k", "vault:MOUNT/PATH#KEY"),
+            ("vault:secret/cdr", "vault:MOUNT/PATH#KEY"),
+            ("vault:/cdr#k", "vault:MOUNT/PATH#KEY"),
+            ("vault:secret/#k", "vault:MOUNT/PATH#KEY"),
+            ("vault:secret/a//b#k", "vault:MOUNT/PATH#KEY"),
+            ("vault:secret/a/../b#k", "vault:MOUNT/PATH#KEY"),
+            ("vault:secret/cdr#", "vault:MOUNT/PATH#KEY"),
+            ("aws-sm:", "aws-sm:SECRET_ID"),
+            ("aws-sm:#k", "aws-sm:SECRET_ID"),
+            ("aws-sm:id#", "aws-sm:SECRET_ID#KEY"),
+            ("azure-kv:vault", "azure-kv:VAULT/NAME"),
+            ("azure-kv:/name", "azure-kv:VAULT/NAME"),
+            ("azure-kv:v/a/b", "azure-kv:VAULT/NAME"),
+        ] {
+            let err = SecretRef::parse(text).unwrap_err();
+            assert!(
+                matches!(err, SecretError::Incomplete { .. }),
+                "{text}: {err:?}"
+            );
             let msg = err.to_string();
-            assert!(msg.contains(&format!("`{scheme}:`")) && msg.contains("not supported yet"));
+            assert!(msg.contains(form) && msg.contains(text), "{msg}");
+            assert_eq!(
+                msg.replace("e.g. ", "").matches(". ").count(),
+                0,
+                "one sentence: {msg}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn azure_kv_is_dispatched_to_its_backend() {
+        let r = SecretRef::parse("azure-kv:vault/name").unwrap();
+        let nothing: Env = Arc::new(|_| None);
+        let err = backend_for(&r, &nothing)
+            .unwrap()
+            .read(&r)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SecretError::AzureKv {
+                    kind: crate::exit::FailureKind::Config,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("AZURE_TENANT_ID"), "{err}");
+        let env: Env = Arc::new(|name| match name {
+            "AZURE_TENANT_ID" | "AZURE_CLIENT_ID" | "AZURE_CLIENT_SECRET" => Some("x".into()),
+            _ => None,
+        });
+        let store = refresh_token_store_with_env("azure-kv:vault/name", Path::new("/"), &env)
+            .expect("azure-kv: holds the refresh token");
+        assert_eq!(store.describe(), "azure-kv:vault/name");
+    }
+
+    #[test]
+    fn vault_and_aws_references_can_hold_the_refresh_token() {
+        for r in [
+            "vault:secret/cdr#refresh_token",
+            "aws-sm:cdr#refresh_token",
+            "aws-sm:cdr",
+        ] {
+            check_token_store_reference(r).unwrap();
         }
     }
 
@@ -360,21 +614,25 @@ mod tests {
         assert_eq!(store.describe(), "file:/srv/c/tok");
     }
 
-    #[test]
-    fn resolve_env_names_the_variable_never_the_value() {
-        let lookup = |name: &str| (name == "SET").then(|| "hunter2".into());
-        let s = resolve_with_env(&SecretRef::Env("SET".into()), &lookup).unwrap();
+    #[tokio::test]
+    async fn resolve_env_names_the_variable_never_the_value() {
+        let lookup: Env = Arc::new(|name: &str| (name == "SET").then(|| "hunter2".into()));
+        let s = resolve_with_env(&SecretRef::Env("SET".into()), &lookup)
+            .await
+            .unwrap();
         assert_eq!(s.expose(), "hunter2");
         assert!(!format!("{s:?} {s}").contains("hunter2"));
-        let err = resolve_with_env(&SecretRef::Env("CXONE_MISSING".into()), &lookup).unwrap_err();
+        let err = resolve_with_env(&SecretRef::Env("CXONE_MISSING".into()), &lookup)
+            .await
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "environment variable CXONE_MISSING is not set"
         );
     }
 
-    #[test]
-    fn resolve_reads_an_owner_only_file() {
+    #[tokio::test]
+    async fn resolve_reads_an_owner_only_file() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("client_secret");
@@ -383,10 +641,10 @@ mod tests {
         let r = SecretRef::parse("file:client_secret")
             .unwrap()
             .resolved_against(dir.path());
-        assert_eq!(resolve(&r).unwrap().expose(), "hunter2");
+        assert_eq!(resolve(&r).await.unwrap().expose(), "hunter2");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
-            resolve(&r),
+            resolve(&r).await,
             Err(SecretError::FileMode { mode: 0o640, .. })
         ));
     }

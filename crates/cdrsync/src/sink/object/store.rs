@@ -31,10 +31,10 @@ pub struct ObjectSecrets {
 
 impl ObjectSecrets {
     /// Reads every reference of `cfg`'s credentials; errors name the key, never the value.
-    pub fn resolve(cfg: &ObjectSinkConfig) -> Result<ObjectSecrets, SecretError> {
-        let read = |key: &'static str, r: &secrets::SecretRef| {
-            secrets::resolve(r).map_err(|e| e.for_key(key))
-        };
+    pub async fn resolve(cfg: &ObjectSinkConfig) -> Result<ObjectSecrets, SecretError> {
+        async fn read(key: &'static str, r: &secrets::SecretRef) -> Result<Secret, SecretError> {
+            secrets::resolve(r).await.map_err(|e| e.for_key(key))
+        }
         let mut out = ObjectSecrets::default();
         match &cfg.credentials {
             ObjectCredentials::Standard | ObjectCredentials::Emulator => {}
@@ -45,22 +45,22 @@ impl ObjectSecrets {
             } => {
                 out.access_key_id = Some(match access_key_id {
                     KeyId::Literal(id) => Secret::new(id.clone()),
-                    KeyId::Secret(r) => read("access_key_id", r)?,
+                    KeyId::Secret(r) => read("access_key_id", r).await?,
                 });
-                out.secret_access_key = Some(read("secret_access_key", secret_access_key)?);
-                out.session_token = session_token
-                    .as_ref()
-                    .map(|r| read("session_token", r))
-                    .transpose()?;
+                out.secret_access_key = Some(read("secret_access_key", secret_access_key).await?);
+                out.session_token = match session_token {
+                    Some(r) => Some(read("session_token", r).await?),
+                    None => None,
+                };
             }
             ObjectCredentials::AzureKey { account_key } => {
-                out.account_key = Some(read("account_key", account_key)?);
+                out.account_key = Some(read("account_key", account_key).await?);
             }
             ObjectCredentials::AzureClient { client_secret, .. } => {
-                out.client_secret = Some(read("client_secret", client_secret)?);
+                out.client_secret = Some(read("client_secret", client_secret).await?);
             }
             ObjectCredentials::GcsServiceAccount { key } => {
-                out.service_account_key = Some(read("service_account_key", key)?);
+                out.service_account_key = Some(read("service_account_key", key).await?);
             }
         }
         Ok(out)

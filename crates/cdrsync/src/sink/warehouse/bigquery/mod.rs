@@ -93,7 +93,7 @@ pub async fn open(
         None => None,
         Some(reference) => {
             let reference = reference.clone().resolved_against(base_dir);
-            let json = crate::secrets::resolve(&reference).map_err(|e| {
+            let json = crate::secrets::resolve(&reference).await.map_err(|e| {
                 SinkError::new(
                     &id,
                     FailureKind::Config,

@@ -82,6 +82,7 @@ pub async fn open(
         None => None,
         Some(r) => Some(
             crate::secrets::resolve(&r.clone().resolved_against(base_dir))
+                .await
                 .map_err(|e| SinkError::new(name, FailureKind::Config, format!("password: {e}")))?,
         ),
     };

@@ -87,10 +87,12 @@ pub async fn open(
     let credential = match &config.auth {
         SnowflakeAuth::Password(r) => Credential::Password(
             crate::secrets::resolve_key("password", &r.to_string(), base_dir)
+                .await
                 .map_err(|e| config_error(e.to_string()))?,
         ),
         SnowflakeAuth::KeyPair(r) => {
             let pem = crate::secrets::resolve_key("private_key", &r.to_string(), base_dir)
+                .await
                 .map_err(|e| config_error(e.to_string()))?;
             Credential::KeyPair(Box::new(
                 jwt::KeyPairAuth::from_pem(pem.expose())

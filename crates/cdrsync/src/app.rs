@@ -145,7 +145,13 @@ pub async fn build_job(
     if let Err(e) = tokens.load().await {
         return Err(secrets::SecretError::TokenStore {
             key: TOKEN_KEY,
-            message: e.message,
+            kind: crate::exit::FailureKind::of_store(e.kind),
+            // A file store's messages name its path; a remote store's are said of it.
+            message: if e.store.starts_with("file:") {
+                e.message
+            } else {
+                e.to_string()
+            },
         }
         .into());
     }

@@ -72,6 +72,16 @@ impl FailureKind {
             _ => FailureKind::Unavailable,
         }
     }
+
+    /// The kind of a refresh-token store failure: an unreachable store is temporary (69),
+    /// a refused credential 77, anything else (unreadable, malformed) configuration (78).
+    pub fn of_store(kind: cxone::StoreErrorKind) -> FailureKind {
+        match kind {
+            cxone::StoreErrorKind::Unavailable => FailureKind::Unavailable,
+            cxone::StoreErrorKind::Refused => FailureKind::Refused,
+            _ => FailureKind::Config,
+        }
+    }
 }
 
 /// Why a day did not finish.
@@ -237,6 +247,7 @@ pub fn secret_exit_code(error: &crate::secrets::SecretError) -> ExitCode {
     match error {
         SecretError::ForKey { source, .. } => secret_exit_code(source),
         SecretError::AzureKv { kind, .. } => kind.exit_code(),
+        SecretError::TokenStore { kind, .. } => kind.exit_code(),
         e if e.is_unavailable() => ExitCode::Unavailable,
         _ => ExitCode::Config,
     }
@@ -253,7 +264,7 @@ pub fn api_exit_code(error: &cxone::Error) -> ExitCode {
         cxone::Error::Rejected {
             status: 401 | 403, ..
         } => ExitCode::NoPerm,
-        cxone::Error::Store(_) => ExitCode::Config,
+        cxone::Error::Store(e) => FailureKind::of_store(e.kind).exit_code(),
         _ => ExitCode::Unavailable,
     }
 }

@@ -25,7 +25,9 @@ pub use error::Error;
 pub use model::{CreateRequest, CreateResponse, FileEntry, RequestStatus, StatusResponse};
 pub use retry::RetryPolicy;
 pub use secret::Secret;
-pub use store::{MemoryTokenStore, RefreshTokenStore, Saved, StoreError, StoreLock};
+pub use store::{
+    AsyncRelease, MemoryTokenStore, RefreshTokenStore, Saved, StoreError, StoreErrorKind, StoreLock,
+};
 pub use token::{Credentials, TokenManager};
 
 /// A duration as people read it in a log line or an error: `250ms`, `3.3s`, `4m05s`, `30m`,

@@ -17,19 +17,85 @@ pub struct StoreError {
     /// Which store, e.g. `file:/etc/cdrsync/refresh_token`.
     pub store: String,
     pub message: String,
+    /// Whether to retry later, fix the credentials, or fix the configuration.
+    pub kind: StoreErrorKind,
 }
 
-/// Held while a refresh-token exchange runs; dropping it releases the lock.
-pub struct StoreLock(#[allow(dead_code)] Option<Box<dyn Send + Sync>>);
+impl StoreError {
+    /// A failure of `store` of the default kind ([`StoreErrorKind::Failed`]).
+    pub fn new(store: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError {
+            store: store.into(),
+            message: message.into(),
+            kind: StoreErrorKind::default(),
+        }
+    }
+
+    /// The same failure, of `kind`.
+    pub fn with_kind(mut self, kind: StoreErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+}
+
+/// What kind of failure a token store met; the CLI turns it into an exit code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store is unusable as configured (unreadable, malformed, a bad path): fix the
+    /// configuration. The default, for stores that do not say.
+    #[default]
+    Failed,
+    /// The store's server could not be reached or failed (5xx, throttled): temporary.
+    Unavailable,
+    /// The store refused our credentials or permissions.
+    Refused,
+}
+
+/// Held while a refresh-token exchange runs; dropping it releases the lock (for a remote
+/// store: in the background, best effort). [`StoreLock::release`] releases it and waits,
+/// so a process about to exit does not leave the lock behind until it expires.
+pub struct StoreLock {
+    guard: Option<Box<dyn Send + Sync>>,
+    release: Option<Box<dyn AsyncRelease>>,
+}
+
+/// Gives a lock back and waits for it; what is left (if anything) is dropped afterwards.
+#[async_trait]
+pub trait AsyncRelease: Send + Sync {
+    /// Releases the lock now; a failure is logged by the store (the lock then expires).
+    async fn release(&self);
+}
 
 impl StoreLock {
     /// A lock that holds something (a locked file, a lease) until dropped.
     pub fn holding(guard: Box<dyn Send + Sync>) -> Self {
-        StoreLock(Some(guard))
+        StoreLock {
+            guard: Some(guard),
+            release: None,
+        }
+    }
+    /// A lock with an awaitable release: [`StoreLock::release`] awaits `release` (which
+    /// must leave nothing for its `Drop` to do); dropping without it drops `release`.
+    pub fn releasing(release: Box<dyn AsyncRelease>) -> Self {
+        StoreLock {
+            guard: None,
+            release: Some(release),
+        }
     }
     /// For stores used by one process only.
     pub fn none() -> Self {
-        StoreLock(None)
+        StoreLock {
+            guard: None,
+            release: None,
+        }
+    }
+    /// Releases the lock and returns once it is released (or its release failed).
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            release.release().await;
+        }
+        drop(self.guard.take());
     }
 }
 

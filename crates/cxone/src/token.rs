@@ -215,9 +215,18 @@ impl TokenManager {
             .map(|c| c.token.clone())
     }
 
-    /// One exchange; the caller holds the flight.
+    /// One exchange; the caller holds the flight. The store's lock is released (and
+    /// awaited) before this returns, on success or failure: a process that exits right
+    /// after its exchange must not leave the lock to expire under the next worker.
     async fn exchange(&self) -> Result<Secret, Error> {
-        let _lock = self.store.lock().await?;
+        let lock = self.store.lock().await?;
+        let result = self.exchange_locked().await;
+        lock.release().await;
+        result
+    }
+
+    /// [`exchange`](Self::exchange) under the store's lock.
+    async fn exchange_locked(&self) -> Result<Secret, Error> {
         let stored = self.store.load().await?;
         let answer = match stored {
             None => self.grant(Grant::Bootstrap).await,

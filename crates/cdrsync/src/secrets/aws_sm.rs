@@ -24,10 +24,11 @@
 //! The lock document ([`super::cas`]) is the secret `SECRET_ID.cdrsync-lock`, written the
 //! same way (so SECRET_ID should be a name, not an ARN).
 
-use super::cas::{CasDocs, CasTokenStore, Expect, WriteError};
+use super::cas::{CasDocs, CasTokenStore, DocError, Expect, WriteError};
 use super::sigv4::{self, Credentials};
 use super::{Env, SecretBackend, SecretError, SecretRef};
 use async_trait::async_trait;
+use cxone::StoreErrorKind;
 use cxone::{RefreshTokenStore, Secret};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -64,6 +65,28 @@ impl Failure {
         match self {
             Failure::Unavailable(m) | Failure::Refused { message: m, .. } => m,
         }
+    }
+
+    /// As a token-store failure: unreachable is temporary, a credential or permission
+    /// refusal is `Refused`, anything else (not found, malformed) is the default.
+    fn into_doc_error(self) -> DocError {
+        let kind = match &self {
+            Failure::Unavailable(_) => StoreErrorKind::Unavailable,
+            Failure::Refused { kind, .. }
+                if matches!(
+                    kind.as_str(),
+                    "AccessDeniedException"
+                        | "UnrecognizedClientException"
+                        | "InvalidSignatureException"
+                        | "IncompleteSignature"
+                        | "ExpiredTokenException"
+                ) =>
+            {
+                StoreErrorKind::Refused
+            }
+            Failure::Refused { .. } => StoreErrorKind::default(),
+        };
+        DocError::new(kind, self.message())
     }
 }
 
@@ -375,10 +398,10 @@ struct AwsDocs {
 
 #[async_trait]
 impl CasDocs for AwsDocs {
-    async fn read(&self, doc: &str) -> Result<Option<(String, Value)>, String> {
+    async fn read(&self, doc: &str) -> Result<Option<(String, Value)>, DocError> {
         match self.client.get(doc).await {
             Ok(found) => Ok(found.map(|(version, text)| (version, as_document(text)))),
-            Err(f) => Err(f.message()),
+            Err(f) => Err(f.into_doc_error()),
         }
     }
 
@@ -395,7 +418,7 @@ impl CasDocs for AwsDocs {
         match self.client.write(doc, &text, expect).await {
             Ok(Some(version)) => Ok(version),
             Ok(None) => Err(WriteError::Conflict),
-            Err(f) => Err(WriteError::Failed(f.message())),
+            Err(f) => Err(WriteError::Failed(f.into_doc_error())),
         }
     }
 }

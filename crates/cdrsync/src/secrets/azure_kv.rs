@@ -527,17 +527,16 @@ impl AzureKvTokenStore {
     }
 
     fn error(&self, e: AzureKvError) -> StoreError {
-        StoreError {
-            store: self.describe(),
-            message: e.message,
-        }
+        let kind = match e.kind {
+            FailureKind::Unavailable => cxone::StoreErrorKind::Unavailable,
+            FailureKind::Refused => cxone::StoreErrorKind::Refused,
+            _ => cxone::StoreErrorKind::default(),
+        };
+        StoreError::new(self.describe(), e.message).with_kind(kind)
     }
 
     fn message(&self, message: impl Into<String>) -> StoreError {
-        StoreError {
-            store: self.describe(),
-            message: message.into(),
-        }
+        StoreError::new(self.describe(), message)
     }
 }
 
@@ -562,13 +561,31 @@ fn lock_tags(owner: &str, expires: u64) -> BTreeMap<String, String> {
     ])
 }
 
-/// Gives the lock back when dropped (if it is still ours), on the current runtime.
+/// Gives the lock back: awaited by [`StoreLock::release`], else when dropped (if it is
+/// still ours) in the background on the current runtime.
 struct KvLockGuard {
     store: AzureKvTokenStore,
+    released: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl cxone::AsyncRelease for KvLockGuard {
+    async fn release(&self) {
+        use std::sync::atomic::Ordering;
+        if self.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.store.release().await {
+            tracing::warn!("{e}; the lock expires by itself");
+        }
+    }
 }
 
 impl Drop for KvLockGuard {
     fn drop(&mut self) {
+        if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let store = self.store.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -667,8 +684,9 @@ impl RefreshTokenStore for AzureKvTokenStore {
                 tokio::time::sleep(self.settle).await;
                 let latest = self.client.get(&name).await.map_err(|e| self.error(e))?;
                 if latest.is_some_and(|v| v.version == ours.version) {
-                    return Ok(StoreLock::holding(Box::new(KvLockGuard {
+                    return Ok(StoreLock::releasing(Box::new(KvLockGuard {
                         store: self.clone(),
+                        released: false.into(),
                     })));
                 }
                 // Someone wrote after us: theirs wins; wait for it like any held lock.

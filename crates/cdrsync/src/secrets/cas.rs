@@ -11,8 +11,11 @@
 //!   `{owner, expires_at_ms, held, spending}`, taken by a create-only or check-and-set write
 //!   of `held = true`. A holder that crashed does not block forever: after `expires_at_ms`
 //!   (wall clock, [`LOCK_TTL`] after taking it) another worker may take it over, again by
-//!   check-and-set. Released (best effort, in the background) when the [`StoreLock`] is
-//!   dropped; an unreleased lock simply expires. An exchange that outlives the TTL is still
+//!   check-and-set. Released, and awaited, by [`StoreLock::release`] at the end of the
+//!   exchange (so a process that exits right after it leaves no lock behind); a lock only
+//!   dropped is released in the background, best effort; an unreleased lock simply
+//!   expires. A worker that finds the lock held logs `waiting for the refresh-token lock`
+//!   once per wait. An exchange that outlives the TTL is still
 //!   safe: the save's check-and-set catches the second rotation.
 //! - **Spend note**: `spending` in the lock document holds the SHA-256 of the token being
 //!   exchanged (never the token), written before the exchange and cleared after it, so a
@@ -21,7 +24,9 @@
 //! [`load`]: RefreshTokenStore::load
 
 use async_trait::async_trait;
-use cxone::{RefreshTokenStore, Saved, Secret, StoreError, StoreLock};
+use cxone::{
+    AsyncRelease, RefreshTokenStore, Saved, Secret, StoreError, StoreErrorKind, StoreLock,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -47,7 +52,32 @@ pub enum WriteError {
     /// The document is not as expected (another writer got there first).
     Conflict,
     /// Anything else; the message names the document, never its content.
-    Failed(String),
+    Failed(DocError),
+}
+
+/// A read or write that failed for another reason than a conflict: its kind (unreachable,
+/// refused, anything else) and one message naming the document, never its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocError {
+    pub kind: StoreErrorKind,
+    pub message: String,
+}
+
+impl DocError {
+    /// A failure of `kind`.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        DocError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for DocError {
+    /// A failure of the default kind (neither unreachable nor refused).
+    fn from(message: String) -> Self {
+        DocError::new(StoreErrorKind::default(), message)
+    }
 }
 
 /// Versioned JSON documents with check-and-set writes: a Vault KV v2 mount, or AWS
@@ -55,7 +85,7 @@ pub enum WriteError {
 #[async_trait]
 pub trait CasDocs: Send + Sync {
     /// `doc`'s current version and content; `None` when it does not exist.
-    async fn read(&self, doc: &str) -> Result<Option<(String, Value)>, String>;
+    async fn read(&self, doc: &str) -> Result<Option<(String, Value)>, DocError>;
     /// Writes `content` as the new version of `doc` if `expect` holds; returns the new
     /// version.
     async fn write(
@@ -142,10 +172,11 @@ impl CasTokenStore {
     }
 
     fn error(&self, message: impl Into<String>) -> StoreError {
-        StoreError {
-            store: self.describe.clone(),
-            message: message.into(),
-        }
+        StoreError::new(self.describe.clone(), message)
+    }
+
+    fn doc_error(&self, e: DocError) -> StoreError {
+        StoreError::new(self.describe.clone(), e.message).with_kind(e.kind)
     }
 
     fn token_of(&self, content: &Value) -> Result<Option<Secret>, StoreError> {
@@ -189,7 +220,7 @@ impl CasTokenStore {
     }
 
     async fn read_doc(&self, doc: &str) -> Result<Option<(String, Value)>, StoreError> {
-        self.docs.read(doc).await.map_err(|m| self.error(m))
+        self.docs.read(doc).await.map_err(|e| self.doc_error(e))
     }
 
     async fn read_lock(&self) -> Result<Option<(String, LockDoc)>, StoreError> {
@@ -240,7 +271,7 @@ impl CasTokenStore {
                 Err(WriteError::Conflict) => {
                     *self.held.lock().expect("lock state poisoned") = None;
                 }
-                Err(WriteError::Failed(m)) => return Err(self.error(m)),
+                Err(WriteError::Failed(e)) => return Err(self.doc_error(e)),
             }
         }
         Err(self.error("the lock document kept changing under the spend note"))
@@ -254,28 +285,47 @@ struct Release {
     held: Arc<Mutex<Option<(String, LockDoc)>>>,
 }
 
-impl Drop for Release {
-    fn drop(&mut self) {
-        let Some((version, mut lock)) = self.held.lock().expect("lock state poisoned").take()
-        else {
-            return;
-        };
+impl Release {
+    /// The write that releases the lock, if this store still holds it (taken, so it runs
+    /// once: by [`AsyncRelease::release`] or else by `Drop`).
+    fn take(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let (version, mut lock) = self.held.lock().expect("lock state poisoned").take()?;
         lock.held = false;
         lock.expires_at_ms = 0;
         let docs = self.docs.clone();
         let doc = self.lock_doc.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
+        Some(async move {
             let content = serde_json::to_value(&lock).expect("a lock document serialises");
             // A conflict means it expired and was taken over: nothing of ours to release.
-            if let Err(WriteError::Failed(m)) =
+            if let Err(WriteError::Failed(e)) =
                 docs.write(&doc, &content, &Expect::Version(version)).await
             {
-                tracing::warn!("could not release the refresh-token lock ({m}); it will expire");
+                tracing::warn!(
+                    "could not release the refresh-token lock {doc} ({}); it will expire",
+                    e.message
+                );
             }
-        });
+        })
+    }
+}
+
+#[async_trait]
+impl AsyncRelease for Release {
+    async fn release(&self) {
+        if let Some(write) = self.take() {
+            write.await;
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let Some(write) = self.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(write);
+        }
     }
 }
 
@@ -312,7 +362,7 @@ impl RefreshTokenStore for CasTokenStore {
                         Some((Expect::Version(version), new));
                     return Ok(Saved::Stored);
                 }
-                Err(WriteError::Failed(m)) => return Err(self.error(m)),
+                Err(WriteError::Failed(e)) => return Err(self.doc_error(e)),
                 Err(WriteError::Conflict) => {
                     let winner = self.load().await?;
                     if winner != loaded {
@@ -339,6 +389,13 @@ impl RefreshTokenStore for CasTokenStore {
                     (Some(Expect::Version(version)), lock)
                 }
                 Some((_, lock)) => {
+                    if last_owner != lock.owner {
+                        tracing::info!(
+                            store = %self.describe,
+                            holder = %lock.owner,
+                            "waiting for the refresh-token lock"
+                        );
+                    }
                     last_owner = lock.owner.clone();
                     (None, lock)
                 }
@@ -353,14 +410,14 @@ impl RefreshTokenStore for CasTokenStore {
                 match self.write_lock(&mine, &expect).await {
                     Ok(version) => {
                         *self.held.lock().expect("lock state poisoned") = Some((version, mine));
-                        return Ok(StoreLock::holding(Box::new(Release {
+                        return Ok(StoreLock::releasing(Box::new(Release {
                             docs: self.docs.clone(),
                             lock_doc: self.lock_doc(),
                             held: self.held.clone(),
                         })));
                     }
                     Err(WriteError::Conflict) => {}
-                    Err(WriteError::Failed(m)) => return Err(self.error(m)),
+                    Err(WriteError::Failed(e)) => return Err(self.doc_error(e)),
                 }
             }
             if tokio::time::Instant::now() >= deadline {
@@ -409,7 +466,7 @@ pub struct MemoryDocs {
 
 #[async_trait]
 impl CasDocs for MemoryDocs {
-    async fn read(&self, doc: &str) -> Result<Option<(String, Value)>, String> {
+    async fn read(&self, doc: &str) -> Result<Option<(String, Value)>, DocError> {
         let docs = self.docs.lock().expect("docs poisoned");
         Ok(docs.get(doc).map(|(v, c)| (v.to_string(), c.clone())))
     }

@@ -125,10 +125,7 @@ impl FileTokenStore {
     }
 
     fn error(&self, message: impl Into<String>) -> StoreError {
-        StoreError {
-            store: self.describe(),
-            message: message.into(),
-        }
+        StoreError::new(self.describe(), message.into())
     }
 
     /// Runs blocking file work off the async runtime, mapping a panicked task to an error.
@@ -204,12 +201,14 @@ impl RefreshTokenStore for FileTokenStore {
         let fingerprint = fingerprint(token);
         let describe = self.describe();
         self.blocking(move || {
-            write_atomically(&path, fingerprint.as_bytes()).map_err(|e| StoreError {
-                store: describe,
-                message: format!(
-                    "cannot note the refresh exchange in {}: {e}",
-                    path.display()
-                ),
+            write_atomically(&path, fingerprint.as_bytes()).map_err(|e| {
+                StoreError::new(
+                    describe,
+                    format!(
+                        "cannot note the refresh exchange in {}: {e}",
+                        path.display()
+                    ),
+                )
             })
         })
         .await
@@ -222,10 +221,10 @@ impl RefreshTokenStore for FileTokenStore {
         self.blocking(move || match fs::read_to_string(&path) {
             Ok(noted) => Ok(noted.trim() == fingerprint),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError {
-                store: describe,
-                message: format!("cannot read {}: {e}", path.display()),
-            }),
+            Err(e) => Err(StoreError::new(
+                describe,
+                format!("cannot read {}: {e}", path.display()),
+            )),
         })
         .await
     }
@@ -238,10 +237,10 @@ impl RefreshTokenStore for FileTokenStore {
         self.blocking(move || match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError {
-                store: describe,
-                message: format!("cannot remove {}: {e}", path.display()),
-            }),
+            Err(e) => Err(StoreError::new(
+                describe,
+                format!("cannot remove {}: {e}", path.display()),
+            )),
         })
         .await
     }
@@ -260,10 +259,7 @@ impl FileTokenStore {
             {
                 Ok(None)
             }
-            Err(e) => Err(StoreError {
-                store: describe,
-                message: e.to_string(),
-            }),
+            Err(e) => Err(StoreError::new(describe, e.to_string())),
         })
         .await
     }
@@ -274,9 +270,11 @@ impl FileTokenStore {
         contents.push(b'\n');
         let describe = self.describe();
         self.blocking(move || {
-            write_atomically(&path, &contents).map_err(|e| StoreError {
-                store: describe,
-                message: format!("cannot save the rotated refresh token: {e}"),
+            write_atomically(&path, &contents).map_err(|e| {
+                StoreError::new(
+                    describe,
+                    format!("cannot save the rotated refresh token: {e}"),
+                )
             })
         })
         .await
@@ -286,9 +284,11 @@ impl FileTokenStore {
         let lock_path = self.lock_path();
         let describe = self.describe();
         self.blocking(move || {
-            let fail = |e: io::Error| StoreError {
-                store: describe.clone(),
-                message: format!("cannot lock {}: {e}", lock_path.display()),
+            let fail = |e: io::Error| {
+                StoreError::new(
+                    describe.clone(),
+                    format!("cannot lock {}: {e}", lock_path.display()),
+                )
             };
             if let Some(dir) = lock_path.parent() {
                 ensure_dir(dir).map_err(fail)?;

@@ -144,9 +144,14 @@ pub enum SecretError {
         #[source]
         source: Box<SecretError>,
     },
-    /// The refresh-token store named by `key` cannot be read (its own sentence).
+    /// The refresh-token store named by `key` cannot be read (its own sentence); `kind`
+    /// says whether it was unreachable (69), refused us (77) or is misconfigured (78).
     #[error("{key}: {message}")]
-    TokenStore { key: &'static str, message: String },
+    TokenStore {
+        key: &'static str,
+        message: String,
+        kind: crate::exit::FailureKind,
+    },
     /// An `azure-kv:` reference could not be read; `kind` says whether it was refused,
     /// unreachable or misconfigured.
     #[error("{reference}: {message}")]
@@ -565,6 +570,45 @@ mod tests {
         let store = refresh_token_store_with_env("azure-kv:vault/name", Path::new("/"), &env)
             .expect("azure-kv: holds the refresh token");
         assert_eq!(store.describe(), "azure-kv:vault/name");
+    }
+
+    #[test]
+    fn a_token_store_failure_exits_by_its_kind() {
+        use crate::exit::{ExitCode, api_exit_code};
+        use cxone::{StoreError, StoreErrorKind};
+        let store = |kind| {
+            let e = StoreError::new("vault:secret/cdr#rt", "cannot reach Vault").with_kind(kind);
+            api_exit_code(&cxone::Error::Store(e))
+        };
+        assert_eq!(store(StoreErrorKind::Unavailable), ExitCode::Unavailable);
+        assert_eq!(store(StoreErrorKind::Refused), ExitCode::NoPerm);
+        assert_eq!(store(StoreErrorKind::default()), ExitCode::Config);
+        let at_start = |kind| {
+            crate::exit::secret_exit_code(&SecretError::TokenStore {
+                key: "cxone.refresh_token",
+                message: "x".into(),
+                kind: crate::exit::FailureKind::of_store(kind),
+            })
+        };
+        assert_eq!(at_start(StoreErrorKind::Unavailable), ExitCode::Unavailable);
+        assert_eq!(at_start(StoreErrorKind::Refused), ExitCode::NoPerm);
+        assert_eq!(at_start(StoreErrorKind::default()), ExitCode::Config);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_vault_store_fails_as_unavailable() {
+        let env: Env = Arc::new(|name| match name {
+            "VAULT_ADDR" => Some("http://127.0.0.1:9".into()),
+            "VAULT_TOKEN" => Some("t".into()),
+            _ => None,
+        });
+        let store =
+            refresh_token_store_with_env("vault:secret/cdr#rt", Path::new("/"), &env).unwrap();
+        let err = store.load().await.unwrap_err();
+        assert_eq!(err.kind, cxone::StoreErrorKind::Unavailable, "{err}");
+        assert!(err.to_string().contains("vault:secret/cdr#rt"), "{err}");
+        let err = store.lock().await.err().unwrap();
+        assert_eq!(err.kind, cxone::StoreErrorKind::Unavailable, "{err}");
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //! only), so a rotation never overwrites another worker's; the lock document is the KV
 //! secret `PATH.cdrsync-lock` on the same mount, written the same way.
 
-use super::cas::{CasDocs, CasTokenStore, Expect, WriteError};
+use super::cas::{CasDocs, CasTokenStore, DocError, Expect, WriteError};
 use super::{Env, SecretBackend, SecretError, SecretRef};
 use async_trait::async_trait;
+use cxone::StoreErrorKind;
 use cxone::{RefreshTokenStore, Secret};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -259,6 +260,21 @@ impl Failure {
         }
     }
 
+    /// As a token-store failure: unreachable is temporary; a refusal of our token
+    /// (HTTP 401/403, or the AppRole login) is `Refused`; anything else the default.
+    fn into_doc_error(self) -> DocError {
+        let kind = match &self {
+            Failure::Unavailable(_) => StoreErrorKind::Unavailable,
+            Failure::Refused(m)
+                if m.contains("HTTP 401") || m.contains("HTTP 403") || m.contains("AppRole") =>
+            {
+                StoreErrorKind::Refused
+            }
+            Failure::Refused(_) => StoreErrorKind::default(),
+        };
+        DocError::new(kind, self.message())
+    }
+
     fn into_secret_error(self, reference: &SecretRef) -> SecretError {
         match self {
             Failure::Unavailable(message) => SecretError::Unavailable {
@@ -350,12 +366,12 @@ struct VaultDocs {
 
 #[async_trait]
 impl CasDocs for VaultDocs {
-    async fn read(&self, doc: &str) -> Result<Option<(String, Value)>, String> {
+    async fn read(&self, doc: &str) -> Result<Option<(String, Value)>, DocError> {
         self.client
             .read(&self.mount, doc)
             .await
             .map(|found| found.map(|(v, data)| (v.to_string(), data)))
-            .map_err(Failure::message)
+            .map_err(Failure::into_doc_error)
     }
 
     async fn write(
@@ -368,12 +384,12 @@ impl CasDocs for VaultDocs {
             Expect::Absent => 0,
             Expect::Version(v) => v
                 .parse()
-                .map_err(|_| WriteError::Failed(format!("bad KV version {v}")))?,
+                .map_err(|_| WriteError::Failed(format!("bad KV version {v}").into()))?,
         };
         match self.client.write(&self.mount, doc, content, cas).await {
             Ok(Some(version)) => Ok(version.to_string()),
             Ok(None) => Err(WriteError::Conflict),
-            Err(f) => Err(WriteError::Failed(f.message())),
+            Err(f) => Err(WriteError::Failed(f.into_doc_error())),
         }
     }
 }

@@ -155,6 +155,43 @@ async fn vault_reads_a_field_with_a_token_and_refuses_what_is_missing() {
     assert!(!format!("{err} {err:?}").contains("not-a-token"));
 }
 
+/// A token store whose Vault refuses our token fails as `Refused` (exit 77), one that is
+/// holds no string token as the default kind (78); neither shows the token.
+#[tokio::test]
+async fn vault_token_store_failures_carry_their_kind() {
+    let Some(addr) = vault() else { return };
+    let reference = format!("vault:secret/{}#refresh_token", unique("cdrsync-kind"));
+    let bad = env(&[("VAULT_ADDR", &addr), ("VAULT_TOKEN", "not-a-token")]);
+    let store =
+        secrets::refresh_token_store_with_env(&reference, std::path::Path::new("/"), &bad).unwrap();
+    let err = store.load().await.unwrap_err();
+    assert_eq!(err.kind, cxone::StoreErrorKind::Refused, "{err}");
+    assert_eq!(
+        cdrsync::exit::api_exit_code(&cxone::Error::Store(err)) as u8,
+        77
+    );
+    let path = unique("cdrsync-kind");
+    vault_admin(
+        &addr,
+        None,
+        reqwest::Method::POST,
+        &format!("secret/data/{path}"),
+        Some(json!({"data": {"refresh_token": 5}})),
+        None,
+    )
+    .await;
+    let good = env(&[("VAULT_ADDR", &addr), ("VAULT_TOKEN", "root")]);
+    let store = secrets::refresh_token_store_with_env(
+        &format!("vault:secret/{path}#refresh_token"),
+        std::path::Path::new("/"),
+        &good,
+    )
+    .unwrap();
+    let err = store.load().await.unwrap_err();
+    assert_eq!(err.kind, cxone::StoreErrorKind::default(), "{err}");
+    assert!(!format!("{err} {err:?}").contains("not-a-token"));
+}
+
 #[tokio::test]
 async fn vault_approle_logs_in_and_the_token_store_works_through_it() {
     let Some(addr) = vault() else { return };

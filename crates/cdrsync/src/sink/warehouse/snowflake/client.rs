@@ -10,9 +10,11 @@
 //!   stream in `rowsetBase64` ([`super::arrow`]); a query still running (`333333`,
 //!   `333334`) is polled at `data.getResultUrl` (docs only: fakesnow answers at once).
 //! - `PUT 'file://…' @stage` answers an upload location; the sink uploads the file there
-//!   itself. Implemented: a presigned URL without client-side encryption (fakesnow's
-//!   GCS-style answer). A stage that needs client-side encryption or S3/Azure credentials
-//!   is refused with a message saying so.
+//!   itself: to S3 with the answer's temporary credentials, client-side encrypted when
+//!   it carries `encryptionMaterial` ([`super::stage`], a real account's answer), or to
+//!   a presigned URL without encryption (fakesnow's GCS-style answer). An AZURE or GCS
+//!   stage needing client-side encryption or credentials is refused with a message
+//!   naming the location type.
 //! - `POST /session?delete=true` logs out (which rolls back an open transaction).
 //!
 //! Errors carry a [`FailureKind`]: unreachable or 5xx → Unavailable, a refused login or a
@@ -21,6 +23,7 @@
 
 use super::arrow;
 use super::jwt::KeyPairAuth;
+use super::stage;
 use crate::exit::FailureKind;
 use base64::Engine;
 use cxone::Secret;
@@ -224,13 +227,17 @@ impl Client {
         let sql = format!("PUT 'file://{path}' {stage} AUTO_COMPRESS=FALSE OVERWRITE=TRUE");
         let data = self.query_data(session, &sql, &[]).await?;
         let info = &data["stageInfo"];
-        if let Some(material) = data.get("encryptionMaterial").filter(|m| !m.is_null()) {
-            let _ = material;
+        let location_type = info["locationType"].as_str().unwrap_or("?").to_string();
+        let material = stage::Material::of(&data)
+            .map_err(|m| ClientError::new(FailureKind::Other, format!("PUT to {stage}: {m}")))?;
+        if location_type.eq_ignore_ascii_case("S3") {
+            return stage::upload_s3(info, material.as_ref(), local, stage).await;
+        }
+        if material.is_some() {
             return Err(ClientError::new(
                 FailureKind::Config,
                 format!(
-                    "PUT to {stage}: the stage needs client-side encryption, which this cdrsync does not implement yet (stage location type {})",
-                    info["locationType"].as_str().unwrap_or("?")
+                    "PUT to {stage}: the stage is on {location_type} with client-side encryption, which this cdrsync does not implement yet (only S3 stages)"
                 ),
             ));
         }
@@ -238,10 +245,7 @@ impl Client {
             return Err(ClientError::new(
                 FailureKind::Config,
                 format!(
-                    "PUT to {stage}: the stage is on {} without a presigned URL, which this cdrsync cannot upload to yet",
-                    info["locationType"]
-                        .as_str()
-                        .unwrap_or("an unknown location")
+                    "PUT to {stage}: the stage is on {location_type} without a presigned URL, which this cdrsync cannot upload to yet (only S3 stages)"
                 ),
             ));
         };

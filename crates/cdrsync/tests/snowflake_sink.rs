@@ -900,3 +900,117 @@ async fn an_azure_stage_needing_client_side_encryption_is_refused_with_a_message
         assert!(!e.to_string().contains(secret), "no key material in {e}");
     }
 }
+
+/// What a loopback GCS stand-in received at a presigned URL: the headers and the body.
+type Received = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+async fn gcs_presigned_server() -> (String, Received) {
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    use axum::routing::put;
+    let received: Received = Arc::default();
+    let store = received.clone();
+    let app = Router::new().route(
+        "/upload/{*rest}",
+        put(move |headers: HeaderMap, body: Bytes| {
+            let store = store.clone();
+            async move {
+                store.lock().unwrap().push((headers, body.to_vec()));
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), received)
+}
+
+/// A GCS stage answering a presigned URL and encryption material: the file is PUT
+/// encrypted with the connector's GCS headers, and the connector's own decrypt (parsing
+/// `x-goog-meta-encryptiondata` as its download does) gives back the staged file.
+#[tokio::test]
+async fn a_gcs_presigned_stage_gets_the_file_encrypted_with_the_connectors_headers() {
+    let Some(python) = service(
+        "CDRSYNC_TEST_SNOWFLAKE_PYTHON",
+        "a Python with snowflake-connector-python",
+    ) else {
+        return;
+    };
+    use base64::Engine;
+    use sha2::Digest;
+    let (gcs, received) = gcs_presigned_server().await;
+    let master = random_key(16);
+    let answer = json!({
+        "command": "UPLOAD",
+        "stageInfo": {"locationType": "GCS", "location": "sfc-gcs/stage/", "region": "us-central1",
+            "presignedUrl": format!("{gcs}/upload/e.csv?X-Goog-Signature=presigned-sig-77"), "creds": {}},
+        "encryptionMaterial": {"queryStageMasterKey": master, "queryId": "01b9-test-query", "smkId": 8214},
+    });
+    let stand_in = real_stage_server(answer, 1).await;
+    let sink = open(raw(&stand_in.endpoint, "CDR_DB")).await;
+    let staging = tempfile::tempdir().unwrap();
+    let key = conformance::key("2024-05-15");
+    let (path, manifest) =
+        conformance::sample_day(staging.path(), "e.csv", &key, 1, &[("g1", "3")]);
+    sink.publish(&key, &path, FileFormat::Csv.data_name(), &manifest)
+        .await
+        .unwrap();
+    let plain = std::fs::read(&path).unwrap();
+    let (headers, body) = {
+        let got = received.lock().unwrap();
+        assert_eq!(got.len(), 1, "one upload");
+        got[0].clone()
+    };
+    assert_ne!(body, plain, "the body is encrypted");
+    let header = |name: &str| headers[name].to_str().unwrap().to_string();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert_eq!(
+        header("x-goog-meta-sfc-digest"),
+        b64.encode(sha2::Sha256::digest(&plain))
+    );
+    let stored = staging.path().join("received.bin");
+    std::fs::write(&stored, &body).unwrap();
+    let out = {
+        use std::io::Write;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snowflake/stage_reader.py");
+        let mut child = std::process::Command::new(&python)
+            .arg(script)
+            .arg("--gcs-file")
+            .arg(&stored)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = json!({"queryStageMasterKey": master, "queryId": "01b9-test-query", "smkId": 8214,
+            "headers": {"x-goog-meta-encryptiondata": header("x-goog-meta-encryptiondata"),
+                        "x-goog-meta-matdesc": header("x-goog-meta-matdesc")}});
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.to_string().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v.get("error").is_none(),
+        "the connector's decrypt failed: {v}"
+    );
+    let decrypted = b64.decode(v["plaintext_b64"].as_str().unwrap()).unwrap();
+    assert!(decrypted == plain, "the decrypted body is the staged file");
+    let data: Value = serde_json::from_str(&header("x-goog-meta-encryptiondata")).unwrap();
+    assert_eq!(data["EncryptionMode"], "FullBlob");
+    assert_eq!(data["WrappedContentKey"]["KeyId"], "symmKey1");
+    assert_eq!(
+        header("x-goog-meta-matdesc"),
+        r#"{"queryId":"01b9-test-query","smkId":"8214","keySize":"128"}"#
+    );
+    let statements = stand_in.statements();
+    assert!(
+        statements.iter().any(|s| s.starts_with("COMMIT")),
+        "{statements:?}"
+    );
+}

@@ -1,6 +1,8 @@
 """An independent reader of a Snowflake internal stage on S3 (moto) for cdrsync's tests.
 
-Usage: stage_reader.py ENDPOINT BUCKET PREFIX, with the stage's encryption material on
+Usage: stage_reader.py ENDPOINT BUCKET PREFIX, or stage_reader.py --gcs-file PATH (a body a
+GCS stand-in received, its headers in the stdin JSON as "headers", parsed as the
+connector's gcs_storage_client.py does on download); with the stage's encryption material on
 stdin as JSON {"queryStageMasterKey": ..., "queryId": ..., "smkId": ...} (never printed).
 Lists the objects below PREFIX with boto3 (explicit loopback endpoint and credentials),
 reads each one's metadata and bytes, and decrypts it with the vendor connector's own
@@ -18,8 +20,34 @@ from snowflake.connector.constants import EncryptionMetadata
 from snowflake.connector.encryption_util import SnowflakeEncryptionUtil
 from snowflake.connector.storage_client import SnowflakeFileEncryptionMaterial
 
-endpoint, bucket, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 material = json.loads(sys.stdin.read())
+snow_material = SnowflakeFileEncryptionMaterial(
+    query_stage_master_key=material["queryStageMasterKey"],
+    query_id=material["queryId"],
+    smk_id=material["smkId"],
+)
+
+if sys.argv[1] == "--gcs-file":
+    try:
+        headers = material["headers"]
+        encryptiondata = json.loads(headers["x-goog-meta-encryptiondata"])
+        meta = EncryptionMetadata(
+            key=encryptiondata["WrappedContentKey"]["EncryptedKey"],
+            iv=encryptiondata["ContentEncryptionIV"],
+            matdesc=headers["x-goog-meta-matdesc"],
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            plain_path = SnowflakeEncryptionUtil.decrypt_file(
+                meta, snow_material, sys.argv[2], tmp_dir=tmp
+            )
+            with open(plain_path, "rb") as f:
+                plain = f.read()
+        print(json.dumps({"plaintext_b64": base64.b64encode(plain).decode()}))
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+    sys.exit(0)
+
+endpoint, bucket, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 s3 = boto3.client(
     "s3",
     endpoint_url=endpoint,
@@ -41,11 +69,7 @@ try:
                 EncryptionMetadata(
                     key=meta["x-amz-key"], iv=meta["x-amz-iv"], matdesc=meta["x-amz-matdesc"]
                 ),
-                SnowflakeFileEncryptionMaterial(
-                    query_stage_master_key=material["queryStageMasterKey"],
-                    query_id=material["queryId"],
-                    smk_id=material["smkId"],
-                ),
+                snow_material,
                 stored,
                 tmp_dir=tmp,
             )

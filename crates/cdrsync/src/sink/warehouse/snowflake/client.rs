@@ -12,9 +12,9 @@
 //! - `PUT 'file://…' @stage` answers an upload location; the sink uploads the file there
 //!   itself: to S3 with the answer's temporary credentials, client-side encrypted when
 //!   it carries `encryptionMaterial` ([`super::stage`], a real account's answer), or to
-//!   a presigned URL without encryption (fakesnow's GCS-style answer). An AZURE or GCS
-//!   stage needing client-side encryption or credentials is refused with a message
-//!   naming the location type.
+//!   a presigned URL (GCS, encrypted as the connector does when the answer carries
+//!   material; fakesnow's answer has none). An AZURE stage, or a GCS one with an access
+//!   token instead of a presigned URL, is refused with a message naming the location type.
 //! - `POST /session?delete=true` logs out (which rolls back an open transaction).
 //!
 //! Errors carry a [`FailureKind`]: unreachable or 5xx → Unavailable, a refused login or a
@@ -233,19 +233,21 @@ impl Client {
         if location_type.eq_ignore_ascii_case("S3") {
             return stage::upload_s3(info, material.as_ref(), local, stage).await;
         }
-        if material.is_some() {
+        let gcs = location_type.eq_ignore_ascii_case("GCS");
+        let presigned = info["presignedUrl"].as_str().filter(|u| !u.is_empty());
+        if material.is_some() && !(gcs && presigned.is_some()) {
             return Err(ClientError::new(
                 FailureKind::Config,
                 format!(
-                    "PUT to {stage}: the stage is on {location_type} with client-side encryption, which this cdrsync does not implement yet (only S3 stages)"
+                    "PUT to {stage}: the stage is on {location_type} with client-side encryption, which this cdrsync does not implement yet (only S3 stages and GCS presigned URLs)"
                 ),
             ));
         }
-        let Some(url) = info["presignedUrl"].as_str().filter(|u| !u.is_empty()) else {
+        let Some(url) = presigned else {
             return Err(ClientError::new(
                 FailureKind::Config,
                 format!(
-                    "PUT to {stage}: the stage is on {location_type} without a presigned URL, which this cdrsync cannot upload to yet (only S3 stages)"
+                    "PUT to {stage}: the stage is on {location_type} without a presigned URL, which this cdrsync cannot upload to yet (only S3 stages and GCS presigned URLs)"
                 ),
             ));
         };
@@ -255,10 +257,24 @@ impl Client {
                 format!("cannot read {}: {e}", local.display()),
             )
         })?;
-        let response = self
-            .http
-            .put(url)
-            .body(body)
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        if gcs {
+            headers.push(("x-goog-meta-sfc-digest", stage::digest(&body)));
+        }
+        let body = match &material {
+            Some(m) => {
+                let (encrypted, meta) = stage::encrypt_all(m, &body)
+                    .map_err(|m| ClientError::new(FailureKind::Other, m))?;
+                headers.extend(stage::gcs_encryption_headers(&meta));
+                encrypted
+            }
+            None => body,
+        };
+        let mut request = self.http.put(url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| transport("uploading the day's file to the stage", &e))?;

@@ -18,7 +18,11 @@
 //!   `endPoint` that is a loopback `http://` URL is used as is, path-style (the tests'
 //!   stand-in for S3). The object is `<prefix><file name>` with the metadata as
 //!   `x-amz-meta-*` headers; files above [`PART_SIZE`] go up as a multipart upload.
-//! - AZURE and GCS stages are refused (a Config error naming the location type).
+//! - GCS with a `presignedUrl` ([`encrypt_all`], [`gcs_encryption_headers`]): the file
+//!   encrypted in memory and PUT with `x-goog-meta-sfc-digest`, `x-goog-meta-encryptiondata`
+//!   and `x-goog-meta-matdesc`, as the connector's `gcs_storage_client.py` does.
+//! - AZURE stages and GCS stages with an access token instead of a presigned URL are
+//!   refused (a Config error naming the location type).
 //!
 //! Neither the master key, the file key, the credentials nor a URL's query string ever
 //! appear in an error or a log.
@@ -207,6 +211,36 @@ impl FileEncryptor {
         self.update(&mut out);
         out
     }
+}
+
+/// The base64 SHA-256 of `data` (the connector's `sfc-digest`).
+pub fn digest(data: &[u8]) -> String {
+    B64.encode(sha2::Sha256::digest(data))
+}
+
+/// Encrypts a whole file held in memory (the presigned-URL upload).
+pub fn encrypt_all(
+    material: &Material,
+    data: &[u8],
+) -> Result<(Vec<u8>, EncryptionMetadata), String> {
+    let (e, meta) = FileEncryptor::new(material)?;
+    Ok((e.finish(data), meta))
+}
+
+/// The headers the connector puts on an encrypted GCS upload: `x-goog-meta-encryptiondata`
+/// (its JSON, key order and all) and `x-goog-meta-matdesc`.
+pub fn gcs_encryption_headers(meta: &EncryptionMetadata) -> [(&'static str, String); 2] {
+    let quoted = |v: &str| Value::String(v.to_string()).to_string();
+    // Python's json.dumps separators: ", " and ": ".
+    let data = format!(
+        "{{\"EncryptionMode\": \"FullBlob\", \"WrappedContentKey\": {{\"KeyId\": \"symmKey1\", \"EncryptedKey\": {}, \"Algorithm\": \"AES_CBC_256\"}}, \"EncryptionAgent\": {{\"Protocol\": \"1.0\", \"EncryptionAlgorithm\": \"AES_CBC_256\"}}, \"ContentEncryptionIV\": {}, \"KeyWrappingMetadata\": {{\"EncryptionLibrary\": \"Java 5.3.0\"}}}}",
+        quoted(&meta.key),
+        quoted(&meta.iv)
+    );
+    [
+        ("x-goog-meta-encryptiondata", data),
+        ("x-goog-meta-matdesc", meta.matdesc.clone()),
+    ]
 }
 
 /// The parts of an S3 `stageInfo` the upload needs. Debug shows no credential.

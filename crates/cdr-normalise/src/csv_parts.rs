@@ -20,32 +20,71 @@ use crate::{types, PartInput};
 const BUFFER: usize = 256 * 1024;
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
 
-/// Merges CSV `parts` into `out`: one header, then every part's rows mapped by name.
-pub(crate) fn merge(
-    schema: &Resolved,
-    parts: Vec<PartInput<'_>>,
-    out: &mut dyn Write,
-    tally: &mut Tally,
-) -> Result<(), Halt> {
-    let mut writer = WriterBuilder::new()
-        .terminator(Terminator::Any(b'\n'))
-        .buffer_capacity(BUFFER)
-        .from_writer(out);
-    let header = schema
-        .columns
-        .iter()
-        .map(String::as_str)
-        .chain([EXTRA_COLUMNS]);
-    writer.write_record(header).map_err(output_error)?;
-    let mut record = ByteRecord::new();
-    let mut extra = Vec::new();
-    for part in parts {
-        merge_part(schema, part, &mut writer, &mut record, &mut extra, tally)?;
+/// The CSV output of a merge: one header, then every part's rows mapped by name.
+pub(crate) struct CsvOut<W: Write> {
+    writer: csv::Writer<W>,
+    header_written: bool,
+    record: ByteRecord,
+    extra: Vec<u8>,
+}
+
+impl<W: Write> CsvOut<W> {
+    pub fn new(out: W) -> Self {
+        CsvOut {
+            writer: WriterBuilder::new()
+                .terminator(Terminator::Any(b'\n'))
+                .buffer_capacity(BUFFER)
+                .from_writer(out),
+            header_written: false,
+            record: ByteRecord::new(),
+            extra: Vec::new(),
+        }
     }
-    writer.flush().map_err(|source| Halt::Io {
-        part: OUTPUT.into(),
-        source,
-    })
+
+    fn write_header(&mut self, schema: &Resolved) -> Result<(), Halt> {
+        if self.header_written {
+            return Ok(());
+        }
+        let header = schema
+            .columns
+            .iter()
+            .map(String::as_str)
+            .chain([EXTRA_COLUMNS]);
+        self.writer.write_record(header).map_err(output_error)?;
+        self.header_written = true;
+        Ok(())
+    }
+
+    /// Maps one part's rows into the output.
+    pub fn push(
+        &mut self,
+        schema: &Resolved,
+        part: PartInput<'_>,
+        tally: &mut Tally,
+    ) -> Result<(), Halt> {
+        self.write_header(schema)?;
+        merge_part(
+            schema,
+            part,
+            &mut self.writer,
+            &mut self.record,
+            &mut self.extra,
+            tally,
+        )
+    }
+
+    /// Writes the header if no part did, flushes, and hands back the output.
+    pub fn finish(mut self, schema: &Resolved) -> Result<W, Halt> {
+        self.write_header(schema)?;
+        self.writer.flush().map_err(|source| Halt::Io {
+            part: OUTPUT.into(),
+            source,
+        })?;
+        self.writer.into_inner().map_err(|error| Halt::Io {
+            part: OUTPUT.into(),
+            source: io::Error::new(error.error().kind(), error.error().to_string()),
+        })
+    }
 }
 
 /// Where a part's fields go.
@@ -113,10 +152,10 @@ impl PartPlan {
     }
 }
 
-fn merge_part(
+fn merge_part<W: Write>(
     schema: &Resolved,
     part: PartInput<'_>,
-    writer: &mut csv::Writer<&mut dyn Write>,
+    writer: &mut csv::Writer<W>,
     record: &mut ByteRecord,
     extra: &mut Vec<u8>,
     tally: &mut Tally,

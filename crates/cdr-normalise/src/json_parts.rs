@@ -26,24 +26,39 @@ use crate::{types, PartInput};
 
 const BUFFER: usize = 256 * 1024;
 
-/// Merges JSON `parts` into `out` as NDJSON.
-pub(crate) fn merge(
-    schema: &Resolved,
-    parts: Vec<PartInput<'_>>,
-    out: &mut dyn Write,
-    tally: &mut Tally,
-) -> Result<(), Halt> {
-    let mut out = io::BufWriter::with_capacity(BUFFER, out);
-    let keys = OutputKeys {
-        columns: schema.columns.iter().map(|c| json_key(c)).collect(),
-    };
-    for part in parts {
-        merge_part(schema, &keys, part, &mut out, tally)?;
+/// The NDJSON output of a merge.
+pub(crate) struct JsonOut<W: Write> {
+    out: io::BufWriter<W>,
+    keys: OutputKeys,
+}
+
+impl<W: Write> JsonOut<W> {
+    pub fn new(schema: &Resolved, out: W) -> Self {
+        JsonOut {
+            out: io::BufWriter::with_capacity(BUFFER, out),
+            keys: OutputKeys {
+                columns: schema.columns.iter().map(|c| json_key(c)).collect(),
+            },
+        }
     }
-    out.flush().map_err(|source| Halt::Io {
-        part: OUTPUT.into(),
-        source,
-    })
+
+    /// Writes one part's records as NDJSON.
+    pub fn push(
+        &mut self,
+        schema: &Resolved,
+        part: PartInput<'_>,
+        tally: &mut Tally,
+    ) -> Result<(), Halt> {
+        merge_part(schema, &self.keys, part, &mut self.out, tally)
+    }
+
+    /// Flushes and hands back the output.
+    pub fn finish(self) -> Result<W, Halt> {
+        self.out.into_inner().map_err(|error| Halt::Io {
+            part: OUTPUT.into(),
+            source: error.into_error(),
+        })
+    }
 }
 
 /// `"Column":` per configured position, as JSON bytes.

@@ -5,6 +5,7 @@ mod csv_rules;
 mod fuzz_inputs;
 pub mod harness;
 mod json_rules;
+mod merger;
 mod props;
 
 use cdr_normalise::{merge, Format, Halt, MergeReport, PartInput, Schema};

@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(e.part_count(), 3);
         assert_eq!(e.part_rows(3), 8..10);
         assert_eq!(whole(&e, 2, 1), whole(&e, 2, 1 << 20));
-        let d = e.digest(2);
+        let d = e.digest(2, false);
         assert_eq!(d.size, whole(&e, 2, 7).len() as u64);
         let empty = export(0, Format::JsonArray);
         assert_eq!(empty.part_count(), 1);

@@ -119,12 +119,13 @@ impl<W: Write> Merger<W> {
         })
     }
 
-    /// Turns off the CSV fast path, so that every part takes the general path. For the
+    /// Turns off the CSV and NDJSON fast paths, so that every part takes the general path. For the
     /// differential tests and the benchmark's baseline; the output is the same either way.
     #[doc(hidden)]
     pub fn general_path_only(mut self) -> Self {
-        if let Output::Csv(out) = &mut self.output {
-            out.general_only();
+        match &mut self.output {
+            Output::Csv(out) => out.general_only(),
+            Output::Json(out) => out.general_only(),
         }
         self
     }

@@ -304,3 +304,137 @@ fn quoted_separators_crlf_bom_and_no_final_newline_match_the_general_path() {
         report.warnings
     );
 }
+
+/// Merges NDJSON `parts`; the fast path unless `general`.
+fn run_json(
+    schema: &Schema,
+    parts: &[Vec<u8>],
+    general: bool,
+) -> Result<(MergeReport, Vec<u8>), String> {
+    let mut merger = Merger::new(schema, Format::Json, Vec::new()).unwrap();
+    if general {
+        merger = merger.general_path_only();
+    }
+    for (i, part) in parts.iter().enumerate() {
+        merger
+            .push(PartInput::new(format!("part {}", i + 1), &part[..]))
+            .map_err(|halt| halt.to_string())?;
+    }
+    merger.finish().map_err(|halt| halt.to_string())
+}
+
+fn assert_same_json(schema: &Schema, parts: &[Vec<u8>]) {
+    let fast = run_json(schema, parts, false);
+    let general = run_json(schema, parts, true);
+    match (&fast, &general) {
+        (Ok((fr, fo)), Ok((gr, go))) => {
+            assert_eq!(
+                String::from_utf8_lossy(fo),
+                String::from_utf8_lossy(go),
+                "output differs for {parts:?}"
+            );
+            assert_eq!(fr, gr, "report differs for {parts:?}");
+        }
+        _ => assert_eq!(fast, general, "outcome differs for {parts:?}"),
+    }
+}
+
+/// A JSON value as source text: numbers, strings (escaped or not), literals, nested values
+/// (some pretty-printed over lines), and the odd broken one.
+fn json_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[0-9]{1,6}".prop_map(|v| v),
+        2 => "-?[0-9]{1,3}\\.[0-9](e[0-9])?",
+        4 => "2024-05-1[0-9]T1[0-9]:[0-5][0-9]:[0-5][0-9]Z".prop_map(|v| format!("\"{v}\"")),
+        4 => "(?s).{0,8}".prop_map(|v| serde_json::to_string(&v).unwrap()),
+        1 => Just("\"\\u0041\\n\"".to_owned()),
+        1 => Just("null".to_owned()),
+        1 => Just("true".to_owned()),
+        1 => Just("{\"a\": [1,\n 2]}".to_owned()),
+        1 => Just("[ ]".to_owned()),
+        1 => Just("\"open".to_owned()),
+        1 => Just("01".to_owned()),
+    ]
+}
+
+/// One NDJSON part: records of configured and unconfigured keys, dressed in various ways.
+fn json_part() -> impl Strategy<Value = Vec<u8>> {
+    let record = (
+        prop::collection::vec((0usize..6, json_value()), 0..6),
+        // 0: LF, 1: CRLF, 2: blank line after, 3: pretty (one key per line), 4: no line
+        // break before the next record, 5: invalid UTF-8, 6: whitespace line after.
+        prop_oneof![30 => Just(0u8), 8 => Just(1), 2 => Just(2), 1 => Just(3), 1 => Just(4), 1 => Just(5), 1 => Just(6)],
+    );
+    (
+        prop::bool::weighted(0.1),
+        prop::collection::vec(record, 0..10),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(|(bom, records, final_newline)| {
+            const KEYS: [&str; 6] = ["CallId", "StartTime", "Duration", "Agent", "Extra", "Other"];
+            let mut out = Vec::new();
+            if bom {
+                out.extend_from_slice("\u{feff}".as_bytes());
+            }
+            let n = records.len();
+            for (r, (fields, dress)) in records.into_iter().enumerate() {
+                let sep = if dress == 3 { ",\n  " } else { "," };
+                let body: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| format!("\"{}\":{v}", KEYS[*k]))
+                    .collect();
+                out.extend_from_slice(format!("{{{}}}", body.join(sep)).as_bytes());
+                if dress == 5 {
+                    out.push(0xff);
+                }
+                if r + 1 == n && !final_newline {
+                    break;
+                }
+                out.extend_from_slice(match dress {
+                    1 => &b"\r\n"[..],
+                    2 => b"\n\n",
+                    4 => b" ",
+                    6 => b"\n \t\n",
+                    _ => b"\n",
+                });
+            }
+            out
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn ndjson_fast_path_equals_general_path(
+        parts in prop::collection::vec(json_part(), 1..4),
+        critical in any::<bool>(),
+    ) {
+        assert_same_json(&schema(critical), &parts);
+    }
+}
+
+#[test]
+fn ndjson_fast_path_keeps_values_and_messages() {
+    let parts = [
+        b"\xEF\xBB\xBF{\"CallId\":1,\"Duration\":61.5,\"Extra\":{\"a\":\n1}}\r\n\n\
+          {\"Agent\":\"A\\\"b\",\"CallId\":\"2\"}\n"
+            .to_vec(),
+        b"{\"CallId\":3}\n{\"CallId\":4,\n\"Duration\":5}\n{\"CallId\":5}".to_vec(),
+    ];
+    assert_same_json(&schema(true), &parts);
+    let (report, out) = run_json(&schema(true), &parts, false).unwrap();
+    assert_eq!(report.rows, 5);
+    assert_eq!(
+        String::from_utf8(out).unwrap().lines().next().unwrap(),
+        "{\"CallId\":1,\"StartTime\":null,\"Duration\":61.5,\"Agent\":null,\"extra_columns\":{\"Extra\":{\"a\": 1}}}"
+    );
+    // A malformed record after fast-path records: the same message, serde's line included.
+    let parts = [b"{\"CallId\":1}\n\n{\"CallId\":2}\n{\"CallId\":}\n".to_vec()];
+    assert_same_json(&schema(true), &parts);
+    let halt = run_json(&schema(true), &parts, false).unwrap_err();
+    assert!(
+        halt.contains("line 3: invalid JSON record") && halt.contains("line 4 column 11"),
+        "{halt}"
+    );
+}

@@ -343,12 +343,9 @@ impl<W: Write> CsvOut<W> {
                         break at;
                     };
                     let content = (fs + 1, close);
-                    let special = memchr3(b',', b'\n', b'\r', &data[content.0..content.1]);
-                    if special.is_some() {
-                        newlines +=
-                            memchr::memchr_iter(b'\n', &data[content.0..content.1]).count() as u64;
-                    }
-                    let keep_quotes = escaped || special.is_some();
+                    let (special, lf) = specials(&data[content.0..content.1]);
+                    newlines += lf;
+                    let keep_quotes = escaped || special;
                     raw &= keep_quotes;
                     field = Field {
                         out: if keep_quotes {
@@ -366,7 +363,7 @@ impl<W: Write> CsvOut<W> {
                         return Ok(Chunk::Bail);
                     }
                 } else {
-                    let mut end = match memchr3(b',', b'\n', b'"', &data[fs..]) {
+                    let mut end = match find_unquoted_end(&data[fs..]) {
                         Some(i) if data[fs + i] == b'"' => return Ok(Chunk::Bail),
                         Some(i) => fs + i,
                         None if eof => len,
@@ -574,6 +571,58 @@ enum Chunk {
     Done,
     NeedMore,
     Bail,
+}
+
+/// Byte classes for the scans: `,`, `"`, LF, CR.
+const COMMA: u8 = 1;
+const QUOTE: u8 = 2;
+const LF: u8 = 4;
+const CR: u8 = 8;
+const CLASS: [u8; 256] = {
+    let mut class = [0; 256];
+    class[b',' as usize] = COMMA;
+    class[b'"' as usize] = QUOTE;
+    class[b'\n' as usize] = LF;
+    class[b'\r' as usize] = CR;
+    class
+};
+
+/// Fields up to this long are scanned byte by byte; longer ones with `memchr`.
+const SHORT: usize = 32;
+
+/// The first `,`, `"` or LF of an unquoted field.
+#[inline]
+fn find_unquoted_end(rest: &[u8]) -> Option<usize> {
+    let short = &rest[..rest.len().min(SHORT)];
+    if let Some(i) = short
+        .iter()
+        .position(|&b| CLASS[usize::from(b)] & (COMMA | QUOTE | LF) != 0)
+    {
+        return Some(i);
+    }
+    if short.len() == rest.len() {
+        return None;
+    }
+    memchr3(b',', b'\n', b'"', &rest[SHORT..]).map(|i| i + SHORT)
+}
+
+/// Whether a quoted field's content holds `,`, LF or CR (so it keeps its quotes), and how
+/// many LFs.
+#[inline]
+fn specials(content: &[u8]) -> (bool, u64) {
+    if content.len() <= SHORT {
+        let (mut any, mut lf) = (0u8, 0u64);
+        for &b in content {
+            let class = CLASS[usize::from(b)];
+            any |= class;
+            lf += u64::from(class == LF);
+        }
+        return (any & (COMMA | LF | CR) != 0, lf);
+    }
+    if memchr3(b',', b'\n', b'\r', content).is_none() {
+        return (false, 0);
+    }
+    (true, memchr::memchr_iter(b'\n', content).count() as u64)
 }
 
 /// Appends one CSV record, quoting a field only when it holds `,`, `"`, CR or LF, as `csv`'s

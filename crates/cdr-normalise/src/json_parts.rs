@@ -49,6 +49,7 @@ impl<W: Write> JsonOut<W> {
             out: io::BufWriter::with_capacity(BUFFER, out),
             keys: OutputKeys {
                 columns: schema.columns.iter().map(|c| json_key(c)).collect(),
+                extra: json_key(EXTRA_COLUMNS),
             },
             fast: true,
         }
@@ -78,9 +79,10 @@ impl<W: Write> JsonOut<W> {
     }
 }
 
-/// `"Column":` per configured position, as JSON bytes.
+/// `"Column":` per configured position, and `"extra_columns":`, as JSON bytes.
 struct OutputKeys {
     columns: Vec<Vec<u8>>,
+    extra: Vec<u8>,
 }
 
 fn merge_part(
@@ -225,7 +227,10 @@ fn fast_lines(
         };
         // JSON whitespace only (`serde_json` rejects other ASCII whitespace).
         if !line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
-            if std::str::from_utf8(line).is_err() || !fast_record(state, line) {
+            let Ok(line) = std::str::from_utf8(line) else {
+                return Ok(false);
+            };
+            if !fast_record(state, line) {
                 return Ok(false);
             }
             state.finish_record()?;
@@ -242,8 +247,9 @@ fn fast_lines(
 
 /// Reads one line that must be exactly one object into the record buffers; `false` (with
 /// the buffers cleared) when it is not.
-fn fast_record(state: &mut PartState<'_>, line: &[u8]) -> bool {
-    let mut de = serde_json::Deserializer::from_slice(line);
+fn fast_record(state: &mut PartState<'_>, line: &str) -> bool {
+    // From a `str`: `serde_json` does not validate UTF-8 again.
+    let mut de = serde_json::Deserializer::from_str(line);
     let parsed = Record::<&RawValue>::new(state, false)
         .deserialize(&mut de)
         .and_then(|()| de.end());
@@ -332,10 +338,12 @@ struct PartState<'s> {
     out: &'s mut dyn Write,
     tally: &'s mut Tally,
     /// The current record: configured values by position, unknown keys in order, key order.
-    /// Values are byte ranges of `raw`, which holds their source text.
+    /// Values are byte ranges of `raw`, which holds their source text. `previous` is the
+    /// last record's key order: the likely order of the next one's keys.
     values: Vec<Option<(usize, usize)>>,
     unknown: Vec<(String, (usize, usize))>,
-    raw: Vec<u8>,
+    raw: String,
+    previous: Vec<Key>,
     order: Vec<Key>,
     line: Vec<u8>,
     /// The part so far.
@@ -363,7 +371,8 @@ impl<'s> PartState<'s> {
             tally,
             values: (0..schema.len()).map(|_| None).collect(),
             unknown: Vec::new(),
-            raw: Vec::new(),
+            raw: String::new(),
+            previous: Vec::new(),
             order: Vec::new(),
             line: Vec::new(),
             present: vec![false; schema.len()],
@@ -384,6 +393,7 @@ impl<'s> PartState<'s> {
     fn clear_record(&mut self) {
         self.values.iter_mut().for_each(|v| *v = None);
         self.unknown.clear();
+        std::mem::swap(&mut self.order, &mut self.previous);
         self.order.clear();
         self.raw.clear();
     }
@@ -412,8 +422,7 @@ impl<'s> PartState<'s> {
             let (Some(ty), Some(range)) = (schema.types[pos], value) else {
                 continue;
             };
-            // Copied from a `&str`/`RawValue`, so whole characters: the fallback is unreachable.
-            let raw = std::str::from_utf8(&self.raw[range.0..range.1]).unwrap_or_default();
+            let raw = &self.raw[range.0..range.1];
             if types::json_conforms(ty, raw) {
                 continue;
             }
@@ -436,13 +445,13 @@ impl<'s> PartState<'s> {
         for (pos, value) in self.values.iter().enumerate() {
             line.extend_from_slice(&self.keys.columns[pos]);
             match value {
-                Some(range) => push_raw(line, &self.raw[range.0..range.1]),
+                Some(range) => push_raw(line, &self.raw.as_bytes()[range.0..range.1]),
                 None => line.extend_from_slice(b"null"),
             }
             line.push(b',');
         }
-        push_json_str(line, EXTRA_COLUMNS);
-        line.extend_from_slice(b":{");
+        line.extend_from_slice(&self.keys.extra);
+        line.push(b'{');
         let mut first = true;
         for (name, range) in &self.unknown {
             if !first {
@@ -451,7 +460,7 @@ impl<'s> PartState<'s> {
             first = false;
             push_json_str(line, name);
             line.push(b':');
-            push_raw(line, &self.raw[range.0..range.1]);
+            push_raw(line, &self.raw.as_bytes()[range.0..range.1]);
         }
         line.extend_from_slice(b"}}\n");
         self.out.write_all(line).map_err(|source| Halt::Io {
@@ -575,7 +584,18 @@ impl<'de, V: RawText<'de>> Visitor<'de> for Record<'_, '_, V> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let state = self.state;
-        while let Some(name) = map.next_key_seed(KeyName(&state.schema.index))? {
+        loop {
+            let guess = match state.previous.get(state.order.len()) {
+                Some(Key::Configured(pos)) => Some(*pos),
+                _ => None,
+            };
+            let seed = KeyName {
+                schema: state.schema,
+                guess,
+            };
+            let Some(name) = map.next_key_seed(seed)? else {
+                break;
+            };
             let duplicate = match &name {
                 Ok(pos) => state.values[*pos].is_some(),
                 Err(unknown) => state.unknown.iter().any(|(n, _)| n == unknown),
@@ -590,7 +610,7 @@ impl<'de, V: RawText<'de>> Visitor<'de> for Record<'_, '_, V> {
             }
             let value: V = map.next_value()?;
             let start = state.raw.len();
-            state.raw.extend_from_slice(value.text().as_bytes());
+            state.raw.push_str(value.text());
             let range = (start, state.raw.len());
             match name {
                 Ok(pos) => {
@@ -611,8 +631,12 @@ impl<'de, V: RawText<'de>> Visitor<'de> for Record<'_, '_, V> {
 }
 
 /// A key, resolved without allocating for configured columns: `Ok(position)` or
-/// `Err(name)` for an unconfigured key.
-struct KeyName<'a>(&'a std::collections::HashMap<String, usize>);
+/// `Err(name)` for an unconfigured key. `guess` is the column this key most likely is (the
+/// previous record's key at the same place), checked before the index.
+struct KeyName<'a> {
+    schema: &'a Resolved,
+    guess: Option<usize>,
+}
 
 impl<'de> DeserializeSeed<'de> for KeyName<'_> {
     type Value = Result<usize, String>;
@@ -633,6 +657,16 @@ impl<'de> Visitor<'de> for KeyName<'_> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
-        Ok(self.0.get(name).copied().ok_or_else(|| name.to_owned()))
+        if let Some(pos) = self.guess {
+            if self.schema.columns[pos] == name {
+                return Ok(Ok(pos));
+            }
+        }
+        Ok(self
+            .schema
+            .index
+            .get(name)
+            .copied()
+            .ok_or_else(|| name.to_owned()))
     }
 }

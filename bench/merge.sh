@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The merge alone (cdr-normalise, no download, no hashing): a day of ROWS rows in 4 parts,
 # CSV and NDJSON, merged ROUNDS times, alternating the base commit's build (old), this
-# tree's build (new) and, for CSV, this tree with the fast path off (general). Prints
-# min/median/max MB/s of input per variant, the load average, and checks that old and new
-# wrote byte-identical output.
+# tree's build (new) and this tree with the fast paths off (general). Prints min/median/max
+# MB/s of input per variant, over wall time and over the merging thread's CPU time (which
+# a loaded machine disturbs much less), the load average, and checks that old, new and
+# general wrote byte-identical output.
 #
 #   bench/merge.sh                      # ROWS=1000000 ROUNDS=5 BASE=6d97ffa
 #   ROWS=200000 ROUNDS=3 bench/merge.sh
@@ -44,23 +45,22 @@ for round in $(seq "$ROUNDS"); do
         echo "$fmt new $("$new" time "$work/data" "$fmt")" >>"$results"
         cmp -s "$work/data/old.$ext" "$work/data/merged.$ext" ||
             { echo "round $round: $fmt output differs between old and new" >&2; exit 1; }
-        if [ "$fmt" = csv ]; then
-            echo "$fmt general $("$new" time "$work/data" "$fmt" general)" >>"$results"
-            cmp -s "$work/data/old.$ext" "$work/data/merged.$ext" ||
-                { echo "round $round: general path output differs from old" >&2; exit 1; }
-        fi
+        echo "$fmt general $("$new" time "$work/data" "$fmt" general)" >>"$results"
+        cmp -s "$work/data/old.$ext" "$work/data/merged.$ext" ||
+            { echo "round $round: general path output differs from old" >&2; exit 1; }
     done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "outputs: old and new byte-identical in every round"
+echo "outputs: old, new and general byte-identical in every round"
 echo
-printf '%-5s %-8s %8s %8s %8s\n' format variant min median max
-for key in "csv old" "csv general" "csv new" "json old" "json new"; do
-    grep "^$key " "$results" | awk '{print $3}' | sort -n | awk -v k="$key" '
+printf '%-5s %-8s %8s %8s %8s   %8s %8s %8s   %s\n' format variant min median max min median max "(wall MB/s | CPU MB/s)"
+# min median max of column $2 of the lines starting with $1.
+stats() {
+    grep "^$1 " "$results" | awk -v c="$2" '{ print $c }' | sort -g | awk '
         { v[NR] = $1 }
-        END {
-            split(k, p, " ")
-            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%-5s %-8s %8.0f %8.0f %8.0f  MB/s\n", p[1], p[2], v[1], m, v[NR]
-        }'
+        END { printf "%8.0f %8.0f %8.0f", v[1], (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[NR] }'
+}
+for key in "csv old" "csv general" "csv new" "json old" "json general" "json new"; do
+    waited=$(grep "^$key " "$results" | awk '{ s += $7 } END { printf "%.1f", s }')
+    printf '%-5s %-8s %s   %s   (waited for a CPU %s s in all)\n' $key "$(stats "$key" 3)" "$(stats "$key" 4)" "$waited"
 done

@@ -3,7 +3,14 @@
 //!
 //! ```sh
 //! merge_timing gen DIR ROWS              # DIR/csv/part1..4.csv and DIR/json/part1..4.ndjson
-//! merge_timing time DIR csv|json [general]   # prints: MB/s rows seconds
+//! merge_timing time DIR csv|json [general]   # prints: MB/s MB/s-of-CPU rows seconds waited
+//! ```
+//!
+//! MB/s is of input over wall time; MB/s of CPU is over the time the merging thread spent on
+//! a CPU (`/proc/self/schedstat`), which a loaded machine disturbs much less; `waited` is how
+//! long it sat runnable but without a CPU.
+//!
+//! ```text
 //! ```
 //!
 //! It uses only the public `merge` API, so that the script can build it against the base
@@ -71,6 +78,7 @@ fn time(dir: &Path, format: &str, general: bool) -> Result<(), Box<dyn std::erro
     let out_path = dir.join(format!("merged.{ext}"));
     let mut out = BufWriter::new(File::create(&out_path)?);
 
+    let (cpu_before, wait_before) = schedstat();
     let started = Instant::now();
     let rows = if general {
         merge_general(&schema(), format, parts, &mut out)?
@@ -79,11 +87,25 @@ fn time(dir: &Path, format: &str, general: bool) -> Result<(), Box<dyn std::erro
     };
     out.flush()?;
     let seconds = started.elapsed().as_secs_f64();
+    let (cpu_after, wait_after) = schedstat();
+    let mb = input_bytes as f64 / 1e6;
     println!(
-        "{:.1} {rows} {seconds:.3}",
-        input_bytes as f64 / 1e6 / seconds
+        "{:.1} {:.1} {rows} {seconds:.3} {:.3}",
+        mb / seconds,
+        mb / (cpu_after - cpu_before),
+        wait_after - wait_before
     );
     Ok(())
+}
+
+/// Seconds this thread has run on a CPU, and waited runnable for one (Linux).
+fn schedstat() -> (f64, f64) {
+    let text = fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(f64::NAN) / 1e9);
+    let cpu = fields.next().unwrap_or(f64::NAN);
+    (cpu, fields.next().unwrap_or(f64::NAN))
 }
 
 // GENERAL-ONLY-BEGIN

@@ -587,42 +587,75 @@ const CLASS: [u8; 256] = {
     class
 };
 
-/// Fields up to this long are scanned byte by byte; longer ones with `memchr`.
-const SHORT: usize = 32;
+/// Fields up to this long are scanned eight bytes at a time in a register; longer ones
+/// with `memchr`'s vector code (whose set-up costs more than a short field).
+const SHORT: usize = 64;
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` equal to `byte`. Exact for the lowest flagged byte
+/// (a borrow can only flag bytes above a true match), which is all the callers rely on.
+#[inline(always)]
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+#[inline(always)]
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
 
 /// The first `,`, `"` or LF of an unquoted field.
 #[inline]
 fn find_unquoted_end(rest: &[u8]) -> Option<usize> {
-    let short = &rest[..rest.len().min(SHORT)];
-    if let Some(i) = short
+    let short = rest.len().min(SHORT);
+    let mut i = 0;
+    while i + 8 <= short {
+        let word = word_at(rest, i);
+        let hits = bytes_equal(word, b',') | bytes_equal(word, b'"') | bytes_equal(word, b'\n');
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if short < rest.len() {
+        return memchr3(b',', b'\n', b'"', &rest[i..]).map(|at| i + at);
+    }
+    rest[i..]
         .iter()
         .position(|&b| CLASS[usize::from(b)] & (COMMA | QUOTE | LF) != 0)
-    {
-        return Some(i);
-    }
-    if short.len() == rest.len() {
-        return None;
-    }
-    memchr3(b',', b'\n', b'"', &rest[SHORT..]).map(|i| i + SHORT)
+        .map(|at| i + at)
 }
 
 /// Whether a quoted field's content holds `,`, LF or CR (so it keeps its quotes), and how
 /// many LFs.
 #[inline]
 fn specials(content: &[u8]) -> (bool, u64) {
-    if content.len() <= SHORT {
-        let (mut any, mut lf) = (0u8, 0u64);
-        for &b in content {
-            let class = CLASS[usize::from(b)];
-            any |= class;
-            lf += u64::from(class == LF);
+    if content.len() > SHORT {
+        if memchr3(b',', b'\n', b'\r', content).is_none() {
+            return (false, 0);
         }
-        return (any & (COMMA | LF | CR) != 0, lf);
+        return (true, memchr::memchr_iter(b'\n', content).count() as u64);
     }
-    if memchr3(b',', b'\n', b'\r', content).is_none() {
+    let mut any = 0u64;
+    let mut i = 0;
+    while i + 8 <= content.len() {
+        let word = word_at(content, i);
+        any |= bytes_equal(word, b',') | bytes_equal(word, b'\r') | bytes_equal(word, b'\n');
+        i += 8;
+    }
+    let mut tail = 0u8;
+    for &b in &content[i..] {
+        tail |= CLASS[usize::from(b)];
+    }
+    if any == 0 && tail & (COMMA | LF | CR) == 0 {
         return (false, 0);
     }
-    (true, memchr::memchr_iter(b'\n', content).count() as u64)
+    (true, content.iter().filter(|&&b| b == b'\n').count() as u64)
 }
 
 /// Appends one CSV record, quoting a field only when it holds `,`, `"`, CR or LF, as `csv`'s

@@ -248,6 +248,10 @@ fn fast_lines(
 /// Reads one line that must be exactly one object into the record buffers; `false` (with
 /// the buffers cleared) when it is not.
 fn fast_record(state: &mut PartState<'_>, line: &str) -> bool {
+    if flat_record(state, line.as_bytes(), line).is_some() {
+        return true;
+    }
+    state.clear_record();
     // From a `str`: `serde_json` does not validate UTF-8 again.
     let mut de = serde_json::Deserializer::from_str(line);
     let parsed = Record::<&RawValue>::new(state, false)
@@ -259,6 +263,117 @@ fn fast_record(state: &mut PartState<'_>, line: &str) -> bool {
         return false;
     }
     true
+}
+
+/// Reads a line that is one flat object (`{"key": scalar, …}`: keys and strings without
+/// escapes, numbers, `true`/`false`/`null`) into the record buffers, without `serde_json`.
+/// `None` for anything else (nested values, escapes, a duplicate key, anything `serde_json`
+/// might judge differently), which `serde_json` then reads. It accepts only what
+/// `serde_json` accepts, and takes each value's text exactly as a `RawValue` would.
+fn flat_record(state: &mut PartState<'_>, b: &[u8], line: &str) -> Option<()> {
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let key_end = string_end(b, i)?;
+            let key = &line[i + 1..key_end - 1];
+            i = skip_ws(b, key_end);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            let start = i;
+            i = scalar_end(b, i)?;
+            let name = resolve(state.schema, state.guess(), key);
+            if state.is_duplicate(&name) {
+                return None;
+            }
+            state.insert(name, &line[start..i]);
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(b, i) == b.len()).then_some(())
+}
+
+/// Past JSON whitespace (a line holds no LF).
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Past a string starting at `i` that has no escape and no control character.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    for (at, &c) in b.iter().enumerate().skip(i + 1) {
+        match c {
+            b'"' => return Some(at + 1),
+            b'\\' | 0..=0x1f => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Past a string, number or literal starting at `i`.
+fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
+    let literal = |word: &[u8]| b[i..].starts_with(word).then_some(i + word.len());
+    match b.get(i)? {
+        b'"' => string_end(b, i),
+        b't' => literal(b"true"),
+        b'f' => literal(b"false"),
+        b'n' => literal(b"null"),
+        b'-' | b'0'..=b'9' => number_end(b, i),
+        _ => None,
+    }
+}
+
+/// Past a number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, JSON's grammar.
+fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i += digits(i),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let n = digits(i + 1);
+        if n == 0 {
+            return None;
+        }
+        i += 1 + n;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        if n == 0 {
+            return None;
+        }
+        i += n;
+    }
+    Some(i)
 }
 
 /// Reads into `input` until it holds `want` bytes; `true` at the end of the part.
@@ -387,6 +502,49 @@ impl<'s> PartState<'s> {
     fn stash<E: de::Error>(&mut self, halt: Halt) -> E {
         self.halt = Some(halt);
         E::custom("halted")
+    }
+
+    /// The configured column the next key of the record most likely is.
+    fn guess(&self) -> Option<usize> {
+        match self.previous.get(self.order.len()) {
+            Some(Key::Configured(pos)) => Some(*pos),
+            _ => None,
+        }
+    }
+
+    fn is_duplicate(&self, name: &Result<usize, String>) -> bool {
+        match name {
+            Ok(pos) => self.values[*pos].is_some(),
+            Err(unknown) => self.unknown.iter().any(|(n, _)| n == unknown),
+        }
+    }
+
+    fn duplicate(&self, name: Result<usize, String>) -> Halt {
+        let column = match name {
+            Ok(pos) => self.schema.columns[pos].clone(),
+            Err(unknown) => unknown,
+        };
+        Halt::DuplicateColumn {
+            part: self.part.to_owned(),
+            column,
+        }
+    }
+
+    /// Adds a value (its source text) to the record being read.
+    fn insert(&mut self, name: Result<usize, String>, text: &str) {
+        let start = self.raw.len();
+        self.raw.push_str(text);
+        let range = (start, self.raw.len());
+        match name {
+            Ok(pos) => {
+                self.values[pos] = Some(range);
+                self.order.push(Key::Configured(pos));
+            }
+            Err(unknown) => {
+                self.order.push(Key::Unknown(self.unknown.len()));
+                self.unknown.push((unknown, range));
+            }
+        }
     }
 
     /// Forgets the record being read.
@@ -585,43 +743,19 @@ impl<'de, V: RawText<'de>> Visitor<'de> for Record<'_, '_, V> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let state = self.state;
         loop {
-            let guess = match state.previous.get(state.order.len()) {
-                Some(Key::Configured(pos)) => Some(*pos),
-                _ => None,
-            };
             let seed = KeyName {
                 schema: state.schema,
-                guess,
+                guess: state.guess(),
             };
             let Some(name) = map.next_key_seed(seed)? else {
                 break;
             };
-            let duplicate = match &name {
-                Ok(pos) => state.values[*pos].is_some(),
-                Err(unknown) => state.unknown.iter().any(|(n, _)| n == unknown),
-            };
-            if duplicate {
-                let column = match name {
-                    Ok(pos) => state.schema.columns[pos].clone(),
-                    Err(unknown) => unknown,
-                };
-                let part = state.part.to_owned();
-                return Err(state.stash(Halt::DuplicateColumn { part, column }));
+            if state.is_duplicate(&name) {
+                let halt = state.duplicate(name);
+                return Err(state.stash(halt));
             }
             let value: V = map.next_value()?;
-            let start = state.raw.len();
-            state.raw.push_str(value.text());
-            let range = (start, state.raw.len());
-            match name {
-                Ok(pos) => {
-                    state.values[pos] = Some(range);
-                    state.order.push(Key::Configured(pos));
-                }
-                Err(unknown) => {
-                    state.order.push(Key::Unknown(state.unknown.len()));
-                    state.unknown.push((unknown, range));
-                }
-            }
+            state.insert(name, value.text());
         }
         if !self.write {
             return Ok(());
@@ -657,16 +791,20 @@ impl<'de> Visitor<'de> for KeyName<'_> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
-        if let Some(pos) = self.guess {
-            if self.schema.columns[pos] == name {
-                return Ok(Ok(pos));
-            }
-        }
-        Ok(self
-            .schema
-            .index
-            .get(name)
-            .copied()
-            .ok_or_else(|| name.to_owned()))
+        Ok(resolve(self.schema, self.guess, name))
     }
+}
+
+/// A key's configured position (trying `guess` first), or its name when unconfigured.
+fn resolve(schema: &Resolved, guess: Option<usize>, name: &str) -> Result<usize, String> {
+    if let Some(pos) = guess {
+        if schema.columns[pos] == name {
+            return Ok(pos);
+        }
+    }
+    schema
+        .index
+        .get(name)
+        .copied()
+        .ok_or_else(|| name.to_owned())
 }

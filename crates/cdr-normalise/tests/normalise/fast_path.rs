@@ -354,16 +354,19 @@ fn json_value() -> impl Strategy<Value = String> {
         1 => Just("[ ]".to_owned()),
         1 => Just("\"open".to_owned()),
         1 => Just("01".to_owned()),
+        1 => prop::sample::select(vec!["-", "1.", "1e+", "-0", "1.5E-3", "tru", "nul", "\"a\tb\"", "-01", "2.e1"])
+            .prop_map(str::to_owned),
     ]
 }
 
 /// One NDJSON part: records of configured and unconfigured keys, dressed in various ways.
 fn json_part() -> impl Strategy<Value = Vec<u8>> {
     let record = (
-        prop::collection::vec((0usize..6, json_value()), 0..6),
+        prop::collection::vec((0usize..7, json_value()), 0..6),
         // 0: LF, 1: CRLF, 2: blank line after, 3: pretty (one key per line), 4: no line
-        // break before the next record, 5: invalid UTF-8, 6: whitespace line after.
-        prop_oneof![30 => Just(0u8), 8 => Just(1), 2 => Just(2), 1 => Just(3), 1 => Just(4), 1 => Just(5), 1 => Just(6)],
+        // break before the next record, 5: invalid UTF-8, 6: whitespace line after, 7:
+        // spaces and tabs around every token.
+        prop_oneof![30 => Just(0u8), 8 => Just(1), 2 => Just(2), 1 => Just(3), 1 => Just(4), 1 => Just(5), 1 => Just(6), 2 => Just(7)],
     );
     (
         prop::bool::weighted(0.1),
@@ -371,19 +374,38 @@ fn json_part() -> impl Strategy<Value = Vec<u8>> {
         prop::bool::weighted(0.8),
     )
         .prop_map(|(bom, records, final_newline)| {
-            const KEYS: [&str; 6] = ["CallId", "StartTime", "Duration", "Agent", "Extra", "Other"];
+            // The last is `CallId` spelt with an escape.
+            const KEYS: [&str; 7] = [
+                "CallId",
+                "StartTime",
+                "Duration",
+                "Agent",
+                "Extra",
+                "Other",
+                "Call\\u0049d",
+            ];
             let mut out = Vec::new();
             if bom {
                 out.extend_from_slice("\u{feff}".as_bytes());
             }
             let n = records.len();
             for (r, (fields, dress)) in records.into_iter().enumerate() {
-                let sep = if dress == 3 { ",\n  " } else { "," };
+                let sep = match dress {
+                    3 => ",\n  ",
+                    7 => " ,\t",
+                    _ => ",",
+                };
+                let colon = if dress == 7 { " :\t " } else { ":" };
                 let body: Vec<String> = fields
                     .iter()
-                    .map(|(k, v)| format!("\"{}\":{v}", KEYS[*k]))
+                    .map(|(k, v)| format!("\"{}\"{colon}{v}", KEYS[*k]))
                     .collect();
-                out.extend_from_slice(format!("{{{}}}", body.join(sep)).as_bytes());
+                let (open, close) = if dress == 7 {
+                    ("\t{ ", " }\r ")
+                } else {
+                    ("{", "}")
+                };
+                out.extend_from_slice(format!("{open}{}{close}", body.join(sep)).as_bytes());
                 if dress == 5 {
                     out.push(0xff);
                 }

@@ -119,6 +119,35 @@ impl<W: Write> Merger<W> {
         })
     }
 
+    /// Turns off the CSV and NDJSON fast paths, so that every part takes the general path. For the
+    /// differential tests and the benchmark's baseline; the output is the same either way.
+    #[doc(hidden)]
+    pub fn general_path_only(mut self) -> Self {
+        match &mut self.output {
+            Output::Csv(out) => out.general_only(),
+            Output::Json(out) => out.general_only(),
+        }
+        self
+    }
+
+    /// Reads CSV parts `bytes` at a time on the fast path (default 256 KiB). For tests.
+    #[doc(hidden)]
+    pub fn read_chunk(mut self, bytes: usize) -> Self {
+        if let Output::Csv(out) = &mut self.output {
+            out.chunk(bytes);
+        }
+        self
+    }
+
+    /// How many rows so far took the CSV fast path. For tests.
+    #[doc(hidden)]
+    pub fn fast_rows(&self) -> u64 {
+        match &self.output {
+            Output::Csv(out) => out.rows_fast(),
+            Output::Json(_) => 0,
+        }
+    }
+
     /// Streams one whole part through (one record in memory at a time).
     pub fn push(&mut self, part: PartInput<'_>) -> Result<(), Halt> {
         match &mut self.output {

@@ -2,6 +2,7 @@
 //! and the fuzz harness run over generated inputs.
 
 mod csv_rules;
+mod fast_path;
 mod fuzz_inputs;
 pub mod harness;
 mod json_rules;

@@ -5,6 +5,13 @@
 //! record by record through `serde_json`'s visitors, so a part is never held as one value.
 //! Values are kept as their exact source text ([`RawValue`]) and published as received.
 //!
+//! NDJSON takes a fast path: the part is read in large buffers, each line (found with
+//! `memchr`) is parsed in place as one object with borrowed values (no allocation per value),
+//! and the record's values are copied into one reused buffer. A line that is not exactly one
+//! object (a record spread over lines, two on one line, malformed JSON, invalid UTF-8)
+//! hands the rest of the part to the streaming path above, which decides; `serde_json`'s
+//! positions in its messages are kept by replaying the line feeds already read.
+//!
 //! JSON has no header, so a configured column is *missing from a part* when none of the
 //! part's records has the key; that is known only at the end of the part, which is when a
 //! missing critical column halts. A key absent from a single record is simply `null`. A part
@@ -12,9 +19,11 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Cursor, Read as _, Write};
+use std::marker::PhantomData;
 
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::halt::{sample, Halt, OUTPUT};
@@ -26,29 +35,54 @@ use crate::{types, PartInput};
 
 const BUFFER: usize = 256 * 1024;
 
-/// Merges JSON `parts` into `out` as NDJSON.
-pub(crate) fn merge(
-    schema: &Resolved,
-    parts: Vec<PartInput<'_>>,
-    out: &mut dyn Write,
-    tally: &mut Tally,
-) -> Result<(), Halt> {
-    let mut out = io::BufWriter::with_capacity(BUFFER, out);
-    let keys = OutputKeys {
-        columns: schema.columns.iter().map(|c| json_key(c)).collect(),
-    };
-    for part in parts {
-        merge_part(schema, &keys, part, &mut out, tally)?;
-    }
-    out.flush().map_err(|source| Halt::Io {
-        part: OUTPUT.into(),
-        source,
-    })
+/// The NDJSON output of a merge.
+pub(crate) struct JsonOut<W: Write> {
+    out: io::BufWriter<W>,
+    keys: OutputKeys,
+    /// Whether NDJSON parts may take the fast path.
+    fast: bool,
 }
 
-/// `"Column":` per configured position, as JSON bytes.
+impl<W: Write> JsonOut<W> {
+    pub fn new(schema: &Resolved, out: W) -> Self {
+        JsonOut {
+            out: io::BufWriter::with_capacity(BUFFER, out),
+            keys: OutputKeys {
+                columns: schema.columns.iter().map(|c| json_key(c)).collect(),
+                extra: json_key(EXTRA_COLUMNS),
+            },
+            fast: true,
+        }
+    }
+
+    /// Disables the NDJSON fast path (for the differential tests and the benchmark).
+    pub fn general_only(&mut self) {
+        self.fast = false;
+    }
+
+    /// Writes one part's records as NDJSON.
+    pub fn push(
+        &mut self,
+        schema: &Resolved,
+        part: PartInput<'_>,
+        tally: &mut Tally,
+    ) -> Result<(), Halt> {
+        merge_part(schema, &self.keys, part, &mut self.out, tally, self.fast)
+    }
+
+    /// Flushes and hands back the output.
+    pub fn finish(self) -> Result<W, Halt> {
+        self.out.into_inner().map_err(|error| Halt::Io {
+            part: OUTPUT.into(),
+            source: error.into_error(),
+        })
+    }
+}
+
+/// `"Column":` per configured position, and `"extra_columns":`, as JSON bytes.
 struct OutputKeys {
     columns: Vec<Vec<u8>>,
+    extra: Vec<u8>,
 }
 
 fn merge_part(
@@ -57,9 +91,45 @@ fn merge_part(
     part: PartInput<'_>,
     out: &mut dyn Write,
     tally: &mut Tally,
+    fast: bool,
 ) -> Result<(), Halt> {
     let name = part.name;
-    let mut reader = Utf8Reader::new(part.reader);
+    let mut reader = part.reader;
+    let mut input = Vec::new();
+    if fast {
+        let eof = fill(&mut reader, &mut input, BUFFER).map_err(|source| Halt::Io {
+            part: name.clone(),
+            source,
+        })?;
+        if let Some(start) = ndjson_start(&input, eof) {
+            let mut state = PartState::new(schema, keys, &name, out, tally);
+            let mut at = Fast {
+                pos: start,
+                newlines: 0,
+                eof,
+            };
+            if fast_lines(&mut state, &mut reader, &mut input, &mut at)? {
+                return state.finish();
+            }
+            if state.rows > 0 {
+                // The rest of the part, from the line the fast path stopped at, streamed.
+                // The line feeds before it are replayed so that `serde_json` counts lines
+                // (in its messages) as it would have over the whole part.
+                let replay = io::repeat(b'\n')
+                    .take(at.newlines)
+                    .chain(Cursor::new(input).tap_position(at.pos))
+                    .chain(reader);
+                let de = serde_json::Deserializer::from_reader(io::BufReader::with_capacity(
+                    64 * 1024,
+                    Utf8Reader::new(replay),
+                ));
+                return stream(state, de, false, &name);
+            }
+            // Nothing written yet: the whole part takes the streaming path.
+        }
+    }
+    let replay = Cursor::new(input).chain(reader);
+    let mut reader = Utf8Reader::new(replay);
     let first = match reader.skip_bom_and_peek() {
         Ok(first) => first,
         Err(error) => return Err(read_error(error, &name, 1)),
@@ -69,13 +139,22 @@ fn merge_part(
         return Ok(());
     };
 
-    let mut state = PartState::new(schema, keys, &name, out, tally);
+    let state = PartState::new(schema, keys, &name, out, tally);
     // serde_json reads byte by byte; std reads bytes from a `BufReader` without a call per
     // byte. The UTF-8 error still surfaces exactly at the bad byte: the buffer holds only
     // the valid bytes before it.
-    let mut de =
-        serde_json::Deserializer::from_reader(io::BufReader::with_capacity(64 * 1024, reader));
-    let parsed = if first == b'[' {
+    let de = serde_json::Deserializer::from_reader(io::BufReader::with_capacity(64 * 1024, reader));
+    stream(state, de, first == b'[', &name)
+}
+
+/// The streaming path: a whole array, or objects until the end of the part.
+fn stream<R: io::Read>(
+    mut state: PartState<'_>,
+    mut de: serde_json::Deserializer<serde_json::de::IoRead<R>>,
+    array: bool,
+    name: &str,
+) -> Result<(), Halt> {
+    let parsed = if array {
         de.deserialize_seq(Records(&mut state))
             .and_then(|()| de.end())
     } else {
@@ -85,10 +164,10 @@ fn merge_part(
         return Err(state.halt.take().unwrap_or_else(|| {
             let line = state.rows + 1;
             if error.is_io() {
-                read_error(error.into(), &name, line)
+                read_error(error.into(), name, line)
             } else {
                 Halt::Malformed {
-                    part: name.clone(),
+                    part: name.to_owned(),
                     line,
                     message: format!("invalid JSON record ({error})"),
                 }
@@ -96,6 +175,257 @@ fn merge_part(
         }));
     }
     state.finish()
+}
+
+/// Where the NDJSON fast path starts: the first significant byte (after a BOM and
+/// whitespace), when it is not `[` and is within the buffer.
+fn ndjson_start(input: &[u8], eof: bool) -> Option<usize> {
+    let bom = if input.starts_with("\u{feff}".as_bytes()) {
+        3
+    } else {
+        0
+    };
+    let first = bom + input[bom..].iter().position(|b| !b.is_ascii_whitespace())?;
+    // A part that is only whitespace so far, or an array, streams.
+    (input[first] != b'[' && (eof || first < input.len())).then_some(first)
+}
+
+/// The fast path's place in a part.
+struct Fast {
+    /// The start of the next line to parse.
+    pos: usize,
+    /// Line feeds from the first significant byte of the part to `pos`.
+    newlines: u64,
+    eof: bool,
+}
+
+/// Parses whole lines as records; `Ok(true)` when the part is done, `Ok(false)` when the
+/// rest, from `at.pos`, must stream.
+fn fast_lines(
+    state: &mut PartState<'_>,
+    reader: &mut dyn io::Read,
+    input: &mut Vec<u8>,
+    at: &mut Fast,
+) -> Result<bool, Halt> {
+    loop {
+        let data = &input[..];
+        let (line, next) = match memchr::memchr(b'\n', &data[at.pos..]) {
+            Some(i) => (&data[at.pos..at.pos + i], at.pos + i + 1),
+            None if at.eof => (&data[at.pos..], data.len()),
+            None => {
+                // Keep the unfinished line, read more behind it.
+                input.drain(..at.pos);
+                at.pos = 0;
+                let kept = input.len();
+                at.eof =
+                    fill(reader, input, kept + BUFFER.max(kept)).map_err(|source| Halt::Io {
+                        part: state.part.to_owned(),
+                        source,
+                    })?;
+                continue;
+            }
+        };
+        // JSON whitespace only (`serde_json` rejects other ASCII whitespace).
+        if !line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+            let Ok(line) = std::str::from_utf8(line) else {
+                return Ok(false);
+            };
+            if !fast_record(state, line) {
+                return Ok(false);
+            }
+            state.finish_record()?;
+        }
+        if next > at.pos + line.len() {
+            at.newlines += 1;
+        }
+        at.pos = next;
+        if at.pos == input.len() && at.eof {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads one line that must be exactly one object into the record buffers; `false` (with
+/// the buffers cleared) when it is not.
+fn fast_record(state: &mut PartState<'_>, line: &str) -> bool {
+    if flat_record(state, line.as_bytes(), line).is_some() {
+        return true;
+    }
+    state.clear_record();
+    // From a `str`: `serde_json` does not validate UTF-8 again.
+    let mut de = serde_json::Deserializer::from_str(line);
+    let parsed = Record::<&RawValue>::new(state, false)
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    if parsed.is_err() {
+        state.clear_record();
+        state.halt = None;
+        return false;
+    }
+    true
+}
+
+/// Reads a line that is one flat object (`{"key": scalar, …}`: keys and strings without
+/// escapes, numbers, `true`/`false`/`null`) into the record buffers, without `serde_json`.
+/// `None` for anything else (nested values, escapes, a duplicate key, anything `serde_json`
+/// might judge differently), which `serde_json` then reads. It accepts only what
+/// `serde_json` accepts, and takes each value's text exactly as a `RawValue` would.
+fn flat_record(state: &mut PartState<'_>, b: &[u8], line: &str) -> Option<()> {
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let key_end = string_end(b, i)?;
+            let key = &line[i + 1..key_end - 1];
+            i = skip_ws(b, key_end);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            let start = i;
+            i = scalar_end(b, i)?;
+            let name = resolve(state.schema, state.guess(), key);
+            if state.is_duplicate(&name) {
+                return None;
+            }
+            state.insert(name, &line[start..i]);
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(b, i) == b.len()).then_some(())
+}
+
+/// Past JSON whitespace (a line holds no LF).
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Past a string starting at `i` that has no escape and no control character. Eight bytes
+/// at a time in a register, then byte by byte for the tail.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut at = i + 1;
+    while at + 8 <= b.len() {
+        let mut word = [0; 8];
+        word.copy_from_slice(&b[at..at + 8]);
+        let w = u64::from_le_bytes(word);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // The high bit of each byte that is `"`, `\` or below 0x20; exact for the lowest.
+        let hits = (quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash
+            | w.wrapping_sub(ONES * 0x20) & !w)
+            & HIGHS;
+        if hits != 0 {
+            let hit = at + (hits.trailing_zeros() / 8) as usize;
+            return (b[hit] == b'"').then_some(hit + 1);
+        }
+        at += 8;
+    }
+    for (at, &c) in b.iter().enumerate().skip(at) {
+        match c {
+            b'"' => return Some(at + 1),
+            b'\\' | 0..=0x1f => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Past a string, number or literal starting at `i`.
+fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
+    let literal = |word: &[u8]| b[i..].starts_with(word).then_some(i + word.len());
+    match b.get(i)? {
+        b'"' => string_end(b, i),
+        b't' => literal(b"true"),
+        b'f' => literal(b"false"),
+        b'n' => literal(b"null"),
+        b'-' | b'0'..=b'9' => number_end(b, i),
+        _ => None,
+    }
+}
+
+/// Past a number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, JSON's grammar.
+fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i += digits(i),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let n = digits(i + 1);
+        if n == 0 {
+            return None;
+        }
+        i += 1 + n;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        if n == 0 {
+            return None;
+        }
+        i += n;
+    }
+    Some(i)
+}
+
+/// Reads into `input` until it holds `want` bytes; `true` at the end of the part.
+fn fill(reader: &mut dyn io::Read, input: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    let mut filled = input.len();
+    input.resize(want.max(filled), 0);
+    let result = loop {
+        if filled == input.len() {
+            break Ok(false);
+        }
+        match reader.read(&mut input[filled..]) {
+            Ok(0) => break Ok(true),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    input.truncate(filled);
+    result
+}
+
+/// A cursor already at `pos`.
+trait TapPosition: Sized {
+    fn tap_position(self, pos: usize) -> Self;
+}
+
+impl<T> TapPosition for Cursor<T> {
+    fn tap_position(mut self, pos: usize) -> Self {
+        self.set_position(pos as u64);
+        self
+    }
 }
 
 /// NDJSON: objects until only whitespace is left.
@@ -108,7 +438,7 @@ fn parse_stream<R: serde_json::de::Read<'static>>(
         match de.end() {
             Ok(()) => return Ok(()),
             Err(error) if error.is_io() => return Err(error),
-            Err(_) => Record(state).deserialize(&mut *de)?,
+            Err(_) => Record::<Box<RawValue>>::new(state, true).deserialize(&mut *de)?,
         }
     }
 }
@@ -144,8 +474,12 @@ struct PartState<'s> {
     out: &'s mut dyn Write,
     tally: &'s mut Tally,
     /// The current record: configured values by position, unknown keys in order, key order.
-    values: Vec<Option<Box<RawValue>>>,
-    unknown: Vec<(String, Box<RawValue>)>,
+    /// Values are byte ranges of `raw`, which holds their source text. `previous` is the
+    /// last record's key order: the likely order of the next one's keys.
+    values: Vec<Option<(usize, usize)>>,
+    unknown: Vec<(String, (usize, usize))>,
+    raw: String,
+    previous: Vec<Key>,
     order: Vec<Key>,
     line: Vec<u8>,
     /// The part so far.
@@ -173,6 +507,8 @@ impl<'s> PartState<'s> {
             tally,
             values: (0..schema.len()).map(|_| None).collect(),
             unknown: Vec::new(),
+            raw: String::new(),
+            previous: Vec::new(),
             order: Vec::new(),
             line: Vec::new(),
             present: vec![false; schema.len()],
@@ -187,6 +523,68 @@ impl<'s> PartState<'s> {
     fn stash<E: de::Error>(&mut self, halt: Halt) -> E {
         self.halt = Some(halt);
         E::custom("halted")
+    }
+
+    /// The configured column the next key of the record most likely is.
+    fn guess(&self) -> Option<usize> {
+        match self.previous.get(self.order.len()) {
+            Some(Key::Configured(pos)) => Some(*pos),
+            _ => None,
+        }
+    }
+
+    fn is_duplicate(&self, name: &Result<usize, String>) -> bool {
+        match name {
+            Ok(pos) => self.values[*pos].is_some(),
+            Err(unknown) => self.unknown.iter().any(|(n, _)| n == unknown),
+        }
+    }
+
+    fn duplicate(&self, name: Result<usize, String>) -> Halt {
+        let column = match name {
+            Ok(pos) => self.schema.columns[pos].clone(),
+            Err(unknown) => unknown,
+        };
+        Halt::DuplicateColumn {
+            part: self.part.to_owned(),
+            column,
+        }
+    }
+
+    /// Adds a value (its source text) to the record being read.
+    fn insert(&mut self, name: Result<usize, String>, text: &str) {
+        let start = self.raw.len();
+        self.raw.push_str(text);
+        let range = (start, self.raw.len());
+        match name {
+            Ok(pos) => {
+                self.values[pos] = Some(range);
+                self.order.push(Key::Configured(pos));
+            }
+            Err(unknown) => {
+                self.order.push(Key::Unknown(self.unknown.len()));
+                self.unknown.push((unknown, range));
+            }
+        }
+    }
+
+    /// Writes the records gathered in `line` to the output.
+    fn write_out(&mut self) -> Result<(), Halt> {
+        let result = self.out.write_all(&self.line);
+        self.line.clear();
+        result.map_err(|source| Halt::Io {
+            part: OUTPUT.into(),
+            source,
+        })
+    }
+
+    /// Forgets the record being read.
+    fn clear_record(&mut self) {
+        self.values.iter_mut().for_each(|v| *v = None);
+        self.unknown.clear();
+        std::mem::swap(&mut self.order, &mut self.previous);
+        self.order.clear();
+        self.raw.clear();
     }
 
     /// Validates and writes the record just read, then clears it.
@@ -210,10 +608,11 @@ impl<'s> PartState<'s> {
         }
 
         for (pos, value) in self.values.iter().enumerate() {
-            let (Some(ty), Some(raw)) = (schema.types[pos], value) else {
+            let (Some(ty), Some(range)) = (schema.types[pos], value) else {
                 continue;
             };
-            if types::json_conforms(ty, raw.get()) {
+            let raw = &self.raw[range.0..range.1];
+            if types::json_conforms(ty, raw) {
                 continue;
             }
             if schema.critical[pos] {
@@ -221,52 +620,50 @@ impl<'s> PartState<'s> {
                     column: schema.columns[pos].clone(),
                     part: self.part.to_owned(),
                     line: line_no,
-                    sample: sample(raw.get()),
+                    sample: sample(raw),
                     expected: ty,
                 });
             }
             // Published as received below; only counted here.
-            self.tally.violation(pos, self.part, line_no, raw.get());
+            self.tally.violation(pos, self.part, line_no, raw);
         }
 
+        // Records gather in `line` and go to `out` in large writes.
         let line = &mut self.line;
-        line.clear();
         line.push(b'{');
         for (pos, value) in self.values.iter().enumerate() {
             line.extend_from_slice(&self.keys.columns[pos]);
             match value {
-                Some(raw) => push_raw(line, raw),
+                Some(range) => push_raw(line, &self.raw.as_bytes()[range.0..range.1]),
                 None => line.extend_from_slice(b"null"),
             }
             line.push(b',');
         }
-        push_json_str(line, EXTRA_COLUMNS);
-        line.extend_from_slice(b":{");
+        line.extend_from_slice(&self.keys.extra);
+        line.push(b'{');
         let mut first = true;
-        for (name, raw) in &self.unknown {
+        for (name, range) in &self.unknown {
             if !first {
                 line.push(b',');
             }
             first = false;
             push_json_str(line, name);
             line.push(b':');
-            push_raw(line, raw);
+            push_raw(line, &self.raw.as_bytes()[range.0..range.1]);
         }
         line.extend_from_slice(b"}}\n");
-        self.out.write_all(line).map_err(|source| Halt::Io {
-            part: OUTPUT.into(),
-            source,
-        })?;
+        if line.len() >= BUFFER {
+            self.write_out()?;
+        }
 
-        self.values.iter_mut().for_each(|v| *v = None);
-        self.unknown.clear();
-        self.order.clear();
+        self.clear_record();
         self.rows += 1;
         Ok(())
     }
 
     /// Checks missing columns and reports the part.
-    fn finish(self) -> Result<(), Halt> {
+    fn finish(mut self) -> Result<(), Halt> {
+        self.write_out()?;
         if self.rows > 0 {
             let unknown: Vec<&str> = self
                 .columns_seen
@@ -293,8 +690,7 @@ impl<'s> PartState<'s> {
 /// Appends a value as received. Line breaks can only be whitespace between the tokens of a
 /// nested object or array (JSON strings cannot hold raw ones); they become spaces so that
 /// each record stays on one NDJSON line.
-fn push_raw(line: &mut Vec<u8>, raw: &RawValue) {
-    let text = raw.get().as_bytes();
+fn push_raw(line: &mut Vec<u8>, text: &[u8]) {
     if matches!(text.first(), Some(b'{' | b'[')) && text.iter().any(|b| matches!(b, b'\n' | b'\r'))
     {
         line.extend(
@@ -317,15 +713,50 @@ impl<'de> Visitor<'de> for Records<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Record(&mut *self.0))?.is_some() {}
+        while seq
+            .next_element_seed(Record::<Box<RawValue>>::new(&mut *self.0, true))?
+            .is_some()
+        {}
         Ok(())
     }
 }
 
-/// One record: read its keys into the part's buffers, then validate and write it.
-struct Record<'a, 's>(&'a mut PartState<'s>);
+/// One record: read its keys into the part's buffers, then (when `write`) validate and
+/// write it. `V` is how a value is taken: owned from a reader, borrowed from a slice.
+struct Record<'a, 's, V> {
+    state: &'a mut PartState<'s>,
+    write: bool,
+    value: PhantomData<fn() -> V>,
+}
 
-impl<'de> DeserializeSeed<'de> for Record<'_, '_> {
+impl<'a, 's, V> Record<'a, 's, V> {
+    fn new(state: &'a mut PartState<'s>, write: bool) -> Self {
+        Record {
+            state,
+            write,
+            value: PhantomData,
+        }
+    }
+}
+
+/// A value's exact source text, owned or borrowed.
+trait RawText<'de>: Deserialize<'de> {
+    fn text(&self) -> &str;
+}
+
+impl<'de> RawText<'de> for Box<RawValue> {
+    fn text(&self) -> &str {
+        self.get()
+    }
+}
+
+impl<'de> RawText<'de> for &'de RawValue {
+    fn text(&self) -> &str {
+        self.get()
+    }
+}
+
+impl<'de, V: RawText<'de>> DeserializeSeed<'de> for Record<'_, '_, V> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -333,7 +764,7 @@ impl<'de> DeserializeSeed<'de> for Record<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Record<'_, '_> {
+impl<'de, V: RawText<'de>> Visitor<'de> for Record<'_, '_, V> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -341,39 +772,36 @@ impl<'de> Visitor<'de> for Record<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let state = self.0;
-        while let Some(name) = map.next_key_seed(KeyName(&state.schema.index))? {
-            let duplicate = match &name {
-                Ok(pos) => state.values[*pos].is_some(),
-                Err(unknown) => state.unknown.iter().any(|(n, _)| n == unknown),
+        let state = self.state;
+        loop {
+            let seed = KeyName {
+                schema: state.schema,
+                guess: state.guess(),
             };
-            if duplicate {
-                let column = match name {
-                    Ok(pos) => state.schema.columns[pos].clone(),
-                    Err(unknown) => unknown,
-                };
-                let part = state.part.to_owned();
-                return Err(state.stash(Halt::DuplicateColumn { part, column }));
+            let Some(name) = map.next_key_seed(seed)? else {
+                break;
+            };
+            if state.is_duplicate(&name) {
+                let halt = state.duplicate(name);
+                return Err(state.stash(halt));
             }
-            let value: Box<RawValue> = map.next_value()?;
-            match name {
-                Ok(pos) => {
-                    state.values[pos] = Some(value);
-                    state.order.push(Key::Configured(pos));
-                }
-                Err(unknown) => {
-                    state.order.push(Key::Unknown(state.unknown.len()));
-                    state.unknown.push((unknown, value));
-                }
-            }
+            let value: V = map.next_value()?;
+            state.insert(name, value.text());
+        }
+        if !self.write {
+            return Ok(());
         }
         state.finish_record().map_err(|halt| state.stash(halt))
     }
 }
 
 /// A key, resolved without allocating for configured columns: `Ok(position)` or
-/// `Err(name)` for an unconfigured key.
-struct KeyName<'a>(&'a std::collections::HashMap<String, usize>);
+/// `Err(name)` for an unconfigured key. `guess` is the column this key most likely is (the
+/// previous record's key at the same place), checked before the index.
+struct KeyName<'a> {
+    schema: &'a Resolved,
+    guess: Option<usize>,
+}
 
 impl<'de> DeserializeSeed<'de> for KeyName<'_> {
     type Value = Result<usize, String>;
@@ -394,6 +822,20 @@ impl<'de> Visitor<'de> for KeyName<'_> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
-        Ok(self.0.get(name).copied().ok_or_else(|| name.to_owned()))
+        Ok(resolve(self.schema, self.guess, name))
     }
+}
+
+/// A key's configured position (trying `guess` first), or its name when unconfigured.
+fn resolve(schema: &Resolved, guess: Option<usize>, name: &str) -> Result<usize, String> {
+    if let Some(pos) = guess {
+        if schema.columns[pos] == name {
+            return Ok(pos);
+        }
+    }
+    schema
+        .index
+        .get(name)
+        .copied()
+        .ok_or_else(|| name.to_owned())
 }

@@ -11,6 +11,7 @@
 //! - `mapping`: missing-column rules, the rename hint, JSON string writing.
 //! - `csv_parts`: CSV parts → CSV with a trailing `extra_columns` column.
 //! - `json_parts` (+ `utf8`): JSON array / NDJSON parts → NDJSON.
+//! - [`Merger`]: the merge, one part at a time; [`merge`] pushes a list through it.
 //! - [`Halt`]: why a day cannot be published; [`MergeReport`]: what a merge saw.
 //!
 //! # Contract
@@ -80,13 +81,97 @@ pub fn merge(
     parts: Vec<PartInput<'_>>,
     out: &mut dyn Write,
 ) -> Result<MergeReport, Halt> {
-    let schema = Resolved::new(schema)?;
-    let mut tally = Tally::new(&schema);
-    match format {
-        Format::Csv => csv_parts::merge(&schema, parts, out, &mut tally)?,
-        Format::Json => json_parts::merge(&schema, parts, out, &mut tally)?,
+    let mut merger = Merger::new(schema, format, out)?;
+    for part in parts {
+        merger.push(part)?;
     }
-    Ok(tally.finish())
+    Ok(merger.finish()?.0)
+}
+
+/// Merges parts pushed one at a time, in manifest order, into `out`.
+///
+/// [`merge`] is `new`, `push` for each part, then `finish`. After an `Err` from `push`, the
+/// output is incomplete: drop the merger and discard what was written.
+pub struct Merger<W: Write> {
+    schema: Resolved,
+    tally: Tally,
+    output: Output<W>,
+}
+
+enum Output<W: Write> {
+    Csv(Box<csv_parts::CsvOut<W>>),
+    Json(json_parts::JsonOut<W>),
+}
+
+impl<W: Write> Merger<W> {
+    /// A merge of `format` parts into `out`, validated against `schema`. Writes nothing yet.
+    pub fn new(schema: &Schema, format: Format, out: W) -> Result<Merger<W>, Halt> {
+        let schema = Resolved::new(schema)?;
+        let tally = Tally::new(&schema);
+        let output = match format {
+            Format::Csv => Output::Csv(Box::new(csv_parts::CsvOut::new(out))),
+            Format::Json => Output::Json(json_parts::JsonOut::new(&schema, out)),
+        };
+        Ok(Merger {
+            schema,
+            tally,
+            output,
+        })
+    }
+
+    /// Turns off the CSV and NDJSON fast paths, so that every part takes the general path. For the
+    /// differential tests and the benchmark's baseline; the output is the same either way.
+    #[doc(hidden)]
+    pub fn general_path_only(mut self) -> Self {
+        match &mut self.output {
+            Output::Csv(out) => out.general_only(),
+            Output::Json(out) => out.general_only(),
+        }
+        self
+    }
+
+    /// Reads CSV parts `bytes` at a time on the fast path (default 256 KiB). For tests.
+    #[doc(hidden)]
+    pub fn read_chunk(mut self, bytes: usize) -> Self {
+        if let Output::Csv(out) = &mut self.output {
+            out.chunk(bytes);
+        }
+        self
+    }
+
+    /// How many rows so far took the CSV fast path. For tests.
+    #[doc(hidden)]
+    pub fn fast_rows(&self) -> u64 {
+        match &self.output {
+            Output::Csv(out) => out.rows_fast(),
+            Output::Json(_) => 0,
+        }
+    }
+
+    /// Streams one whole part through (one record in memory at a time).
+    pub fn push(&mut self, part: PartInput<'_>) -> Result<(), Halt> {
+        match &mut self.output {
+            Output::Csv(out) => out.push(&self.schema, part, &mut self.tally),
+            Output::Json(out) => out.push(&self.schema, part, &mut self.tally),
+        }
+    }
+
+    /// Ends the merge (writes a CSV header if no part had one) and returns the report and `out`.
+    pub fn finish(self) -> Result<(MergeReport, W), Halt> {
+        let out = match self.output {
+            Output::Csv(out) => (*out).finish(&self.schema)?,
+            Output::Json(out) => out.finish()?,
+        };
+        Ok((self.tally.finish(), out))
+    }
+}
+
+impl<W: Write> std::fmt::Debug for Merger<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Merger")
+            .field("rows", &self.tally.rows())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Validates one file exactly as [`merge`] would, writing nothing (`cdrsync schema check FILE`).

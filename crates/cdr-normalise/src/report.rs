@@ -66,6 +66,11 @@ impl Tally {
         }
     }
 
+    /// Rows counted so far.
+    pub fn rows(&self) -> u64 {
+        self.report.rows
+    }
+
     pub fn part_done(&mut self, part: PartReport) {
         self.report.rows += part.rows;
         self.report.parts.push(part);

@@ -49,6 +49,11 @@ pub(crate) fn json_conforms(ty: ColumnType, raw: &str) -> bool {
 
 /// The decoded content of a JSON string literal (borrowed when it has no escapes).
 fn json_string_content(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    // Without a backslash, the content is exactly what is between the quotes (`raw` is a
+    // string literal `serde_json` has already parsed).
+    if raw.len() >= 2 && raw.ends_with('"') && !raw.contains('\\') {
+        return Some(raw[1..raw.len() - 1].into());
+    }
     if let Ok(s) = serde_json::from_str::<&str>(raw) {
         return Some(s.into());
     }

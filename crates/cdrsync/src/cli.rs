@@ -358,7 +358,10 @@ fn hooks_from_env() -> Hooks {
     let stop_after = std::env::var("CDRSYNC_TEST_STOP_AFTER").ok().and_then(|s| {
         serde_json::from_value::<JobState>(serde_json::Value::String(s.to_lowercase())).ok()
     });
-    Hooks { stop_after }
+    Hooks {
+        stop_after,
+        ..Hooks::default()
+    }
 }
 
 /// The day to extract: `--date` if it is closed at the real clock (else [`JobError::NotClosed`],

@@ -91,6 +91,10 @@ pub struct Downloader {
     pub progress: ProgressBar,
     /// Stops the parts at their next safe point.
     pub shutdown: crate::job::Shutdown,
+    /// Told of each part as soon as it is verified (or found verified), in the order they
+    /// get there, so a merge can start on part 1 while later parts still download. A
+    /// receiver that has gone (a merge that halted) is ignored.
+    pub on_verified: Option<tokio::sync::mpsc::Sender<StagedPart>>,
 }
 
 impl Downloader {
@@ -125,6 +129,14 @@ impl Downloader {
         Ok(parts)
     }
 
+    /// Hands a verified part to `on_verified` (its channel holds every part, so this
+    /// never waits for the merge).
+    async fn tell_verified(&self, part: &StagedPart) {
+        if let Some(tx) = &self.on_verified {
+            let _ = tx.send(part.clone()).await;
+        }
+    }
+
     fn data_path(&self, index: usize) -> PathBuf {
         self.staging.join(format!("part-{:04}.data", index + 1))
     }
@@ -143,6 +155,7 @@ impl Downloader {
         let path = self.data_path(index);
         if let Some(done) = self.verified(index, entry).await {
             self.progress.inc(done.bytes);
+            self.tell_verified(&done).await;
             return Ok(Ok(done));
         }
         let io = |source| PartError::Io {
@@ -177,6 +190,7 @@ impl Downloader {
                     .expect("the marker write does not panic")
                     .map_err(io)?;
                     tracing::debug!(part = index + 1, bytes = part.bytes, "part verified");
+                    self.tell_verified(&part).await;
                     return Ok(Ok(part));
                 }
                 Err(AttemptError::Stopped(signal)) => return Ok(Err(signal)),

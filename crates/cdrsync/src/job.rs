@@ -69,6 +69,8 @@ impl Outcome {
 pub struct Hooks {
     /// Stop (as if killed) right after this state has been persisted.
     pub stop_after: Option<JobState>,
+    /// Told the 0-based index of each part as soon as the merge has consumed it.
+    pub merged_part: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
 }
 
 /// The signal that asked a run to stop.
@@ -428,6 +430,7 @@ impl Job {
         let mut budget = RunBudget {
             generations: 1,
             url_refreshes: 0,
+            merged: None,
         };
         loop {
             if let Some(signal) = self.shutdown.requested() {
@@ -556,8 +559,13 @@ impl Job {
                     }
                 }
             }
-            JobState::Downloading => match self.download(key, rec).await {
-                Ok(_) => self.save(key, rec, JobState::Verified).await?,
+            JobState::Downloading => match self.download_and_merge(key, rec).await {
+                Ok(merged) => {
+                    self.save(key, rec, JobState::Verified).await?;
+                    // A halt found while the parts downloaded stops the day as a halt
+                    // after the merge would: every part verified, the day `Verified`.
+                    budget.merged = Some(merged?);
+                }
                 Err(e) if budget.url_refreshes == 0 && refused(&e) => {
                     // Pre-signed URLs expire (a rerun hours later, a slow download): the
                     // status call hands out freshly signed ones for the same parts. Once
@@ -578,7 +586,8 @@ impl Job {
                 }
             },
             JobState::Verified => {
-                let manifest = match self.merge_and_publish(key, rec).await {
+                let merged = budget.merged.take();
+                let manifest = match self.merge_and_publish(key, rec, merged).await {
                     Ok(m) => m,
                     Err(e) => {
                         // Staging was lost and the request expired meanwhile.
@@ -810,6 +819,16 @@ impl Job {
     }
 
     async fn download(&self, key: &JobKey, rec: &JobRecord) -> Result<Vec<StagedPart>, JobError> {
+        self.download_telling(key, rec, None).await
+    }
+
+    /// [`Job::download`], telling `on_verified` of each part as soon as it is verified.
+    async fn download_telling(
+        &self,
+        key: &JobKey,
+        rec: &JobRecord,
+        on_verified: Option<tokio::sync::mpsc::Sender<StagedPart>>,
+    ) -> Result<Vec<StagedPart>, JobError> {
         let date = key.date;
         let files = Self::files(rec);
         let downloader = Downloader {
@@ -820,6 +839,7 @@ impl Job {
             retry_delay: self.config.poll.initial.min(Duration::from_secs(2)),
             progress: self.progress.clone(),
             shutdown: self.shutdown.clone(),
+            on_verified,
         };
         self.progress
             .set_message(format!("{date}: downloading {} part(s)", files.len()));
@@ -845,6 +865,97 @@ impl Job {
                 source,
             },
         })
+    }
+
+    /// Downloads the parts and merges them as they arrive (DESIGN.md §4, issue 11): a
+    /// blocking thread runs one [`cdr_normalise::Merger`] into `.{data}.merging` in staging,
+    /// fed part by part in manifest order as soon as each is verified (a part verified
+    /// early waits for its turn), while later parts still download. When every part is
+    /// verified and the merge finished, the parts are archived and the merged day kept as
+    /// `.merged.data` with its manifest; nothing is published here (publishing happens in
+    /// `Verified`, after every part was verified).
+    ///
+    /// The outer error is the download's (as [`Job::download`]); on it, or on a stop, the
+    /// merge is abandoned and its file removed — a half-merged day is never left where it
+    /// could be taken for one — while the verified parts stay staged for the next run. A
+    /// halt of the merge lets the downloads finish (the inner error), so the day stops
+    /// `Verified` with every part staged, exactly as a halt of a later merge does.
+    async fn download_and_merge(
+        &self,
+        key: &JobKey,
+        rec: &JobRecord,
+    ) -> Result<Result<Manifest, JobError>, JobError> {
+        let date = key.date;
+        let staging = self.staging_dir(key, rec);
+        let total = Self::files(rec).len();
+        let out_path = staging.join(format!(".{}.merging", self.config.job.data_name()));
+        // Room for every part: a verified part never waits for the merge.
+        let (tx, rx) = tokio::sync::mpsc::channel(total.max(1));
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let merging = {
+            let (schema, format) = (schema_of(&self.config), self.config.job.format);
+            let (out, cancel) = (out_path.clone(), cancel.clone());
+            let hook = self.hooks.merged_part.clone();
+            tokio::task::spawn_blocking(move || {
+                merge_as_verified(&schema, format, total, rx, &out, &cancel, hook)
+            })
+        };
+        let downloaded = self.download_telling(key, rec, Some(tx)).await;
+        if downloaded.is_err() {
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let merged = merging.await.expect("the merge task does not panic");
+        let discard = |why: &str| {
+            let out = out_path.clone();
+            let why = why.to_string();
+            async move {
+                if let Err(e) = tokio::fs::remove_file(&out).await
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!("could not remove {} ({why}): {e}", out.display());
+                }
+            }
+        };
+        let parts = match downloaded {
+            Ok(parts) => parts,
+            Err(e) => {
+                discard("the download stopped").await;
+                return Err(e);
+            }
+        };
+        let (report, bytes, sha256) = match merged {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                // Cannot happen: every part was verified, so every part was handed over.
+                discard("parts missing").await;
+                return Err(JobError::Io {
+                    what: format!("merging {}", out_path.display()),
+                    source: std::io::Error::other("the merge did not get every part"),
+                });
+            }
+            Err(MergeError::Halt(halt)) => {
+                discard("the merge halted").await;
+                return Ok(Err(JobError::Halt { date, halt }));
+            }
+            Err(MergeError::Io(source)) => {
+                discard("the merge failed").await;
+                return Err(JobError::Io {
+                    what: format!("writing {}", out_path.display()),
+                    source,
+                });
+            }
+        };
+        // Archived before the merged day is kept: a kept day is only ever published.
+        if let Err(e) = self.archive_day(key, rec, &parts).await {
+            discard("archiving failed").await;
+            return Ok(Err(e));
+        }
+        let manifest = self.day_manifest(date, rec, &parts, report, bytes, sha256);
+        if let Err(e) = self.keep_merged(&staging, &out_path, &manifest).await {
+            discard("keeping it failed").await;
+            return Err(e);
+        }
+        Ok(Ok(manifest))
     }
 
     /// Every sink's health check (with the day's expected size once it is known).
@@ -880,31 +991,29 @@ impl Job {
     /// Merges the verified parts (mapping columns by name) — or takes the day merged by an
     /// earlier run whose publish reached only some sinks — and publishes it to every sink
     /// that does not have this generation yet.
+    /// `fresh` is the manifest of the day this run has just merged and kept in staging.
     async fn merge_and_publish(
         &self,
         key: &JobKey,
         rec: &mut JobRecord,
+        fresh: Option<Manifest>,
     ) -> Result<Manifest, JobError> {
         let staging = self.staging_dir(key, rec);
         let merged = staging.join(MERGED_DATA);
-        let manifest = match self.staged_merge(&staging, rec).await {
-            Some(m) => {
-                tracing::info!(date = %key.date, "the day is merged in staging already (some sinks have it); no download");
-                m
-            }
-            None => {
-                let (path, manifest) = self.merge(key, rec).await?;
-                // Kept, with its manifest, until every sink has the day.
-                let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-                let kept = tokio::fs::rename(&path, &merged).await.and_then(|()| {
-                    crate::durable::replace_file(&staging.join(MERGED_MANIFEST), &json, 0o600)
-                });
-                kept.map_err(|source| JobError::Io {
-                    what: format!("keeping the merged day in {}", staging.display()),
-                    source,
-                })?;
-                manifest
-            }
+        let fresh = fresh.filter(|m| m.generation == rec.generation);
+        let manifest = match fresh {
+            Some(m) => m,
+            None => match self.staged_merge(&staging, rec).await {
+                Some(m) => {
+                    tracing::info!(date = %key.date, "the day is merged in staging already (some sinks have it); no download");
+                    m
+                }
+                None => {
+                    let (path, manifest) = self.merge(key, rec).await?;
+                    self.keep_merged(&staging, &path, &manifest).await?;
+                    manifest
+                }
+            },
         };
         self.set_publish_mode(&staging, &merged).await?;
         self.progress
@@ -912,6 +1021,25 @@ impl Job {
         self.publish_to_sinks(key, rec, &merged, &manifest).await?;
         self.say_what_was_published(key.date, &manifest).await;
         Ok(manifest)
+    }
+
+    /// Keeps the merged day at `path` as `.merged.data` in `staging`, with its manifest
+    /// beside it, until every sink has the day.
+    async fn keep_merged(
+        &self,
+        staging: &std::path::Path,
+        path: &std::path::Path,
+        manifest: &Manifest,
+    ) -> Result<(), JobError> {
+        let json = serde_json::to_vec_pretty(manifest).expect("a manifest serialises");
+        let merged = staging.join(MERGED_DATA);
+        let kept = tokio::fs::rename(path, &merged).await.and_then(|()| {
+            crate::durable::replace_file(&staging.join(MERGED_MANIFEST), &json, 0o600)
+        });
+        kept.map_err(|source| JobError::Io {
+            what: format!("keeping the merged day in {}", staging.display()),
+            source,
+        })
     }
 
     /// Private while in staging (its folder is 0700); a sink publishes the file as it is,
@@ -1217,6 +1345,23 @@ impl Job {
                 });
             }
         };
+        Ok((
+            out_path,
+            self.day_manifest(date, rec, &parts, report, bytes, sha256),
+        ))
+    }
+
+    /// The manifest of a day merged from `parts` (in manifest order) as `report` says,
+    /// `bytes` long with `sha256`.
+    fn day_manifest(
+        &self,
+        date: NaiveDate,
+        rec: &JobRecord,
+        parts: &[StagedPart],
+        report: cdr_normalise::MergeReport,
+        bytes: u64,
+        sha256: String,
+    ) -> Manifest {
         let fetched: u64 = parts.iter().map(|p| p.bytes).sum();
         tracing::info!(
             date = %date, parts = parts.len(), fetched_bytes = fetched, rows = report.rows,
@@ -1259,7 +1404,7 @@ impl Job {
             created_at: Utc::now(),
         };
         manifest.schema.headers_differ = HeaderChange::between(&manifest.parts);
-        Ok((out_path, manifest))
+        manifest
     }
 
     /// A published day that an operator should look at is said out loud (DESIGN.md §2):
@@ -1326,6 +1471,9 @@ struct RunBudget {
     generations: u32,
     /// Times the files list was fetched again for fresh download URLs (at most once).
     url_refreshes: u32,
+    /// The manifest of the day this run merged while its parts downloaded (kept in
+    /// staging as `.merged.data`), so the publish need not read the file again to trust it.
+    merged: Option<Manifest>,
 }
 
 /// A part download refused as unauthorised: an expired pre-signed URL, most often.
@@ -1428,6 +1576,86 @@ impl std::io::Read for LazyPart {
         };
         reader.read(buf)
     }
+}
+
+/// A staged part read for the overlapped merge: fails at its next read once `cancel` is
+/// set (the download stopped), so an abandoned merge ends within one buffer.
+struct CancellablePart {
+    inner: LazyPart,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Read for CancellablePart {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("the merge was abandoned"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// The overlapped merge (blocking): takes verified parts from `rx` in any order and
+/// pushes them into one [`cdr_normalise::Merger`] writing `out` in manifest order, hashed
+/// while written and fsynced at the end. `Ok(None)` when the channel closed before all
+/// `total` parts came (the download failed or stopped; `out` is then incomplete).
+fn merge_as_verified(
+    schema: &cdr_normalise::Schema,
+    format: cdr_normalise::Format,
+    total: usize,
+    mut rx: tokio::sync::mpsc::Receiver<StagedPart>,
+    out: &std::path::Path,
+    cancel: &Arc<std::sync::atomic::AtomicBool>,
+    hook: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
+) -> Result<Option<(cdr_normalise::MergeReport, u64, String)>, MergeError> {
+    use std::io::Write;
+    // The download creates the staging folder too; this thread may get there first.
+    if let Some(staging) = out.parent() {
+        crate::durable::create_private_dir_all(staging).map_err(MergeError::Io)?;
+    }
+    // Owner-only: the merged day is customer records while it sits in staging.
+    let file = crate::durable::create_private_file(out).map_err(MergeError::Io)?;
+    let writer =
+        crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let mut merger =
+        cdr_normalise::Merger::new(schema, format, writer).map_err(MergeError::Halt)?;
+    // Parts verified ahead of their turn, by index (metadata only; the bytes are on disk).
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0;
+    while next < total {
+        let Some(part) = rx.blocking_recv() else {
+            return Ok(None);
+        };
+        waiting.insert(part.index, part);
+        while let Some(part) = waiting.remove(&next) {
+            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(None);
+            }
+            merger
+                .push(cdr_normalise::PartInput {
+                    name: format!("part {} ({})", part.index + 1, part.file_name),
+                    reader: Box::new(CancellablePart {
+                        inner: LazyPart {
+                            path: part.path.clone(),
+                            reader: None,
+                        },
+                        cancel: cancel.clone(),
+                    }),
+                })
+                .map_err(MergeError::Halt)?;
+            if let Some(hook) = &hook {
+                let _ = hook.send(next);
+            }
+            next += 1;
+        }
+    }
+    let (report, mut writer) = merger.finish().map_err(MergeError::Halt)?;
+    writer.flush().map_err(MergeError::Io)?;
+    let (buffered, bytes, sha) = writer.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|e| MergeError::Io(e.into_error()))?;
+    file.sync_all().map_err(MergeError::Io)?;
+    Ok(Some((report, bytes, sha)))
 }
 
 /// Runs the normaliser over the staged parts into `out`, fsynced; returns the report, the

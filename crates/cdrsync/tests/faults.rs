@@ -651,6 +651,8 @@ async fn traversal_file_names_are_never_used_as_paths() {
     let staged: BTreeSet<String> = walk(&h.dir.path().join(".cdrsync-staging"));
     let want: BTreeSet<String> = (1..=3)
         .flat_map(|i| ["data", "verified"].map(|ext| format!("part-{i:04}.{ext}")))
+        // Merged while the parts downloaded: kept beside them under our names.
+        .chain([".merged.data", ".merged.manifest.json"].map(String::from))
         .map(|f| format!("callDetailRecords/date=2024-05-15/gen-1/{f}"))
         .collect();
     assert_eq!(staged, want);

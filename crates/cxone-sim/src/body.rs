@@ -34,6 +34,8 @@ pub(crate) struct WirePlan {
 
 struct WireState {
     encoder: PartEncoder,
+    /// The whole encoded part, when kept in memory: sent instead of encoding again.
+    kept: Option<Bytes>,
     plan: WirePlan,
     /// Part offset of the next byte the encoder produces.
     pos: u64,
@@ -48,10 +50,12 @@ const CHUNK: usize = 64 * 1024;
 /// The response body stream for one part download.
 pub(crate) fn part_body(
     encoder: PartEncoder,
+    kept: Option<Bytes>,
     plan: WirePlan,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let state = WireState {
         encoder,
+        kept,
         plan,
         pos: 0,
         sent: 0,
@@ -85,7 +89,12 @@ impl WireState {
             };
         }
         while self.pending.is_empty() {
-            let Some(chunk) = self.encoder.next_chunk(CHUNK) else {
+            let next = match &mut self.kept {
+                // One piece from offset 0, then nothing; the range and damage apply below.
+                Some(all) => (!all.is_empty()).then(|| std::mem::take(all)),
+                None => self.encoder.next_chunk(CHUNK),
+            };
+            let Some(chunk) = next else {
                 self.done = true;
                 return None;
             };

@@ -127,10 +127,12 @@ impl Layout {
 }
 
 /// What the digest pass learns about a part; the manifest publishes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PartDigest {
     pub size: u64,
     pub sha256: [u8; 32],
+    /// The encoded part, when the scenario serves parts from memory.
+    pub body: Option<Bytes>,
 }
 
 /// The rows of one request and how they are cut into parts.
@@ -183,17 +185,23 @@ impl Export {
     }
 
     /// Size and SHA-256 of a part, in one streaming pass. Blocking: CPU-bound.
-    pub(crate) fn digest(self: &Arc<Self>, part: u32) -> PartDigest {
+    /// With `keep`, the encoded bytes are kept too (`PartDigest::body`).
+    pub(crate) fn digest(self: &Arc<Self>, part: u32, keep: bool) -> PartDigest {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
+        let mut kept = Vec::new();
         let mut enc = self.encoder(part);
         while let Some(chunk) = enc.next_chunk(256 * 1024) {
             size += chunk.len() as u64;
             hasher.update(&chunk);
+            if keep {
+                kept.extend_from_slice(&chunk);
+            }
         }
         PartDigest {
             size,
             sha256: hasher.finalize().into(),
+            body: keep.then(|| Bytes::from(kept)),
         }
     }
 
@@ -397,7 +405,7 @@ mod tests {
         assert_eq!(e.part_count(), 3);
         assert_eq!(e.part_rows(3), 8..10);
         assert_eq!(whole(&e, 2, 1), whole(&e, 2, 1 << 20));
-        let d = e.digest(2);
+        let d = e.digest(2, false);
         assert_eq!(d.size, whole(&e, 2, 7).len() as u64);
         let empty = export(0, Format::JsonArray);
         assert_eq!(empty.part_count(), 1);

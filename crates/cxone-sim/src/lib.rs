@@ -297,6 +297,21 @@ impl Control {
         }
     }
 
+    /// Holds every download of part `part` (1-based) before its first byte until
+    /// [`Control::release_part`]; for tests that need a part to arrive last.
+    pub fn hold_part(&self, part: u32) {
+        self.tenant.held_parts.send_modify(|held| {
+            held.insert(part);
+        });
+    }
+
+    /// Lets the held downloads of part `part` go on.
+    pub fn release_part(&self, part: u32) {
+        self.tenant.held_parts.send_modify(|held| {
+            held.remove(&part);
+        });
+    }
+
     /// Ids of every request created so far (expired ones included), in no special order.
     pub fn request_ids(&self) -> Vec<String> {
         self.tenant.lock().requests.keys().cloned().collect()

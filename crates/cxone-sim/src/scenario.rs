@@ -93,6 +93,10 @@ pub struct Scenario {
     pub retention_secs: f64,
     pub faults: Faults,
     pub schema: SchemaDrift,
+    /// Keeps each encoded part in memory after its first pass and serves it from there, so
+    /// the simulator is not the bottleneck of a benchmark (memory: the day's bytes). Parts of
+    /// requests for the same window, format and columns share one copy.
+    pub serve_from_memory: bool,
 }
 
 impl Default for Scenario {
@@ -115,6 +119,7 @@ impl Default for Scenario {
             retention_secs: 86_400.0,
             faults: Faults::default(),
             schema: SchemaDrift::default(),
+            serve_from_memory: false,
         }
     }
 }

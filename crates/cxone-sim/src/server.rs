@@ -326,16 +326,15 @@ fn create_inner(
     let export = Arc::new(tenant.export(&spec));
     let id = uuid::Uuid::new_v4().to_string();
     let fails = generation <= tenant.scenario.faults.failed_generations as usize;
-    let digests: Vec<_> = (0..export.part_count())
-        .map(|_| Arc::new(tokio::sync::OnceCell::new()))
-        .collect();
+    let digests = tenant.digest_cells(&spec, export.part_count());
+    let keep = tenant.scenario.serve_from_memory;
     if !fails {
         // Start generating in the background, as the platform would; a status poll that
         // needs a digest first waits on the same cell.
         let (export, digests) = (Arc::clone(&export), digests.clone());
         tokio::spawn(async move {
             for (n, cell) in digests.iter().enumerate() {
-                Tenant::digest(cell, &export, n as u32 + 1).await;
+                Tenant::digest(cell, &export, n as u32 + 1, keep).await;
             }
         });
     }
@@ -517,7 +516,13 @@ async fn status(
     };
     let mut files = Vec::with_capacity(listed as usize);
     for part in 1..=listed {
-        let digest = Tenant::digest(&cells[part as usize - 1], &export, part).await;
+        let digest = Tenant::digest(
+            &cells[part as usize - 1],
+            &export,
+            part,
+            sc.serve_from_memory,
+        )
+        .await;
         files.push(FileEntry {
             file_name: file_name(&tenant, &export, part),
             file_size: digest.size,
@@ -675,8 +680,9 @@ async fn serve_part(tenant: &Shared, id: &str, part: &str, headers: &HeaderMap) 
         *attempts += 1;
         (export, cell, *attempts)
     };
-    let digest = Tenant::digest(&cell, &export, part).await;
+    let digest = Tenant::digest(&cell, &export, part, sc.serve_from_memory).await;
     let size = digest.size;
+    tenant.wait_while_held(part).await;
 
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     if range_header.is_some() {
@@ -776,6 +782,6 @@ async fn serve_part(tenant: &Shared, id: &str, part: &str, headers: &HeaderMap) 
     } else {
         builder = builder.header("content-digest", format!("sha-256=:{b64}:"));
     }
-    let body = Body::from_stream(part_body(export.encoder(part), plan));
+    let body = Body::from_stream(part_body(export.encoder(part), digest.body, plan));
     builder.body(body).expect("valid response headers")
 }

@@ -90,6 +90,11 @@ pub(crate) struct Tenant {
     /// Bumped by `Control::expire_presigned_urls`: signatures of earlier epochs are refused,
     /// as a real object store refuses an expired pre-signed URL.
     pub presign_epoch: std::sync::atomic::AtomicU64,
+    /// `serve_from_memory`: digest cells (with the kept bytes) by request window, format
+    /// and columns.
+    shared_parts: Mutex<HashMap<String, Vec<Arc<OnceCell<PartDigest>>>>>,
+    /// Part numbers whose downloads wait (`Control::hold_part`).
+    pub held_parts: tokio::sync::watch::Sender<std::collections::BTreeSet<u32>>,
 }
 
 impl Tenant {
@@ -98,6 +103,8 @@ impl Tenant {
         Tenant {
             scenario,
             presign_epoch: std::sync::atomic::AtomicU64::new(0),
+            shared_parts: Mutex::new(HashMap::new()),
+            held_parts: tokio::sync::watch::Sender::new(Default::default()),
             state: Mutex::new(State {
                 counters: Counters::default(),
                 creates: Vec::new(),
@@ -267,17 +274,43 @@ impl Tenant {
         cell: &OnceCell<PartDigest>,
         export: &Arc<Export>,
         part: u32,
+        keep: bool,
     ) -> PartDigest {
-        *cell
-            .get_or_init(|| {
-                let export = Arc::clone(export);
-                async move {
-                    tokio::task::spawn_blocking(move || export.digest(part))
-                        .await
-                        .expect("part digest pass panicked")
-                }
-            })
-            .await
+        cell.get_or_init(|| {
+            let export = Arc::clone(export);
+            async move {
+                tokio::task::spawn_blocking(move || export.digest(part, keep))
+                    .await
+                    .expect("part digest pass panicked")
+            }
+        })
+        .await
+        .clone()
+    }
+
+    /// The digest cells of a new request: fresh ones, or (`serve_from_memory`) those of
+    /// earlier requests for the same `spec`, so their kept bytes are shared.
+    pub(crate) fn digest_cells(
+        &self,
+        spec: &CreateSpec,
+        parts: u32,
+    ) -> Vec<Arc<OnceCell<PartDigest>>> {
+        let fresh = || (0..parts).map(|_| Arc::new(OnceCell::new())).collect();
+        if !self.scenario.serve_from_memory {
+            return fresh();
+        }
+        let key = format!(
+            "{} {} {} {:?} {:?}",
+            spec.date, spec.from_ms, spec.to_ms, spec.format, spec.columns
+        );
+        let mut shared = self.shared_parts.lock().expect("shared parts lock");
+        shared.entry(key).or_insert_with(fresh).clone()
+    }
+
+    /// Waits while `Control::hold_part` holds part `part`.
+    pub(crate) async fn wait_while_held(&self, part: u32) {
+        let mut held = self.held_parts.subscribe();
+        let _ = held.wait_for(|h| !h.contains(&part)).await;
     }
 }
 

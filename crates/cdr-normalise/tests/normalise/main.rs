@@ -2,9 +2,11 @@
 //! and the fuzz harness run over generated inputs.
 
 mod csv_rules;
+mod fast_path;
 mod fuzz_inputs;
 pub mod harness;
 mod json_rules;
+mod merger;
 mod props;
 
 use cdr_normalise::{merge, Format, Halt, MergeReport, PartInput, Schema};

@@ -139,6 +139,7 @@ url = "sqlite://./state.db"
         let stopped = self
             .job(Hooks {
                 stop_after: Some(state),
+                ..Hooks::default()
             })
             .await
             .run(date, false)

@@ -187,3 +187,89 @@ async fn a_two_million_row_day_streams_without_buffering() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn parts_served_from_memory_are_the_encoded_bytes_ranges_and_damage_included() {
+    let plain = Simulator::start(quick()).await.unwrap();
+    let (plain_status, plain_parts) = fetch_day(&Api::new(&plain), "csv", &guide_columns()).await;
+    let flip = cxone_sim::PartFault {
+        part: 2,
+        kind: cxone_sim::PartFaultKind::Flip,
+        attempts: 1,
+        at_byte: Some(10),
+    };
+    let mut scenario = quick();
+    scenario.serve_from_memory = true;
+    scenario.faults.parts.push(flip);
+    let sim = Simulator::start(scenario).await.unwrap();
+    let api = Api::new(&sim);
+    let (status, parts) = fetch_day(&api, "csv", &guide_columns()).await;
+    for (a, b) in status["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(plain_status["files"].as_array().unwrap())
+    {
+        assert_eq!(
+            (&a["fileSize"], &a["sha256"]),
+            (&b["fileSize"], &b["sha256"])
+        );
+    }
+    assert_eq!(parts[0], plain_parts[0]);
+    assert_eq!(parts[2], plain_parts[2]);
+    let mut damaged = plain_parts[1].clone();
+    damaged[10] ^= 1;
+    assert_eq!(parts[1], damaged, "the flip applies to kept bytes too");
+    // A second request for the same window shares the kept bytes; a Range is honoured.
+    let token = api.access().await;
+    let id = api
+        .create_id(&token, "xid-second", &body("csv", &guide_columns()))
+        .await;
+    let second = api.wait_done(&token, &id).await;
+    let url = api.url(second["files"][0]["downloadUrl"].as_str().unwrap());
+    let resp = api
+        .http
+        .get(url)
+        .bearer_auth(&token)
+        .header("range", "bytes=5-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap(), plain_parts[0][5..]);
+    plain.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_held_part_sends_nothing_until_released() {
+    let sim = Simulator::start(quick()).await.unwrap();
+    sim.control().hold_part(2);
+    let api = Api::new(&sim);
+    let token = api.access().await;
+    let id = api
+        .create_id(&token, "xid-held", &body("csv", &guide_columns()))
+        .await;
+    let status = api.wait_done(&token, &id).await;
+    let url = |n: usize| {
+        status["files"][n]["downloadUrl"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let held = tokio::spawn({
+        let (api, token, url) = (Api::new(&sim), token.clone(), url(1));
+        async move { api.download(&token, &url).await.1 }
+    });
+    // Part 1 and 3 come while part 2 is held; part 2 has not answered meanwhile.
+    api.download(&token, &url(0)).await;
+    api.download(&token, &url(2)).await;
+    assert!(!held.is_finished(), "a held part must not answer");
+    sim.control().release_part(2);
+    let bytes = held.await.unwrap();
+    assert_eq!(
+        bytes.len() as u64,
+        status["files"][1]["fileSize"].as_u64().unwrap()
+    );
+    sim.shutdown().await;
+}

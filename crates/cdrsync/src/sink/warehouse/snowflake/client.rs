@@ -10,9 +10,11 @@
 //!   stream in `rowsetBase64` ([`super::arrow`]); a query still running (`333333`,
 //!   `333334`) is polled at `data.getResultUrl` (docs only: fakesnow answers at once).
 //! - `PUT 'file://…' @stage` answers an upload location; the sink uploads the file there
-//!   itself. Implemented: a presigned URL without client-side encryption (fakesnow's
-//!   GCS-style answer). A stage that needs client-side encryption or S3/Azure credentials
-//!   is refused with a message saying so.
+//!   itself: to S3 with the answer's temporary credentials, client-side encrypted when
+//!   it carries `encryptionMaterial` ([`super::stage`], a real account's answer), or to
+//!   a presigned URL (GCS, encrypted as the connector does when the answer carries
+//!   material; fakesnow's answer has none). An AZURE stage, or a GCS one with an access
+//!   token instead of a presigned URL, is refused with a message naming the location type.
 //! - `POST /session?delete=true` logs out (which rolls back an open transaction).
 //!
 //! Errors carry a [`FailureKind`]: unreachable or 5xx → Unavailable, a refused login or a
@@ -21,6 +23,7 @@
 
 use super::arrow;
 use super::jwt::KeyPairAuth;
+use super::stage;
 use crate::exit::FailureKind;
 use base64::Engine;
 use cxone::Secret;
@@ -224,24 +227,27 @@ impl Client {
         let sql = format!("PUT 'file://{path}' {stage} AUTO_COMPRESS=FALSE OVERWRITE=TRUE");
         let data = self.query_data(session, &sql, &[]).await?;
         let info = &data["stageInfo"];
-        if let Some(material) = data.get("encryptionMaterial").filter(|m| !m.is_null()) {
-            let _ = material;
+        let location_type = info["locationType"].as_str().unwrap_or("?").to_string();
+        let material = stage::Material::of(&data)
+            .map_err(|m| ClientError::new(FailureKind::Other, format!("PUT to {stage}: {m}")))?;
+        if location_type.eq_ignore_ascii_case("S3") {
+            return stage::upload_s3(info, material.as_ref(), local, stage).await;
+        }
+        let gcs = location_type.eq_ignore_ascii_case("GCS");
+        let presigned = info["presignedUrl"].as_str().filter(|u| !u.is_empty());
+        if material.is_some() && !(gcs && presigned.is_some()) {
             return Err(ClientError::new(
                 FailureKind::Config,
                 format!(
-                    "PUT to {stage}: the stage needs client-side encryption, which this cdrsync does not implement yet (stage location type {})",
-                    info["locationType"].as_str().unwrap_or("?")
+                    "PUT to {stage}: the stage is on {location_type} with client-side encryption, which this cdrsync does not implement yet (only S3 stages and GCS presigned URLs)"
                 ),
             ));
         }
-        let Some(url) = info["presignedUrl"].as_str().filter(|u| !u.is_empty()) else {
+        let Some(url) = presigned else {
             return Err(ClientError::new(
                 FailureKind::Config,
                 format!(
-                    "PUT to {stage}: the stage is on {} without a presigned URL, which this cdrsync cannot upload to yet",
-                    info["locationType"]
-                        .as_str()
-                        .unwrap_or("an unknown location")
+                    "PUT to {stage}: the stage is on {location_type} without a presigned URL, which this cdrsync cannot upload to yet (only S3 stages and GCS presigned URLs)"
                 ),
             ));
         };
@@ -251,10 +257,24 @@ impl Client {
                 format!("cannot read {}: {e}", local.display()),
             )
         })?;
-        let response = self
-            .http
-            .put(url)
-            .body(body)
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        if gcs {
+            headers.push(("x-goog-meta-sfc-digest", stage::digest(&body)));
+        }
+        let body = match &material {
+            Some(m) => {
+                let (encrypted, meta) = stage::encrypt_all(m, &body)
+                    .map_err(|m| ClientError::new(FailureKind::Other, m))?;
+                headers.extend(stage::gcs_encryption_headers(&meta));
+                encrypted
+            }
+            None => body,
+        };
+        let mut request = self.http.put(url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| transport("uploading the day's file to the stage", &e))?;

@@ -24,12 +24,14 @@
 //! - [`config`]: the `[[sink]]` keys.
 //! - [`client`]: the connectors' protocol (login, query-request, PUT uploads).
 //! - [`jwt`]: key-pair login.
+//! - [`stage`]: uploads to a real internal stage (client-side encryption, S3).
 //! - [`arrow`]: reading the Arrow result stream of a query.
 
 pub mod arrow;
 pub mod client;
 pub mod config;
 pub mod jwt;
+pub mod stage;
 
 use super::{
     CDR_DATE, ColumnRole, LEDGER_TABLE, LOADED_AT, LedgerEntry, REQUEST_ID, TableContract,

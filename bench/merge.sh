@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The merge alone (cdr-normalise, no download, no hashing): a day of ROWS rows in 4 parts,
+# CSV and NDJSON, merged ROUNDS times, alternating the base commit's build (old), this
+# tree's build (new) and this tree with the fast paths off (general). Prints min/median/max
+# MB/s of input per variant, over wall time and over the merging thread's CPU time (which
+# a loaded machine disturbs much less), the load average, and checks that old, new and
+# general wrote byte-identical output.
+#
+#   bench/merge.sh                      # ROWS=1000000 ROUNDS=5 BASE=6d97ffa
+#   ROWS=200000 ROUNDS=3 bench/merge.sh
+set -euo pipefail
+
+ROWS=${ROWS:-1000000}
+ROUNDS=${ROUNDS:-5}
+BASE=${BASE:-6d97ffa}
+root=$(git rev-parse --show-toplevel)
+target=${CARGO_TARGET_DIR:-$root/target}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cd "$root"
+nice cargo build -q --release -p cdr-normalise --example merge_timing
+new=$target/release/examples/merge_timing
+
+# The baseline: the base commit's sources (unpacked, no git worktree), this example added.
+mkdir -p "$work/base"
+git archive "$BASE" | tar -x -C "$work/base"
+sed '/GENERAL-ONLY-BEGIN/,/GENERAL-ONLY-END/c\
+fn merge_general(_: \&Schema, _: Format, _: Vec<PartInput<'"'"'_>>, _: \&mut dyn Write) -> Result<u64, Box<dyn std::error::Error>> { Err("no general-only switch at the base".into()) }' \
+    crates/cdr-normalise/examples/merge_timing.rs >"$work/base/crates/cdr-normalise/examples/merge_timing.rs"
+(cd "$work/base" && CARGO_TARGET_DIR=$target/bench-base nice cargo build -q --release --offline \
+    -p cdr-normalise --example merge_timing)
+old=$target/bench-base/release/examples/merge_timing
+
+"$new" gen "$work/data" "$ROWS"
+echo "input: $(du -sh "$work/data/csv" | cut -f1) CSV, $(du -sh "$work/data/ndjson" | cut -f1) NDJSON, $ROWS rows in 4 parts; $ROUNDS rounds"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+results=$work/results
+for round in $(seq "$ROUNDS"); do
+    for fmt in csv json; do
+        ext=$fmt; [ "$fmt" = json ] && ext=ndjson
+        echo "$fmt old $("$old" time "$work/data" "$fmt")" >>"$results"
+        mv "$work/data/merged.$ext" "$work/data/old.$ext"
+        echo "$fmt new $("$new" time "$work/data" "$fmt")" >>"$results"
+        cmp -s "$work/data/old.$ext" "$work/data/merged.$ext" ||
+            { echo "round $round: $fmt output differs between old and new" >&2; exit 1; }
+        echo "$fmt general $("$new" time "$work/data" "$fmt" general)" >>"$results"
+        cmp -s "$work/data/old.$ext" "$work/data/merged.$ext" ||
+            { echo "round $round: general path output differs from old" >&2; exit 1; }
+    done
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "outputs: old, new and general byte-identical in every round"
+echo
+printf '%-5s %-8s %8s %8s %8s   %8s %8s %8s   %s\n' format variant min median max min median max "(wall MB/s | CPU MB/s)"
+# min median max of column $2 of the lines starting with $1.
+stats() {
+    grep "^$1 " "$results" | awk -v c="$2" '{ print $c }' | sort -g | awk '
+        { v[NR] = $1 }
+        END { printf "%8.0f %8.0f %8.0f", v[1], (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[NR] }'
+}
+for key in "csv old" "csv general" "csv new" "json old" "json general" "json new"; do
+    waited=$(grep "^$key " "$results" | awk '{ s += $7 } END { printf "%.1f", s }')
+    printf '%-5s %-8s %s   %s   (waited for a CPU %s s in all)\n' $key "$(stats "$key" 3)" "$(stats "$key" 4)" "$waited"
+done

@@ -1,0 +1,462 @@
+//! The CSV fast path (a part whose header is the configured columns in order) against the
+//! general path: for any parts, the same output bytes and the same report, or the same halt.
+
+use cdr_normalise::{ColumnType, Format, MergeReport, Merger, PartInput, Schema};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+const COLUMNS: [&str; 4] = ["CallId", "StartTime", "Duration", "Agent"];
+
+fn schema(critical: bool) -> Schema {
+    let schema = Schema::new(COLUMNS)
+        .with_type("CallId", ColumnType::Int)
+        .with_type("StartTime", ColumnType::Timestamp)
+        .with_type("Duration", ColumnType::Int)
+        .with_type("Agent", ColumnType::String);
+    if critical {
+        schema.with_critical(["CallId"])
+    } else {
+        schema.with_critical(Vec::<String>::new())
+    }
+}
+
+/// Merges `parts` through a [`Merger`]; the fast path unless `general`.
+fn run(
+    schema: &Schema,
+    parts: &[Vec<u8>],
+    general: bool,
+    chunk: usize,
+) -> Result<(MergeReport, Vec<u8>), String> {
+    run_counted(schema, parts, general, chunk).0
+}
+
+/// [`run`], and how many rows took the fast path.
+fn run_counted(
+    schema: &Schema,
+    parts: &[Vec<u8>],
+    general: bool,
+    chunk: usize,
+) -> (Result<(MergeReport, Vec<u8>), String>, u64) {
+    let mut merger = Merger::new(schema, Format::Csv, Vec::new()).unwrap();
+    if general {
+        merger = merger.general_path_only();
+    }
+    merger = merger.read_chunk(chunk);
+    for (i, part) in parts.iter().enumerate() {
+        if let Err(halt) = merger.push(PartInput::new(format!("part {}", i + 1), &part[..])) {
+            return (Err(halt.to_string()), merger.fast_rows());
+        }
+    }
+    let fast_rows = merger.fast_rows();
+    (merger.finish().map_err(|halt| halt.to_string()), fast_rows)
+}
+
+fn assert_same(schema: &Schema, parts: &[Vec<u8>], chunk: usize) {
+    let general = run(schema, parts, true, chunk);
+    let fast = run(schema, parts, false, chunk);
+    match (&fast, &general) {
+        (Ok((fr, fo)), Ok((gr, go))) => {
+            assert_eq!(
+                String::from_utf8_lossy(fo),
+                String::from_utf8_lossy(go),
+                "output differs for {parts:?}"
+            );
+            assert_eq!(fr, gr, "report differs for {parts:?}");
+        }
+        _ => assert_eq!(fast, general, "outcome differs for {parts:?}"),
+    }
+}
+
+/// A cell's value: valid and invalid ints and timestamps, and text dense in CSV specials.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9]{1,6}",
+        "-?[0-9]{1,3}\\.[0-9]",
+        "2024-05-1[0-9]T1[0-9]:[0-5][0-9]:[0-5][0-9](\\.[0-9]{3})?Z",
+        "2024-05-15 10:00:00",
+        "",
+        "[,\"\r\n a\u{e9}]{0,6}",
+        "(?s).{0,6}",
+    ]
+}
+
+/// How a cell is written.
+#[derive(Debug, Clone, Copy)]
+enum Quote {
+    /// Quoted only when CSV requires it.
+    Necessary,
+    Always,
+    /// Written as is, even when that breaks the CSV.
+    Never,
+    /// Quoted, with text after the closing quote.
+    Trailing,
+}
+
+fn quote() -> impl Strategy<Value = Quote> {
+    prop_oneof![
+        40 => Just(Quote::Necessary),
+        20 => Just(Quote::Always),
+        1 => Just(Quote::Never),
+        1 => Just(Quote::Trailing),
+    ]
+}
+
+fn cell(out: &mut Vec<u8>, value: &str, how: Quote) {
+    let needs = value.contains([',', '"', '\r', '\n']);
+    let quoted = format!("\"{}\"", value.replace('"', "\"\""));
+    out.extend_from_slice(match how {
+        Quote::Necessary if needs => quoted.as_bytes(),
+        Quote::Necessary | Quote::Never => value.as_bytes(),
+        Quote::Always => quoted.as_bytes(),
+        Quote::Trailing => return out.extend_from_slice(format!("{quoted}x").as_bytes()),
+    });
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    cells: Vec<(String, Quote)>,
+    /// 0: LF, 1: CRLF, 2: CR, 3: LF then a blank line, 4: CRLF then a blank CRLF line.
+    end: u8,
+    /// Drop the last cell (a ragged row) or add one.
+    ragged: Option<bool>,
+    /// Put an invalid UTF-8 byte in the first cell.
+    bad_utf8: bool,
+}
+
+fn row() -> impl Strategy<Value = Row> {
+    (
+        prop::collection::vec((value(), quote()), 4),
+        prop_oneof![40 => Just(0u8), 20 => Just(1), 1 => Just(2), 3 => Just(3), 3 => Just(4)],
+        prop_oneof![100 => Just(None), 1 => Just(Some(true)), 1 => Just(Some(false))],
+        prop::bool::weighted(0.005),
+    )
+        .prop_map(|(cells, end, ragged, bad_utf8)| Row {
+            cells,
+            end,
+            ragged,
+            bad_utf8,
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    /// 0..=5: the configured header (as is, quoted, CRLF); 6: reordered; 7: an extra column;
+    /// 8: a renamed column.
+    header: u8,
+    bom: bool,
+    rows: Vec<Row>,
+    final_newline: bool,
+}
+
+fn part() -> impl Strategy<Value = Part> {
+    (
+        0u8..9,
+        prop::bool::weighted(0.2),
+        prop::collection::vec(row(), 0..12),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(|(header, bom, rows, final_newline)| Part {
+            header,
+            bom,
+            rows,
+            final_newline,
+        })
+}
+
+fn render(part: &Part) -> Vec<u8> {
+    let mut out = Vec::new();
+    if part.bom {
+        out.extend_from_slice("\u{feff}".as_bytes());
+    }
+    let mut names: Vec<&str> = COLUMNS.to_vec();
+    let mut order: Vec<usize> = (0..4).collect();
+    match part.header {
+        6 => order.rotate_left(1),
+        7 => names.push("Extra"),
+        8 => names[3] = "AgentName",
+        _ => {}
+    }
+    let header: Vec<String> = order
+        .iter()
+        .map(|&i| names[i].to_owned())
+        .chain(names.get(4).map(|n| n.to_string()))
+        .collect();
+    let quoted = part.header == 1;
+    let text: Vec<String> = header
+        .iter()
+        .map(|n| {
+            if quoted {
+                format!("\"{n}\"")
+            } else {
+                n.clone()
+            }
+        })
+        .collect();
+    out.extend_from_slice(text.join(",").as_bytes());
+    out.extend_from_slice(if part.header == 2 { b"\r\n" } else { b"\n" });
+    for (r, row) in part.rows.iter().enumerate() {
+        let mut cells: Vec<(String, Quote)> = order.iter().map(|&i| row.cells[i].clone()).collect();
+        if names.len() == 5 {
+            cells.push(("extra".into(), Quote::Necessary));
+        }
+        match row.ragged {
+            Some(true) => {
+                cells.pop();
+            }
+            Some(false) => cells.push(("7".into(), Quote::Necessary)),
+            None => {}
+        }
+        for (i, (value, how)) in cells.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if i == 0 && row.bad_utf8 {
+                out.push(0xff);
+            }
+            cell(&mut out, value, *how);
+        }
+        if r + 1 == part.rows.len() && !part.final_newline {
+            break;
+        }
+        out.extend_from_slice(match row.end {
+            0 => &b"\n"[..],
+            1 => b"\r\n",
+            2 => b"\r",
+            3 => b"\n\n",
+            _ => b"\r\n\r\n",
+        });
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn fast_path_equals_general_path(
+        parts in prop::collection::vec(part(), 1..4),
+        critical in any::<bool>(),
+        chunk in prop_oneof![Just(256 * 1024), 8usize..400],
+    ) {
+        let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
+        assert_same(&schema(critical), &parts, chunk);
+    }
+}
+
+/// The property above is only worth something if the fast path does take most rows.
+#[test]
+fn most_generated_rows_take_the_fast_path() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = prop::collection::vec(part(), 1..4);
+    let (mut fast, mut all) = (0, 0);
+    for _ in 0..300 {
+        let parts = strategy.new_tree(&mut runner).unwrap().current();
+        let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
+        let (result, fast_rows) = run_counted(&schema(false), &parts, false, 256 * 1024);
+        if let Ok((report, _)) = result {
+            fast += fast_rows;
+            all += report.rows;
+        }
+    }
+    // A third of the generated parts have a drifted header; a few rows are odd.
+    assert!(
+        fast * 2 > all,
+        "only {fast} of {all} rows took the fast path"
+    );
+}
+
+/// The cases the fast path must take itself (and the general path must agree on).
+#[test]
+fn quoted_separators_crlf_bom_and_no_final_newline_match_the_general_path() {
+    let parts = [
+        b"\xEF\xBB\xBFCallId,StartTime,Duration,Agent\r\n\
+          1,2024-05-15T10:00:00Z,60,\"Smith, \"\"Jo\"\"\r\nnext\"\r\n\
+          \r\n\
+          2,\"2024-05-15T10:00:01Z\",61.5,\"plain\"\r\n\
+          3,,,"
+            .to_vec(),
+        b"CallId,StartTime,Duration,Agent\n4,x,\"1\"\"\",\n".to_vec(),
+    ];
+    for chunk in [256 * 1024, 10, 33] {
+        assert_same(&schema(true), &parts, chunk);
+    }
+    let (result, fast_rows) = run_counted(&schema(true), &parts, false, 256 * 1024);
+    let (report, out) = result.unwrap();
+    assert_eq!(fast_rows, 4, "every row takes the fast path");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "CallId,StartTime,Duration,Agent,extra_columns\n\
+         1,2024-05-15T10:00:00Z,60,\"Smith, \"\"Jo\"\"\r\nnext\",\n\
+         2,2024-05-15T10:00:01Z,61.5,plain,\n\
+         3,,,,\n\
+         4,x,\"1\"\"\",,\n"
+    );
+    assert_eq!(report.rows, 4);
+    assert_eq!(report.type_violations["Duration"], 2);
+    assert_eq!(report.type_violations["StartTime"], 1);
+    assert!(
+        // `csv` counts a CRLF record's line from its previous record's CR: line 3, not 5.
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("part 1, line 3: `61.5`")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+/// Merges NDJSON `parts`; the fast path unless `general`.
+fn run_json(
+    schema: &Schema,
+    parts: &[Vec<u8>],
+    general: bool,
+) -> Result<(MergeReport, Vec<u8>), String> {
+    let mut merger = Merger::new(schema, Format::Json, Vec::new()).unwrap();
+    if general {
+        merger = merger.general_path_only();
+    }
+    for (i, part) in parts.iter().enumerate() {
+        merger
+            .push(PartInput::new(format!("part {}", i + 1), &part[..]))
+            .map_err(|halt| halt.to_string())?;
+    }
+    merger.finish().map_err(|halt| halt.to_string())
+}
+
+fn assert_same_json(schema: &Schema, parts: &[Vec<u8>]) {
+    let fast = run_json(schema, parts, false);
+    let general = run_json(schema, parts, true);
+    match (&fast, &general) {
+        (Ok((fr, fo)), Ok((gr, go))) => {
+            assert_eq!(
+                String::from_utf8_lossy(fo),
+                String::from_utf8_lossy(go),
+                "output differs for {parts:?}"
+            );
+            assert_eq!(fr, gr, "report differs for {parts:?}");
+        }
+        _ => assert_eq!(fast, general, "outcome differs for {parts:?}"),
+    }
+}
+
+/// A JSON value as source text: numbers, strings (escaped or not), literals, nested values
+/// (some pretty-printed over lines), and the odd broken one.
+fn json_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[0-9]{1,6}".prop_map(|v| v),
+        2 => "-?[0-9]{1,3}\\.[0-9](e[0-9])?",
+        4 => "2024-05-1[0-9]T1[0-9]:[0-5][0-9]:[0-5][0-9]Z".prop_map(|v| format!("\"{v}\"")),
+        4 => "(?s).{0,8}".prop_map(|v| serde_json::to_string(&v).unwrap()),
+        1 => Just("\"\\u0041\\n\"".to_owned()),
+        1 => Just("null".to_owned()),
+        1 => Just("true".to_owned()),
+        1 => Just("{\"a\": [1,\n 2]}".to_owned()),
+        1 => Just("[ ]".to_owned()),
+        1 => Just("\"open".to_owned()),
+        1 => Just("01".to_owned()),
+        1 => prop::sample::select(vec!["-", "1.", "1e+", "-0", "1.5E-3", "tru", "nul", "\"a\tb\"", "-01", "2.e1"])
+            .prop_map(str::to_owned),
+    ]
+}
+
+/// One NDJSON part: records of configured and unconfigured keys, dressed in various ways.
+fn json_part() -> impl Strategy<Value = Vec<u8>> {
+    let record = (
+        prop::collection::vec((0usize..7, json_value()), 0..6),
+        // 0: LF, 1: CRLF, 2: blank line after, 3: pretty (one key per line), 4: no line
+        // break before the next record, 5: invalid UTF-8, 6: whitespace line after, 7:
+        // spaces and tabs around every token.
+        prop_oneof![30 => Just(0u8), 8 => Just(1), 2 => Just(2), 1 => Just(3), 1 => Just(4), 1 => Just(5), 1 => Just(6), 2 => Just(7)],
+    );
+    (
+        prop::bool::weighted(0.1),
+        prop::collection::vec(record, 0..10),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(|(bom, records, final_newline)| {
+            // The last is `CallId` spelt with an escape.
+            const KEYS: [&str; 7] = [
+                "CallId",
+                "StartTime",
+                "Duration",
+                "Agent",
+                "Extra",
+                "Other",
+                "Call\\u0049d",
+            ];
+            let mut out = Vec::new();
+            if bom {
+                out.extend_from_slice("\u{feff}".as_bytes());
+            }
+            let n = records.len();
+            for (r, (fields, dress)) in records.into_iter().enumerate() {
+                let sep = match dress {
+                    3 => ",\n  ",
+                    7 => " ,\t",
+                    _ => ",",
+                };
+                let colon = if dress == 7 { " :\t " } else { ":" };
+                let body: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| format!("\"{}\"{colon}{v}", KEYS[*k]))
+                    .collect();
+                let (open, close) = if dress == 7 {
+                    ("\t{ ", " }\r ")
+                } else {
+                    ("{", "}")
+                };
+                out.extend_from_slice(format!("{open}{}{close}", body.join(sep)).as_bytes());
+                if dress == 5 {
+                    out.push(0xff);
+                }
+                if r + 1 == n && !final_newline {
+                    break;
+                }
+                out.extend_from_slice(match dress {
+                    1 => &b"\r\n"[..],
+                    2 => b"\n\n",
+                    4 => b" ",
+                    6 => b"\n \t\n",
+                    _ => b"\n",
+                });
+            }
+            out
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn ndjson_fast_path_equals_general_path(
+        parts in prop::collection::vec(json_part(), 1..4),
+        critical in any::<bool>(),
+    ) {
+        assert_same_json(&schema(critical), &parts);
+    }
+}
+
+#[test]
+fn ndjson_fast_path_keeps_values_and_messages() {
+    let parts = [
+        b"\xEF\xBB\xBF{\"CallId\":1,\"Duration\":61.5,\"Extra\":{\"a\":\n1}}\r\n\n\
+          {\"Agent\":\"A\\\"b\",\"CallId\":\"2\"}\n"
+            .to_vec(),
+        b"{\"CallId\":3}\n{\"CallId\":4,\n\"Duration\":5}\n{\"CallId\":5}".to_vec(),
+    ];
+    assert_same_json(&schema(true), &parts);
+    let (report, out) = run_json(&schema(true), &parts, false).unwrap();
+    assert_eq!(report.rows, 5);
+    assert_eq!(
+        String::from_utf8(out).unwrap().lines().next().unwrap(),
+        "{\"CallId\":1,\"StartTime\":null,\"Duration\":61.5,\"Agent\":null,\"extra_columns\":{\"Extra\":{\"a\": 1}}}"
+    );
+    // A malformed record after fast-path records: the same message, serde's line included.
+    let parts = [b"{\"CallId\":1}\n\n{\"CallId\":2}\n{\"CallId\":}\n".to_vec()];
+    assert_same_json(&schema(true), &parts);
+    let halt = run_json(&schema(true), &parts, false).unwrap_err();
+    assert!(
+        halt.contains("line 3: invalid JSON record") && halt.contains("line 4 column 11"),
+        "{halt}"
+    );
+}

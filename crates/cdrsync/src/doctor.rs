@@ -317,10 +317,23 @@ async fn token_store_check(config: &Config) -> (Check, bool) {
             ),
             true,
         ),
-        Err(e) => (
-            Check::fail(name, ExitCode::Config, format!("{KEY}: {e}"), fix),
-            false,
-        ),
+        Err(e) => {
+            // An unreachable or refusing vault is not a file-mode problem.
+            let kind = crate::exit::FailureKind::of_store(e.kind);
+            let fix = match kind {
+                crate::exit::FailureKind::Unavailable => {
+                    "check that the secret backend is reachable from this host, then run doctor again"
+                }
+                crate::exit::FailureKind::Refused => {
+                    "give this host's credentials read and write access to the refresh-token secret"
+                }
+                _ => fix,
+            };
+            (
+                Check::fail(name, kind.exit_code(), format!("{KEY}: {e}"), fix),
+                false,
+            )
+        }
     }
 }
 

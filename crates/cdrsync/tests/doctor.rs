@@ -194,6 +194,31 @@ async fn cxone_down_exits_69() {
     assert!(line(&stdout, "sink dir").starts_with("✓ "));
 }
 
+/// A refresh token kept in a vault that cannot be reached is a temporary failure (69) with
+/// a fix about reaching the vault — not a file-mode problem (78, "chmod 600").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_token_vault_exits_69_with_a_reachability_fix() {
+    let h = Harness::new(small()).await;
+    let dead = webhook_free_url();
+    let (code, stdout, stderr) = doctor(
+        &h,
+        &[],
+        &[
+            (
+                "CDRSYNC_CXONE_REFRESH_TOKEN",
+                "vault:secret/cdrsync#refresh_token",
+            ),
+            ("VAULT_ADDR", dead.trim_end_matches('/')),
+            ("VAULT_TOKEN", "doctor-test-token"),
+        ],
+    );
+    assert_eq!(code, 69, "{stdout}\n{stderr}");
+    let l = line(&stdout, "secret cxone.refresh_token");
+    assert!(l.starts_with("✗ "), "{l}");
+    assert!(l.contains("reachable") && !l.contains("chmod"), "{l}");
+    assert!(!stdout.contains("doctor-test-token") && !stderr.contains("doctor-test-token"));
+}
+
 /// A loopback URL where nothing listens.
 fn webhook_free_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -194,7 +194,13 @@ async fn state_staging_and_token_files_are_owner_only_under_umask_000() {
     }
     let staged = walk(&staging);
     let parts: Vec<&PathBuf> = staged.iter().filter(|p| p.is_file()).collect();
-    assert_eq!(parts.len(), 6, "3 parts and their markers: {staged:?}");
+    // Parts are merged as they verify, so a verified day also keeps its merged file and
+    // that file's manifest in staging until the publish.
+    assert_eq!(
+        parts.len(),
+        8,
+        "3 parts, their markers, the merged day and its manifest: {staged:?}"
+    );
     for file in parts {
         assert_mode(file, 0o600);
     }

@@ -33,7 +33,7 @@ pub mod snowflake;
 
 use crate::exit::FailureKind;
 use crate::manifest::Manifest;
-use crate::sink::SinkError;
+use crate::sink::{FileFormat, SinkError};
 use crate::state::JobKey;
 use cdr_normalise::ColumnType;
 use chrono::NaiveDate;
@@ -185,6 +185,21 @@ impl TableContract {
     }
 }
 
+/// The format of the merged file a warehouse loads, from its name (`cdr.csv`,
+/// `cdr.ndjson`); anything else (a converted Parquet file) is refused in one sentence.
+pub fn merged_format(sink: &str, data_name: &str) -> Result<FileFormat, SinkError> {
+    [FileFormat::Csv, FileFormat::Ndjson]
+        .into_iter()
+        .find(|f| f.data_name() == data_name)
+        .ok_or_else(|| {
+            SinkError::new(
+                sink,
+                FailureKind::Config,
+                format!("a warehouse sink loads cdr.csv or cdr.ndjson, not {data_name}"),
+            )
+        })
+}
+
 /// The dataset a day belongs to in the ledger: the report type, with the report id after
 /// a `/` unless it is `default` (so two report ids never share ledger rows).
 pub fn dataset(key: &JobKey) -> String {
@@ -311,6 +326,18 @@ mod tests {
             ]
         );
         assert_eq!(table.file_columns().count(), 4);
+    }
+
+    #[test]
+    fn the_merged_format_comes_from_the_file_name() {
+        assert_eq!(merged_format("s", "cdr.csv").unwrap(), FileFormat::Csv);
+        assert_eq!(
+            merged_format("s", "cdr.ndjson").unwrap(),
+            FileFormat::Ndjson
+        );
+        let e = merged_format("s", "cdr.parquet").unwrap_err();
+        assert_eq!(e.kind, FailureKind::Config);
+        assert!(e.to_string().contains("not cdr.parquet"), "{e}");
     }
 
     #[test]

@@ -651,11 +651,7 @@ impl Sink for BigQuerySink {
         manifest: &Manifest,
     ) -> Result<(), SinkError> {
         self.contract.check_file_columns(&self.id, manifest)?;
-        let format = if data_name == FileFormat::Ndjson.data_name() {
-            FileFormat::Ndjson
-        } else {
-            FileFormat::Csv
-        };
+        let format = super::merged_format(&self.id, data_name)?;
         self.ensure_tables().await?;
         let staging = format!(
             "{}_cdrsync_load_{}_{}",

@@ -489,16 +489,7 @@ impl Sink for PostgresSink {
         data_name: &str,
         manifest: &Manifest,
     ) -> Result<(), SinkError> {
-        let format = if data_name == FileFormat::Ndjson.data_name() {
-            FileFormat::Ndjson
-        } else if data_name == FileFormat::Csv.data_name() {
-            FileFormat::Csv
-        } else {
-            return Err(self.err(
-                FailureKind::Other,
-                format!("a warehouse sink loads cdr.csv or cdr.ndjson, not {data_name}"),
-            ));
-        };
+        let format = super::merged_format(&self.name, data_name)?;
         self.contract.check_file_columns(&self.name, manifest)?;
         let widen = {
             let data = data.to_path_buf();

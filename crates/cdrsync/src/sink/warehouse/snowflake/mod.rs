@@ -543,17 +543,7 @@ impl Sink for SnowflakeSink {
         manifest: &Manifest,
     ) -> Result<(), SinkError> {
         self.contract.check_file_columns(&self.label, manifest)?;
-        let format = if data_name == FileFormat::Ndjson.data_name() {
-            FileFormat::Ndjson
-        } else if data_name == FileFormat::Csv.data_name() {
-            FileFormat::Csv
-        } else {
-            return Err(SinkError::new(
-                &self.label,
-                FailureKind::Config,
-                format!("a warehouse sink loads cdr.csv or cdr.ndjson, not {data_name}"),
-            ));
-        };
+        let format = super::merged_format(&self.label, data_name)?;
         let (csv, widen) = {
             let data = data.to_path_buf();
             let contract = self.contract.clone();

@@ -23,9 +23,10 @@ pub const DEFAULT_CONFIG: &str = "cdrsync.toml";
     about = "Land each UTC day of NICE CXone Call Detail Records in your warehouse, exactly once."
 )]
 pub struct Cli {
-    /// The config file [default: $CDRSYNC_CONFIG, then ./cdrsync.toml].
+    /// The config file [default: $CDRSYNC_CONFIG, then ./cdrsync.toml]; `daemon` takes
+    /// several (one job each).
     #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub config: Vec<PathBuf>,
     /// Log lines as text or JSON (one object per line, on stdout and stderr alike).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -66,6 +67,10 @@ pub enum Command {
         /// Re-extract a day that is already done (next generation), replacing it atomically.
         #[arg(long)]
         force: bool,
+        /// Run every missed closed day since the last done one, oldest first, up to the
+        /// newest closed day ([daemon] catch_up_days bounds how far back).
+        #[arg(long, conflicts_with_all = ["date", "force"])]
+        catch_up: bool,
     },
     /// Extract every day from --from to --to (inclusive), up to [job] concurrency days at once.
     Backfill {
@@ -114,6 +119,13 @@ pub enum Command {
     Schema {
         #[command(subcommand)]
         command: SchemaCommand,
+    },
+    /// Run the jobs forever on their [daemon] schedule (cron, UTC), catching up missed days;
+    /// one job per `--config` (several allowed) or per *.toml in `--config-dir`.
+    Daemon {
+        /// A folder of configs: every *.toml in it is one job, named after its file.
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        config_dir: Option<PathBuf>,
     },
     /// Run the CXone simulator alone (same as the `cxone-sim` binary).
     Sim {
@@ -187,7 +199,7 @@ fn usage_exit(error: clap::Error, json: bool) -> std::process::ExitCode {
 /// Entry point of the binary.
 pub fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let mut cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_exit(e, wants_json(&args)),
     };
@@ -209,14 +221,33 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(ExitCode::Other as u8);
         }
     };
-    let config = config_path(cli.config, std::env::var("CDRSYNC_CONFIG").ok());
+    if let Command::Daemon { config_dir } = cli.command {
+        let code = runtime.block_on(crate::daemon::cli::run(cli.config, config_dir, out));
+        return std::process::ExitCode::from(code as u8);
+    }
+    if cli.config.len() > 1 {
+        return usage_exit(
+            <Cli as clap::CommandFactory>::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--config is given more than once; only `daemon` takes several configs",
+            ),
+            out.json(),
+        );
+    }
+    let config = config_path(cli.config.pop(), std::env::var("CDRSYNC_CONFIG").ok());
     let code = runtime.block_on(dispatch(cli.command, &config, out, progress));
     std::process::ExitCode::from(code as u8)
 }
 
 async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressBar) -> ExitCode {
     let result = match command {
-        Command::Run { date, force } => run(config, date, force, progress, out).await,
+        Command::Run { catch_up: true, .. } => {
+            match crate::catch_up::run_cli(config, progress, out).await {
+                Ok(code) => return code,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Run { date, force, .. } => run(config, date, force, progress, out).await,
         Command::Backfill { from, to, force } => {
             // Each day's failure is logged (once) as the day ends; only setup errors remain.
             match backfill(config, from, to, force, progress, out).await {
@@ -236,6 +267,7 @@ async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressB
             command: SchemaCommand::Check { file },
         } => schema_check(&file, config, out),
         Command::Sim { listen, scenario } => sim(listen, scenario, out).await,
+        Command::Daemon { .. } => unreachable!("handled in main"),
     };
     match result {
         Ok(()) => ExitCode::Done,
@@ -317,7 +349,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BarWriter {
 /// second one while it stops exits at once, 128 + the signal's number (143 or 130), as an
 /// unhandled signal would — the day's state is still the last one saved, and the lease is
 /// taken over by the next run on this host or expires after `LEASE_TTL`.
-fn install_signals() -> crate::job::Shutdown {
+pub(crate) fn install_signals() -> crate::job::Shutdown {
     use crate::job::Signal;
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, shutdown) = crate::job::Shutdown::channel();
@@ -351,7 +383,7 @@ fn install_signals() -> crate::job::Shutdown {
 
 /// Test hooks from the environment (crash tests drive the real binary); compiled only with
 /// the `test-hooks` feature, which `cargo test` turns on and release builds do not.
-fn hooks_from_env() -> Hooks {
+pub(crate) fn hooks_from_env() -> Hooks {
     if !cfg!(feature = "test-hooks") {
         return Hooks::default();
     }
@@ -416,7 +448,7 @@ pub fn severity(code: ExitCode) -> u8 {
 }
 
 /// The one word naming how a day ended.
-fn outcome_word(result: &Result<Outcome, JobError>) -> &'static str {
+pub(crate) fn outcome_word(result: &Result<Outcome, JobError>) -> &'static str {
     match result {
         Ok(Outcome::Published(_)) => "published",
         Ok(Outcome::AlreadyDone(_)) => "already_done",
@@ -539,7 +571,7 @@ async fn backfill(
 }
 
 /// The end-of-run line of one day: text, or one JSON object.
-fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome, out: Out) {
+pub(crate) fn report(job: &crate::job::Job, date: NaiveDate, outcome: &Outcome, out: Out) {
     let m = outcome.manifest();
     let location = job.locations(&job.key(date));
     let event = outcome_word(&Ok(outcome.clone()));

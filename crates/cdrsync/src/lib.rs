@@ -20,14 +20,18 @@
 //! - [`alert`]: the webhook alerts of DESIGN.md §3.
 //! - [`app`]: wiring a job from a config; the `status` table.
 //! - [`cli`], [`demo`]: the command line and the no-setup demo.
+//! - [`catch_up`], [`daemon`]: the missed closed days of a job; `cdrsync daemon`, its cron
+//!   scheduler, clock and HTTP endpoints.
 //! - [`doctor`]: `cdrsync doctor`, every part of the setup checked, one line each.
 //! - [`exit`]: the error kinds and exit codes of DESIGN.md §3.
 
 pub mod alert;
 pub mod app;
 pub mod archive;
+pub mod catch_up;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod digest;
 pub mod doctor;

@@ -33,6 +33,7 @@
 
 pub mod alert;
 pub mod cxone;
+pub mod daemon;
 pub mod job;
 pub mod poll;
 pub mod sink;
@@ -40,6 +41,7 @@ pub mod state;
 
 pub use alert::AlertConfig;
 pub use cxone::CxoneConfig;
+pub use daemon::{DaemonConfig, Schedule};
 pub use job::{ColumnType, DEFAULT_COLUMNS, EXTRA_COLUMNS, Format, JobConfig};
 pub use poll::{MIN_POLL_INTERVAL, PollConfig};
 pub use sink::{SINK_KINDS, SinkConfig, SinkSpec};
@@ -65,6 +67,8 @@ pub struct Config {
     pub alert: AlertConfig,
     /// `[archive]`: raw parts kept for `replay` (none when the section is absent).
     pub archive: Option<crate::archive::ArchiveConfig>,
+    /// `[daemon]`: `cdrsync daemon`'s schedule and catch-up (defaults when absent).
+    pub daemon: DaemonConfig,
 }
 
 /// Declares a section's raw form, as written: a `#[serde(deny_unknown_fields)]` struct of
@@ -271,6 +275,7 @@ pub const KEYS: &[(&str, &[(&str, KeyKind)])] = &[
     ("sink", sink::ENV_KEYS),
     ("alert", alert::RawAlert::KEYS),
     ("archive", crate::archive::config::RawArchiveConfig::KEYS),
+    ("daemon", daemon::RawDaemon::KEYS),
 ];
 
 fn section_keys(section: &str) -> Option<&'static [(&'static str, KeyKind)]> {
@@ -367,6 +372,8 @@ struct RawConfig {
     #[serde(default)]
     alert: alert::RawAlert,
     archive: Option<crate::archive::RawArchiveConfig>,
+    #[serde(default)]
+    daemon: daemon::RawDaemon,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -762,6 +769,7 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
     let state = raw.state.validate(base_dir, origins)?;
     let sinks = sink::validate(raw.sink, base_dir, job.format, origins)?;
     let alert = raw.alert.validate(origins)?;
+    let daemon = raw.daemon.validate(origins)?;
     Ok(Config {
         base_dir: base_dir.to_path_buf(),
         cxone,
@@ -777,6 +785,7 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
             ),
             None => None,
         },
+        daemon,
     })
 }
 

@@ -137,7 +137,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, SqliteJobStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteJobStore::open(&dir.path().join("s.db")).unwrap();
+        let s = SqliteJobStore::open(dir.path().join("s.db")).unwrap();
         (dir, s)
     }
 

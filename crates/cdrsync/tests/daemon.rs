@@ -260,6 +260,75 @@ async fn two_jobs_with_one_day_in_flight_never_overlap() {
     }
 }
 
+/// A day stuck in CXone's queue ends 75 at its tick (logged, the daemon goes on); the next
+/// tick retries it — resuming the same request, no second create — with the new day.
+/// `after_day` is called once for each day that ends done, never for the waiting one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_that_ends_75_is_retried_at_the_next_tick_and_after_day_sees_each_done_day() {
+    let mut h = Harness::new(quick()).await;
+    h.set("poll", "stale_after = \"500ms\"");
+    let config = daemon_config(&h, "cdr", "schedule = \"30 1 * * *\"\ncatch_up_days = 3");
+    h.run(day("2024-05-01")).await.expect("day 1 by hand");
+    h.sim
+        .control()
+        .set_stuck_day(day("2024-05-02"), Some(Stage::Pending));
+    let clock = Arc::new(SimClock::new(at("2024-05-02T12:00:00Z")));
+    let (mut d, mut events, stop) = daemon(&[&config], clock.clone()).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook_seen = seen.clone();
+    d.after_day = Some(Arc::new(move |job, date| {
+        hook_seen
+            .lock()
+            .unwrap()
+            .push((job.key(date).report_id, date));
+        Box::pin(async {})
+    }));
+    let sim = &h.sim;
+    let driver = async {
+        clock.set(at("2024-05-03T01:30:00Z"));
+        let first = loop {
+            match events.recv().await.unwrap() {
+                DaemonEvent::TickDone { days, .. } => break days,
+                _ => continue,
+            }
+        };
+        sim.control().set_stuck_day(day("2024-05-02"), None);
+        let rest = drive(&clock, &mut events, &stop, &["2024-05-04T01:30:00Z"]).await;
+        (first, rest)
+    };
+    let (ran, (first, rest)) = tokio::join!(d.run(), driver);
+    ran.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].date, first[0].outcome, first[0].exit_code),
+        (day("2024-05-02"), "waiting", 75)
+    );
+    assert_eq!(
+        dates(&rest[0]),
+        range("2024-05-02", "2024-05-03"),
+        "retried, then the new day"
+    );
+    assert!(rest[0].iter().all(|d| d.exit_code == 0), "{rest:?}");
+    assert_eq!(
+        h.sim.counters().creates,
+        3,
+        "the waiting day's request was resumed"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("default".to_string(), day("2024-05-02")),
+            ("default".to_string(), day("2024-05-03"))
+        ]
+    );
+    for date in range("2024-05-01", "2024-05-03") {
+        assert_eq!(
+            without_extra(h.published_rows(date)),
+            expected(&h.sim, date)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The real binary
 // ---------------------------------------------------------------------------------------

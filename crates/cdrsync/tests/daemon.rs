@@ -480,6 +480,20 @@ async fn the_binary_refuses_a_bad_schedule_with_78_naming_the_key() {
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("`daemon.schedule` is required"), "{err}");
 
+    // --config-dir: every *.toml is a job; the bad one is refused the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run(&["daemon", "--config-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(64), "an empty folder: {err}");
+    assert!(err.contains("has no *.toml file"), "{err}");
+    std::fs::copy(&bad, dir.path().join("bad.toml")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a config").unwrap();
+    let (code, err) = run(&["daemon", "--config-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("bad.toml: `daemon.schedule` is not a cron expression"),
+        "{err}"
+    );
+
     let other = tempfile::tempdir().unwrap();
     let good = daemon_config(&h, "same", "schedule = \"30 1 * * *\"");
     let twin = other.path().join("same.toml");

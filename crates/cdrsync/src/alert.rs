@@ -30,6 +30,9 @@ impl Alert {
     pub fn new(event: &str, message: String, date: NaiveDate, request_id: Option<String>) -> Self {
         let severity = match event {
             "waiting" | "drift" => "warning",
+            // A day not published because it looks incomplete (`--accept-incomplete`
+            // publishes it and sends this event as a `warning`).
+            "incomplete" => "error",
             _ => "critical",
         };
         Alert {
@@ -96,5 +99,6 @@ mod tests {
         for event in ["halted", "failed", "auth_failed"] {
             assert_eq!(severity(event), "critical", "{event}");
         }
+        assert_eq!(severity("incomplete"), "error");
     }
 }

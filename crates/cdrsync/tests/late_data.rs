@@ -288,3 +288,57 @@ async fn a_failed_reextraction_keeps_the_day_done_and_is_retried() {
     }
     assert_eq!(h.manifest(d(2))["generation"], 3);
 }
+
+/// Through the binary: the run's own day publishes, the failed re-extraction of D-1 (its
+/// request expires; `max_generations = 1`) is reported on its own line and sets the exit
+/// code (69), and D-1 stays as published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reextraction_sets_the_run_exit_code() {
+    let mut h = Harness::new(quick()).await;
+    h.set("job", "reextract_days = 1");
+    h.set("poll", "max_generations = 1");
+    h.run(d(1)).await.expect("published");
+    let before = snapshot(&h, d(1));
+    h.sim.control().add_late_rows(d(1), LATE);
+    h.sim.control().set_stuck_day(d(1), Some(Stage::Processing));
+    // D's own request, then D-1's re-extraction: expire them once both exist (D is done).
+    let known = h.sim.control().request_ids().len();
+    let control = h.sim.control().clone();
+    let expire = tokio::spawn(async move {
+        while control.request_ids().len() < known + 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        control.expire_all_requests();
+    });
+    let out = tokio::task::spawn_blocking({
+        let config = h.config_path();
+        h.write_config();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+                .args(["run", "--date", "2024-05-15", "--config"])
+                .arg(config)
+                .env("CDRSYNC_LOG", "info")
+                .env_remove("CDRSYNC_CONFIG")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    expire.await.unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(69), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("2024-05-15: published 60 rows"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("2024-05-14: re-extraction failed (exit 69)")
+            && lines[1].ends_with("the published day is kept"),
+        "{stdout}"
+    );
+    assert!(snapshot(&h, d(1)) == before, "D-1 untouched");
+    assert_eq!(record(&h, d(1)).await.state, JobState::Done);
+}

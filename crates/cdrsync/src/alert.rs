@@ -1,5 +1,5 @@
 //! Alerts: a JSON POST to `[alert] webhook_url` when a day halts, waits, fails, is refused
-//! authentication, or is published with schema drift (DESIGN.md §3).
+//! authentication, is published with schema drift, or looks incomplete (DESIGN.md §3).
 //!
 //! The failure itself is logged once, by the CLI (the `ERROR` line with the exit code);
 //! sending an alert logs only whether it was delivered (info), or a WARN when it could not
@@ -14,10 +14,11 @@ use std::time::Duration;
 /// The body posted to the webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {
-    /// `halted`, `waiting`, `failed`, `auth_failed` or `drift`.
+    /// `halted`, `waiting`, `failed`, `auth_failed`, `drift` or `incomplete`.
     pub event: String,
     /// `critical` for halts, failures and auth; `warning` for waiting and drift (the day
-    /// was published; nothing is lost).
+    /// was published; nothing is lost); `error` for an incomplete day not published
+    /// (`warning` when `--accept-incomplete` published it).
     pub severity: String,
     pub message: String,
     /// `YYYY-MM-DD`.
@@ -30,6 +31,9 @@ impl Alert {
     pub fn new(event: &str, message: String, date: NaiveDate, request_id: Option<String>) -> Self {
         let severity = match event {
             "waiting" | "drift" => "warning",
+            // A day not published because it looks incomplete (`--accept-incomplete`
+            // publishes it and sends this event as a `warning`).
+            "incomplete" => "error",
             _ => "critical",
         };
         Alert {
@@ -96,5 +100,6 @@ mod tests {
         for event in ["halted", "failed", "auth_failed"] {
             assert_eq!(severity(event), "critical", "{event}");
         }
+        assert_eq!(severity("incomplete"), "error");
     }
 }

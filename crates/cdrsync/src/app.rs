@@ -193,6 +193,7 @@ pub async fn build_job(
         lease_ttl: crate::job::LEASE_TTL,
         hooks,
         shutdown: crate::job::Shutdown::never(),
+        accept_incomplete: false,
     })
 }
 

@@ -51,6 +51,7 @@ pub async fn missed_days(
 /// ([`crate::cli::severity`]). Nothing missed: one line, exit 0.
 pub async fn run_cli(
     config_path: &std::path::Path,
+    accept_incomplete: bool,
     progress: indicatif::ProgressBar,
     out: crate::cli::Out,
 ) -> Result<crate::exit::ExitCode, JobError> {
@@ -61,6 +62,7 @@ pub async fn run_cli(
     let mut job =
         crate::app::build_job(config, progress.clone(), crate::cli::hooks_from_env()).await?;
     job.shutdown = crate::cli::install_signals();
+    job.accept_incomplete = accept_incomplete;
     let days = missed_days(job.store.as_ref(), &job.key(newest), catch_up_days).await?;
     if days.is_empty() {
         out.line(

@@ -71,6 +71,10 @@ pub enum Command {
         /// newest closed day ([daemon] catch_up_days bounds how far back).
         #[arg(long, conflicts_with_all = ["date", "force"])]
         catch_up: bool,
+        /// Publish the day even when its rows are far below the trailing median (or zero);
+        /// the `incomplete` alert is still sent, as a warning.
+        #[arg(long)]
+        accept_incomplete: bool,
     },
     /// Extract every day from --from to --to (inclusive), up to [job] concurrency days at once.
     Backfill {
@@ -83,6 +87,10 @@ pub enum Command {
         /// Re-extract days that are already done (next generation), replacing each atomically.
         #[arg(long)]
         force: bool,
+        /// Publish days even when their rows are far below the trailing median (or zero);
+        /// the `incomplete` alert is still sent, as a warning.
+        #[arg(long)]
+        accept_incomplete: bool,
     },
     /// Republish one day from the raw archive ([archive] url) to the sink, without calling
     /// CXone, verifying every part's SHA-256 and applying the current schema config.
@@ -241,16 +249,31 @@ pub fn main() -> std::process::ExitCode {
 
 async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressBar) -> ExitCode {
     let result = match command {
-        Command::Run { catch_up: true, .. } => {
-            match crate::catch_up::run_cli(config, progress, out).await {
-                Ok(code) => return code,
-                Err(e) => Err(e),
-            }
-        }
-        Command::Run { date, force, .. } => run(config, date, force, progress, out).await,
-        Command::Backfill { from, to, force } => {
+        Command::Run {
+            catch_up: true,
+            accept_incomplete,
+            ..
+        } => match crate::catch_up::run_cli(config, accept_incomplete, progress, out).await {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
+        Command::Run {
+            date,
+            force,
+            accept_incomplete,
+            ..
+        } => match run(config, date, force, accept_incomplete, progress, out).await {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
+        Command::Backfill {
+            from,
+            to,
+            force,
+            accept_incomplete,
+        } => {
             // Each day's failure is logged (once) as the day ends; only setup errors remain.
-            match backfill(config, from, to, force, progress, out).await {
+            match backfill(config, from, to, force, accept_incomplete, progress, out).await {
                 Ok(code) => return code,
                 Err(e) => Err(e),
             }
@@ -412,22 +435,96 @@ pub fn resolve_date(
     }
 }
 
+/// `run`: the day, then (`[job] reextract_days`) the late-data re-extraction of the done
+/// days before it; exits with the most serious code of all (the day's own error is logged
+/// by [`dispatch`], each re-extraction's as it ends).
 async fn run(
     config_path: &Path,
     date: Option<NaiveDate>,
     force: bool,
+    accept_incomplete: bool,
     progress: ProgressBar,
     out: Out,
-) -> Result<(), JobError> {
+) -> Result<ExitCode, JobError> {
     let config = Config::load_default(config_path)?;
     // Before anything is built or requested: an open day is refused outright.
     let date = resolve_date(date, config.job.lag)?;
+    let reextract_days = config.job.reextract_days;
     let mut job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
     job.shutdown = install_signals();
+    job.accept_incomplete = accept_incomplete;
     let outcome = job.run(date, force).await;
+    // Late data, unless the run was stopped or cannot reach CXone at all.
+    let stop_here = job.shutdown.requested().is_some()
+        || outcome.as_ref().is_err_and(|e| {
+            matches!(
+                e.exit_code(),
+                ExitCode::NoPerm | ExitCode::Config | ExitCode::Usage
+            )
+        });
+    let late = if reextract_days > 0 && !stop_here {
+        crate::reextract::reextract_recent(&job, date, reextract_days).await
+    } else {
+        Vec::new()
+    };
     progress.finish_and_clear();
-    report(&job, date, &outcome?, out);
-    Ok(())
+    if let Ok(o) = &outcome {
+        report(&job, date, o, out);
+    }
+    let mut worst = ExitCode::Done;
+    for (day, result) in &late {
+        let code = report_reextracted(*day, result, out);
+        if severity(code) > severity(worst) {
+            worst = code;
+        }
+    }
+    match outcome {
+        Ok(_) => Ok(worst),
+        // A re-extraction failed worse than the day: that code, the day's error logged here.
+        Err(e) if severity(worst) > severity(e.exit_code()) => {
+            tracing::error!(exit_code = e.exit_code() as u8, "{e}");
+            Ok(worst)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The end-of-run line of one re-extracted day (text, or one JSON object); its exit code.
+fn report_reextracted(
+    day: NaiveDate,
+    result: &Result<crate::reextract::Reextracted, JobError>,
+    out: Out,
+) -> ExitCode {
+    use crate::reextract::Reextracted;
+    match result {
+        Ok(Reextracted::Unchanged {
+            checked_generation,
+            kept_generation,
+            sha256,
+        }) => out.line(
+            || format!("{day}: re-extracted (generation {checked_generation}): unchanged, sha256 {sha256}; generation {kept_generation} kept, no sink touched"),
+            || json!({"event": "reextracted_unchanged", "date": day.to_string(), "generation": checked_generation, "kept_generation": kept_generation, "sha256": sha256}),
+        ),
+        Ok(Reextracted::Replaced {
+            previous_generation,
+            previous_sha256,
+            generation,
+            sha256,
+            rows,
+        }) => out.line(
+            || format!("{day}: re-extracted: replaced generation {} (sha256 {}) with generation {generation}: {rows} rows, sha256 {sha256}", previous_generation.map_or("?".into(), |g| g.to_string()), previous_sha256.as_deref().unwrap_or("?")),
+            || json!({"event": "reextracted_replaced", "date": day.to_string(), "previous_generation": previous_generation, "previous_sha256": previous_sha256, "generation": generation, "sha256": sha256, "rows": rows}),
+        ),
+        Err(e) => {
+            let code = e.exit_code();
+            out.line(
+                || format!("{day}: re-extraction failed (exit {}): {e}; the published day is kept", code as u8),
+                || json!({"event": "reextract_failed", "date": day.to_string(), "exit_code": code as u8, "reason": e.to_string()}),
+            );
+            return code;
+        }
+    }
+    ExitCode::Done
 }
 
 /// How serious a day's exit code is, for the one code `backfill` exits with: the most
@@ -455,6 +552,7 @@ pub(crate) fn outcome_word(result: &Result<Outcome, JobError>) -> &'static str {
         Err(JobError::NotClosed(_)) => "not_closed",
         Err(JobError::Waiting { .. }) => "waiting",
         Err(JobError::LeaseHeld { .. }) => "lease_held",
+        Err(JobError::Incomplete { .. }) => "incomplete",
         Err(e) => match e.exit_code() {
             ExitCode::DataHalt => "halted",
             ExitCode::Unavailable => "unavailable",
@@ -471,6 +569,7 @@ async fn backfill(
     from: NaiveDate,
     to: NaiveDate,
     force: bool,
+    accept_incomplete: bool,
     progress: ProgressBar,
     out: Out,
 ) -> Result<ExitCode, JobError> {
@@ -486,6 +585,7 @@ async fn backfill(
     // byte bar is hidden because several days download at once: the visible bar counts days.
     let mut job = crate::app::build_job(config, ProgressBar::hidden(), hooks_from_env()).await?;
     job.shutdown = install_signals();
+    job.accept_incomplete = accept_incomplete;
     let job = Arc::new(job);
     let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
     progress.set_style(

@@ -182,6 +182,18 @@ pub enum JobError {
     /// The staging folder or the sink has too little free space for the day.
     #[error("{what} needs {} MiB, has {} MiB free", needs.div_ceil(1 << 20), free >> 20)]
     NoSpace { what: String, needs: u64, free: u64 },
+    /// The day's rows are far below its trailing median, or zero (`crate::completeness`):
+    /// not published, `halted`, 65 — unless `--accept-incomplete`.
+    #[error(
+        "{date}: {}; not published — check the day with CXone, then publish it as it is with `--accept-incomplete`",
+        crate::completeness::describe(*rows, *median, *min_fraction)
+    )]
+    Incomplete {
+        date: chrono::NaiveDate,
+        rows: u64,
+        median: Option<u64>,
+        min_fraction: f64,
+    },
     /// A test hook stopped the job right after it persisted `state` (crash simulation).
     #[error("stopped after {0:?} (test hook)")]
     StoppedAfter(crate::state::JobState),
@@ -216,6 +228,7 @@ impl JobError {
             JobError::StoppedAfter(_) => ExitCode::Other,
             JobError::Stopped { .. } => ExitCode::TempFail,
             JobError::NoSpace { .. } => ExitCode::Unavailable,
+            JobError::Incomplete { .. } => ExitCode::DataHalt,
         }
     }
 
@@ -223,6 +236,7 @@ impl JobError {
     pub fn alert_event(&self) -> Option<&'static str> {
         match self.exit_code() {
             _ if matches!(self, JobError::FileHalt(_)) => None,
+            _ if matches!(self, JobError::Incomplete { .. }) => Some("incomplete"),
             ExitCode::DataHalt => Some("halted"),
             ExitCode::TempFail if matches!(self, JobError::Waiting { .. }) => Some("waiting"),
             ExitCode::Unavailable => Some("failed"),

@@ -152,6 +152,9 @@ pub struct Job {
     pub hooks: Hooks,
     /// Stops the run at the next safe point (SIGTERM/SIGINT in the CLI).
     pub shutdown: Shutdown,
+    /// `--accept-incomplete`: a day far below its trailing median is published anyway (with
+    /// an `incomplete` warning) instead of halting ([`crate::completeness`]).
+    pub accept_incomplete: bool,
 }
 
 /// How a polling session ended.
@@ -178,9 +181,21 @@ impl Job {
     /// run's lease when it stopped holding one, else under a brief lease of its own, which
     /// is skipped when another run holds the day.
     pub async fn run(&self, date: NaiveDate, force: bool) -> Result<Outcome, JobError> {
+        self.run_as(date, force, false).await
+    }
+
+    /// [`Job::run`]; with `reextract` (late data, [`crate::reextract`]) a done day is
+    /// extracted again as its next generation without forgetting what the sinks hold, and
+    /// published only when its content changed (else `Outcome::AlreadyDone`, sinks untouched).
+    pub(crate) async fn run_as(
+        &self,
+        date: NaiveDate,
+        force: bool,
+        reextract: bool,
+    ) -> Result<Outcome, JobError> {
         let key = self.key(date);
         let mut recorded = false;
-        let result = self.run_leased(&key, force, &mut recorded).await;
+        let result = self.run_leased(&key, force, reextract, &mut recorded).await;
         if let Err(error) = &result
             && !recorded
         {
@@ -206,16 +221,20 @@ impl Job {
         &self,
         key: &JobKey,
         force: bool,
+        reextract: bool,
         recorded: &mut bool,
     ) -> Result<Outcome, JobError> {
         // A day already done is a no-op: no lease, no request, nothing rewritten.
-        if !force && let Some(done) = self.already_done(key).await? {
+        if !force
+            && !reextract
+            && let Some(done) = self.already_done(key).await?
+        {
             return Ok(done);
         }
         self.acquire_lease(key).await?;
         let renew = self.renew_lease(key);
         // `run_day` re-checks under the lease: the run we waited for may have finished.
-        let result = self.run_day(key, force).await;
+        let result = self.run_day(key, force, reextract).await;
         if let Err(error) = &result {
             self.record_stop(key, error).await;
             *recorded = true;
@@ -387,7 +406,12 @@ impl Job {
     }
 
     /// The state machine, under the lease.
-    async fn run_day(&self, key: &JobKey, force: bool) -> Result<Outcome, JobError> {
+    async fn run_day(
+        &self,
+        key: &JobKey,
+        force: bool,
+        reextract: bool,
+    ) -> Result<Outcome, JobError> {
         let now = Utc::now();
         let mut rec = match self.store.load(key).await? {
             Some(r) => r,
@@ -402,6 +426,7 @@ impl Job {
         };
         // Re-check under the lease: another run may have finished the day meanwhile.
         if !force
+            && !reextract
             && rec.state == JobState::Done
             && let Ok(m) = self.manifest_of_every_sink(key).await?
         {
@@ -410,8 +435,11 @@ impl Job {
         let stopped = matches!(rec.state, JobState::Failed | JobState::Halted);
         if force || rec.state == JobState::Done {
             next_generation(&mut rec);
-            // Every sink needs the new generation.
-            self.store.clear_publishes(key).await?;
+            // Every sink needs the new generation (a re-extraction keeps what the sinks
+            // hold until its content is known to differ).
+            if !reextract {
+                self.store.clear_publishes(key).await?;
+            }
         } else if stopped {
             let (was, why) = (rec.state, rec.reason.clone().unwrap_or_default());
             resume(&mut rec);
@@ -431,6 +459,7 @@ impl Job {
             generations: 1,
             url_refreshes: 0,
             merged: None,
+            reextract,
         };
         loop {
             if let Some(signal) = self.shutdown.requested() {
@@ -587,8 +616,11 @@ impl Job {
             },
             JobState::Verified => {
                 let merged = budget.merged.take();
-                let manifest = match self.merge_and_publish(key, rec, merged).await {
-                    Ok(m) => m,
+                let outcome = match self
+                    .merge_and_publish(key, rec, merged, budget.reextract)
+                    .await
+                {
+                    Ok(o) => o,
                     Err(e) => {
                         // Staging was lost and the request expired meanwhile.
                         let why = self.expired_or(rec, e).await?;
@@ -596,13 +628,13 @@ impl Job {
                         return Ok(None);
                     }
                 };
-                rec.rows = Some(manifest.rows);
+                rec.rows = Some(outcome.manifest().rows);
                 self.save(key, rec, JobState::Published).await?;
                 if self.hooks.stop_after == Some(JobState::Published) {
                     return Err(JobError::StoppedAfter(JobState::Published));
                 }
                 self.finish(key, rec).await?;
-                return Ok(Some(Outcome::Published(manifest)));
+                return Ok(Some(outcome));
             }
             JobState::Published => {
                 // Crashed between publish and clean-up: every sink holds the day.
@@ -992,12 +1024,18 @@ impl Job {
     /// earlier run whose publish reached only some sinks — and publishes it to every sink
     /// that does not have this generation yet.
     /// `fresh` is the manifest of the day this run has just merged and kept in staging.
+    ///
+    /// Before anything is published: with `reextract`, a day whose content every sink has
+    /// already is kept as it is ([`crate::reextract::compare`]; `Outcome::AlreadyDone`);
+    /// then the completeness check ([`crate::completeness::check`]), unless a sink already
+    /// has this generation (it was checked, or accepted, before that publish).
     async fn merge_and_publish(
         &self,
         key: &JobKey,
         rec: &mut JobRecord,
         fresh: Option<Manifest>,
-    ) -> Result<Manifest, JobError> {
+        reextract: bool,
+    ) -> Result<Outcome, JobError> {
         let staging = self.staging_dir(key, rec);
         let merged = staging.join(MERGED_DATA);
         let fresh = fresh.filter(|m| m.generation == rec.generation);
@@ -1015,12 +1053,35 @@ impl Job {
                 }
             },
         };
+        let mut manifest = manifest;
+        if reextract {
+            match crate::reextract::compare(self, key, rec, &manifest).await? {
+                crate::reextract::Compared::Unchanged(kept) => {
+                    return Ok(Outcome::AlreadyDone(*kept));
+                }
+                crate::reextract::Compared::Changed { sha256, generation } => {
+                    manifest.previous_sha256 = Some(sha256);
+                    manifest.previous_generation = Some(generation);
+                }
+                crate::reextract::Compared::NotPublished => {}
+            }
+        }
+        let published = self.store.publishes(key).await?;
+        let accepted = if published.iter().any(|p| p.generation == rec.generation) {
+            None
+        } else {
+            crate::completeness::check(self, key, manifest.rows).await?
+        };
         self.set_publish_mode(&staging, &merged).await?;
         self.progress
             .set_message(format!("{}: publishing", key.date));
         self.publish_to_sinks(key, rec, &merged, &manifest).await?;
         self.say_what_was_published(key.date, &manifest).await;
-        Ok(manifest)
+        if let Some(mut alert) = accepted {
+            alert.request_id = Some(manifest.request_id.clone()).filter(|id| !id.is_empty());
+            self.alerter.send(&alert).await;
+        }
+        Ok(Outcome::Published(manifest))
     }
 
     /// Keeps the merged day at `path` as `.merged.data` in `staging`, with its manifest
@@ -1394,6 +1455,8 @@ impl Job {
             sha256,
             columns,
             extra_columns_seen: report.added.clone(),
+            previous_sha256: None,
+            previous_generation: None,
             schema: SchemaOutcome {
                 added: report.added,
                 missing: report.missing,
@@ -1474,6 +1537,8 @@ struct RunBudget {
     /// The manifest of the day this run merged while its parts downloaded (kept in
     /// staging as `.merged.data`), so the publish need not read the file again to trust it.
     merged: Option<Manifest>,
+    /// A late-data re-extraction ([`Job::run_as`]): publish only a changed day.
+    reextract: bool,
 }
 
 /// A part download refused as unauthorised: an expired pre-signed URL, most often.

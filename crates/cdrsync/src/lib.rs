@@ -24,12 +24,15 @@
 //!   scheduler, clock and HTTP endpoints.
 //! - [`doctor`]: `cdrsync doctor`, every part of the setup checked, one line each.
 //! - [`exit`]: the error kinds and exit codes of DESIGN.md §3.
+//! - [`completeness`]: a day far below its trailing median is not published (`incomplete`).
+//! - [`reextract`]: late data: recent done days re-extracted, replaced when changed.
 
 pub mod alert;
 pub mod app;
 pub mod archive;
 pub mod catch_up;
 pub mod cli;
+pub mod completeness;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -41,6 +44,7 @@ pub mod exit;
 pub mod job;
 pub mod manifest;
 pub mod poll;
+pub mod reextract;
 pub mod replay;
 pub mod secrets;
 pub mod sink;

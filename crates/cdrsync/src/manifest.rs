@@ -164,6 +164,13 @@ pub struct Manifest {
     /// The published header, `extra_columns` last.
     pub columns: Vec<String>,
     pub extra_columns_seen: Vec<String>,
+    /// A day replaced by a late-data re-extraction (`crate::reextract`): the `sha256` of
+    /// what was published before (as the first sink holding an older generation had it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_sha256: Option<String>,
+    /// …and its generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_generation: Option<u32>,
     #[serde(default)]
     pub schema: SchemaOutcome,
     pub created_at: DateTime<Utc>,

@@ -47,7 +47,22 @@ async fn drifted(drift: SchemaDrift) -> (Harness, Webhook) {
 
 /// Runs the day through the binary and requires exit 0 with `rows` published.
 async fn publish_via_binary(h: &Harness, env: Overrides<'_>, rows: u64) -> Cli {
-    let out = cdrsync(h, &["run", "--date", DATE], env).await;
+    publish_via_binary_with(h, &[], env, rows).await
+}
+
+/// [`publish_via_binary`] with more `run` flags.
+async fn publish_via_binary_with(
+    h: &Harness,
+    flags: &[&str],
+    env: Overrides<'_>,
+    rows: u64,
+) -> Cli {
+    let args: Vec<&str> = ["run", "--date", DATE]
+        .iter()
+        .chain(flags)
+        .copied()
+        .collect();
+    let out = cdrsync(h, &args, env).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.contains(&format!("published {rows} rows")),
@@ -651,7 +666,8 @@ async fn an_empty_csv_day_is_published_as_a_header_and_zero_rows() {
     scenario.rows_per_day = 0;
     let h = Harness::new(scenario).await;
     let date = day(DATE);
-    let out = publish_via_binary(&h, &[], 0).await;
+    // A day without rows is incomplete (`tests/completeness.rs`) unless accepted.
+    let out = publish_via_binary_with(&h, &["--accept-incomplete"], &[], 0).await;
     assert_one_warn_line(
         &out.stderr,
         &format!("{DATE}: the day has no rows; published it empty"),
@@ -680,7 +696,8 @@ async fn an_empty_json_day_is_published_as_an_empty_file_and_zero_rows() {
         let mut h = Harness::new(scenario).await;
         h.set("job", r#"format = "json""#);
         let date = day(DATE);
-        let out = publish_via_binary(&h, &[], 0).await;
+        // A day without rows is incomplete (`tests/completeness.rs`) unless accepted.
+        let out = publish_via_binary_with(&h, &["--accept-incomplete"], &[], 0).await;
         assert_one_warn_line(
             &out.stderr,
             &format!("{DATE}: the day has no rows; published it empty"),

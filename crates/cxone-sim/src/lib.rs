@@ -155,7 +155,7 @@ impl Simulator {
 
     /// Rows the tenant holds for `date` (the full day).
     pub fn row_count(&self, date: NaiveDate) -> u64 {
-        self.tenant.scenario.rows_for(date)
+        self.tenant.rows_for(date)
     }
 
     /// The header each part of a full-day request of `columns` is written with, part 1
@@ -310,6 +310,20 @@ impl Control {
         self.tenant.held_parts.send_modify(|held| {
             held.remove(&part);
         });
+    }
+
+    /// Late data: `n` more rows arrive for `date`. Requests created from now on export the
+    /// day regenerated with its rows plus every late row added so far (start times are
+    /// spread over the day again, so most rows' content changes, as a recomputed day
+    /// would); requests created before keep what they had. [`Simulator::row_count`] and
+    /// [`Simulator::expected_rows`] follow.
+    pub fn add_late_rows(&self, date: chrono::NaiveDate, n: u64) {
+        let mut late = self
+            .tenant
+            .late_rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *late.entry(date).or_default() += n;
     }
 
     /// Ids of every request created so far (expired ones included), in no special order.

@@ -95,6 +95,9 @@ pub(crate) struct Tenant {
     shared_parts: Mutex<HashMap<String, Vec<Arc<OnceCell<PartDigest>>>>>,
     /// Part numbers whose downloads wait (`Control::hold_part`).
     pub held_parts: tokio::sync::watch::Sender<std::collections::BTreeSet<u32>>,
+    /// Rows that arrived late, per day (`Control::add_late_rows`): requests created from
+    /// then on export the day with these rows more.
+    pub late_rows: Mutex<HashMap<NaiveDate, u64>>,
 }
 
 impl Tenant {
@@ -105,6 +108,7 @@ impl Tenant {
             presign_epoch: std::sync::atomic::AtomicU64::new(0),
             shared_parts: Mutex::new(HashMap::new()),
             held_parts: tokio::sync::watch::Sender::new(Default::default()),
+            late_rows: Mutex::new(HashMap::new()),
             state: Mutex::new(State {
                 counters: Counters::default(),
                 creates: Vec::new(),
@@ -189,7 +193,7 @@ impl Tenant {
     /// The export a request for `spec` produces (also the ground truth for tests).
     pub(crate) fn export(&self, spec: &CreateSpec) -> Export {
         let sc = &self.scenario;
-        let day = DayGenerator::new(sc.seed, spec.date, sc.rows_for(spec.date));
+        let day = DayGenerator::new(sc.seed, spec.date, self.rows_for(spec.date));
         // Start times never decrease with the row index, so the window is a range.
         let from_sec = spec.from_ms.div_ceil(1000);
         let to_sec = spec.to_ms / 1000;
@@ -207,6 +211,12 @@ impl Tenant {
             drifted: Layout::drifted(&spec.columns, drift, sc.seed),
             drift_from_part: drift.drift_from_part.unwrap_or(1),
         }
+    }
+
+    /// Rows the tenant holds for `date` now: the scenario's, plus any late rows.
+    pub(crate) fn rows_for(&self, date: NaiveDate) -> u64 {
+        let late = self.late_rows.lock().unwrap_or_else(|e| e.into_inner());
+        self.scenario.rows_for(date) + late.get(&date).copied().unwrap_or(0)
     }
 
     /// The phase of a request now, from its age, the stuck switch and its fate.
@@ -300,8 +310,13 @@ impl Tenant {
             return fresh();
         }
         let key = format!(
-            "{} {} {} {:?} {:?}",
-            spec.date, spec.from_ms, spec.to_ms, spec.format, spec.columns
+            "{} {} {} {:?} {:?} {}",
+            spec.date,
+            spec.from_ms,
+            spec.to_ms,
+            spec.format,
+            spec.columns,
+            self.rows_for(spec.date)
         );
         let mut shared = self.shared_parts.lock().expect("shared parts lock");
         shared.entry(key).or_insert_with(fresh).clone()

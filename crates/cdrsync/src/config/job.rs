@@ -25,6 +25,8 @@ raw_section! {
         staging_dir: String = Str,
         lease_wait: String = Duration,
         lag: String = Duration,
+        min_fraction: f64 = Float,
+        reextract_days: u32 = UInt,
     }
 }
 
@@ -52,6 +54,8 @@ const DEFAULT_CONCURRENCY: usize = 4;
 const DEFAULT_STAGING_DIR: &str = ".cdrsync-staging";
 const DEFAULT_LEASE_WAIT: &str = "0s";
 const DEFAULT_LAG: &str = "30m";
+/// `job.min_fraction`: a day below half its trailing median is incomplete.
+pub const DEFAULT_MIN_FRACTION: f64 = 0.5;
 
 #[derive(Debug, Clone)]
 pub struct JobConfig {
@@ -72,6 +76,12 @@ pub struct JobConfig {
     /// How long after a UTC day's end it is *closed* (CXone's late records are in); a day
     /// is never extracted before (DESIGN.md §2).
     pub lag: Duration,
+    /// A day with fewer rows than this fraction of the trailing 7-day median of done days
+    /// is incomplete (`crate::completeness`); 0 < x ≤ 1.
+    pub min_fraction: f64,
+    /// After a run's own day, re-extract this many done days before it and replace those
+    /// whose content changed (`crate::reextract`); 0 = off.
+    pub reextract_days: u32,
 }
 
 impl JobConfig {
@@ -172,6 +182,14 @@ impl RawJob {
             origins,
         )?;
         let lag = duration("job.lag", raw.lag, DEFAULT_LAG, origins)?;
+        let min_fraction = raw.min_fraction.unwrap_or(DEFAULT_MIN_FRACTION);
+        if !(min_fraction > 0.0 && min_fraction <= 1.0) {
+            return Err(origins.invalid(
+                "job.min_fraction",
+                format!("is {min_fraction}; expected a fraction above 0 and at most 1 (e.g. 0.5)"),
+            ));
+        }
+        let reextract_days = raw.reextract_days.unwrap_or(0);
         Ok(JobConfig {
             report_type,
             report_id,
@@ -183,6 +201,8 @@ impl RawJob {
             staging_dir,
             lease_wait,
             lag,
+            min_fraction,
+            reextract_days,
         })
     }
 }
@@ -239,6 +259,18 @@ mod tests {
             (
                 &[("job.concurrency", "-1")],
                 "`job.concurrency` is -1, out of range",
+            ),
+            (
+                &[("job.min_fraction", "0")],
+                "`job.min_fraction` is 0; expected a fraction above 0 and at most 1",
+            ),
+            (
+                &[("job.min_fraction", "1.5")],
+                "`job.min_fraction` is 1.5; expected a fraction above 0 and at most 1",
+            ),
+            (
+                &[("job.reextract_days", "-2")],
+                "`job.reextract_days` is -2, out of range",
             ),
         ]);
     }

@@ -30,7 +30,6 @@ use crate::exit::{ExitCode, JobError};
 use crate::job::{Job, Shutdown};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,7 +39,9 @@ const LAST_DAYS: usize = 30;
 
 /// Run after a day ends done, with the day's permit still held (what it does counts as a
 /// day in flight).
-pub type AfterDay = Arc<dyn Fn(Arc<Job>, NaiveDate) -> BoxFuture<'static, ()> + Send + Sync>;
+pub type AfterDay = Arc<
+    dyn Fn(Arc<Job>, NaiveDate) -> futures_util::future::LocalBoxFuture<'static, ()> + Send + Sync,
+>;
 
 /// One job of the daemon: a config's job and its schedule.
 pub struct DaemonJob {
@@ -510,5 +511,26 @@ pub async fn from_configs(
     }
     let mut daemon = Daemon::new(jobs, max_days_in_flight, shutdown);
     daemon.listen = listen;
+    daemon.after_day = Some(reextract_after_day());
     Ok(daemon)
+}
+
+/// After each day a job finishes done: re-extract its last `[job] reextract_days` done days
+/// (late data), each replaced only when its content changed ([`crate::reextract`]).
+/// Failures are logged and alerted there; the day keeps its published data.
+pub fn reextract_after_day() -> AfterDay {
+    Arc::new(|job: Arc<Job>, date: NaiveDate| {
+        Box::pin(async move {
+            let n = job.config.job.reextract_days;
+            if n == 0 {
+                return;
+            }
+            for (day, result) in crate::reextract::reextract_recent(&job, date, n).await {
+                match result {
+                    Ok(done) => tracing::info!(date = %day, "re-extracted: {done:?}"),
+                    Err(e) => tracing::warn!(date = %day, "re-extraction failed: {e}"),
+                }
+            }
+        })
+    })
 }

@@ -64,6 +64,8 @@ pub fn sample_manifest(generation: u32, data: &[u8]) -> Manifest {
         sha256: hex::encode(Sha256::digest(data)),
         columns: vec!["CallId".into(), "extra_columns".into()],
         extra_columns_seen: vec![],
+        previous_sha256: None,
+        previous_generation: None,
         schema: SchemaOutcome::default(),
         created_at: Utc.with_ymd_and_hms(2024, 5, 16, 2, 0, 0).unwrap(),
     }

@@ -273,3 +273,41 @@ async fn a_held_part_sends_nothing_until_released() {
     );
     sim.shutdown().await;
 }
+
+/// Late data (`Control::add_late_rows`): a request created after the change exports the day
+/// with the late rows; one created before still serves what it had.
+#[tokio::test]
+async fn late_rows_change_the_day_for_requests_created_afterwards() {
+    let sim = Simulator::start(quick()).await.unwrap();
+    let api = Api::new(&sim);
+    let token = api.access().await;
+    let csv_of =
+        |parts: Vec<Vec<u8>>| -> Vec<_> { parts.iter().flat_map(|p| csv_rows(p).1).collect() };
+    let before_id = api
+        .create_id(&token, "x-before", &body("csv", &guide_columns()))
+        .await;
+    let before = sim.expected_rows(day(), &guide_columns());
+    assert_eq!(before.len(), 250);
+
+    sim.control().add_late_rows(day(), 30);
+    assert_eq!(sim.row_count(day()), 280);
+    let after = sim.expected_rows(day(), &guide_columns());
+    assert_eq!(after.len(), 280);
+    assert_ne!(
+        before[..],
+        after[..250],
+        "the day is regenerated, not only appended to"
+    );
+
+    let status = api.wait_done(&token, &before_id).await;
+    let mut old = Vec::new();
+    for f in status["files"].as_array().unwrap() {
+        let (_, bytes) = api
+            .download(&token, f["downloadUrl"].as_str().unwrap())
+            .await;
+        old.push(bytes);
+    }
+    assert_eq!(csv_of(old), before, "the earlier request keeps its rows");
+    let (_, new) = fetch_day(&api, "csv", &guide_columns()).await;
+    assert_eq!(csv_of(new), after, "a new request has the late rows");
+}

@@ -120,6 +120,8 @@ pub fn sample_day(
         sha256,
         columns: contract().file_columns().map(|c| c.name.clone()).collect(),
         extra_columns_seen: vec!["Skill".into()],
+        previous_sha256: None,
+        previous_generation: None,
         schema: SchemaOutcome::default(),
         created_at: Utc.with_ymd_and_hms(2024, 5, 16, 2, 0, 0).unwrap(),
     };

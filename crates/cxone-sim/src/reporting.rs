@@ -141,6 +141,7 @@ struct State_ {
     files: HashMap<String, Bytes>,
     signed: HashMap<String, Signed>,
     epoch: u64,
+    refuse_all_tokens: bool,
 }
 
 struct Inner {
@@ -231,6 +232,7 @@ impl ReportingSimulator {
                 files: HashMap::new(),
                 signed: HashMap::new(),
                 epoch: 0,
+                refuse_all_tokens: false,
             }),
             api: format!("http://{}", api.local_addr()?),
             files: format!("http://{}", files.local_addr()?),
@@ -325,6 +327,11 @@ impl ReportingControl {
     /// fresh ones.
     pub fn expire_result_urls(&self) {
         self.inner.lock().epoch += 1;
+    }
+
+    /// While true every bearer token answers 401, fresh ones included.
+    pub fn refuse_all_tokens(&self, refuse: bool) {
+        self.inner.lock().refuse_all_tokens = refuse;
     }
 
     /// The next `n` report jobs FAIL.
@@ -498,7 +505,8 @@ fn gate(inner: &Inner, headers: &HeaderMap, version: &str) -> Option<Response> {
         .and_then(|v| v.strip_prefix("Bearer "));
     let ok = token
         .and_then(|t| st.tokens.get(t))
-        .is_some_and(|(expires, revoked)| !revoked && Instant::now() < *expires);
+        .is_some_and(|(expires, revoked)| !revoked && Instant::now() < *expires)
+        && !st.refuse_all_tokens;
     if !ok {
         st.counters.unauthorized += 1;
         let mut resp = error(StatusCode::UNAUTHORIZED, "invalid_token");
@@ -797,6 +805,35 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 500);
         assert_eq!(from_csv, rows);
+        // The Data Download mode, same scenario: the same rows.
+        let dd = crate::Simulator::start(sim.scenario().data.clone())
+            .await
+            .unwrap();
+        let columns: Vec<String> = Column::ALL.iter().map(|c| c.name().to_string()).collect();
+        assert_eq!(dd.expected_rows(date, &columns), rows);
+        dd.shutdown().await;
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn result_urls_expire_after_their_ttl() {
+        let sim = ReportingSimulator::start(ReportingScenario {
+            result_url_ttl_secs: 0.3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let url = {
+            let mut st = sim.inner.lock();
+            st.files.insert("k".into(), Bytes::from_static(b"a,b\n"));
+            sim.inner.sign(&mut st, "k")
+        };
+        let http = reqwest::Client::new();
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 403);
+        let c = sim.counters();
+        assert_eq!((c.file_requests, c.file_expired), (2, 1));
         sim.shutdown().await;
     }
 

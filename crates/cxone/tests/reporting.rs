@@ -262,6 +262,21 @@ async fn a_401_causes_one_reauthentication_and_one_retry() {
 }
 
 #[tokio::test]
+async fn a_second_401_with_a_fresh_token_is_an_auth_error() {
+    let s = setup(ReportingScenario::default()).await;
+    s.sim.control().refuse_all_tokens(true);
+    let err = s.client.report_job("1000").await.unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+    let c = s.sim.counters();
+    assert_eq!(
+        (c.unauthorized, c.token_grants),
+        (2, 2),
+        "one re-authentication, then stop"
+    );
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn eight_concurrent_calls_with_no_token_cause_one_grant() {
     let sim = ReportingSimulator::start(ReportingScenario::default())
         .await

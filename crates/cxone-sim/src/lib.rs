@@ -10,6 +10,8 @@
 //! - `tenant`: requests and their lifecycle, counters, fault bookkeeping.
 //! - `server`, `body`: the HTTP routes, and part bodies with their injected damage.
 //! - [`counters`]: what the simulator saw, for assertions.
+//! - [`reporting`]: the Reporting API mode ([`ReportingSimulator`]): access-key tokens,
+//!   discovery, report jobs, datadownload, `contacts/completed`, a second file origin.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -24,6 +26,7 @@ mod body;
 pub mod counters;
 mod export;
 mod generator;
+pub mod reporting;
 pub mod scenario;
 mod server;
 mod tenant;
@@ -41,6 +44,7 @@ use tokio::task::JoinHandle;
 
 pub use counters::{Counters, CreateRecord};
 pub use generator::known_columns;
+pub use reporting::{ReportingControl, ReportingCounters, ReportingScenario, ReportingSimulator};
 pub use scenario::{
     Endpoint, Faults, HttpFault, JsonLayout, PartFault, PartFaultKind, Scenario, ScenarioError,
     SchemaDrift, Secret, Stage,

@@ -83,6 +83,26 @@ impl std::fmt::Debug for PartResponse {
 }
 
 impl PartResponse {
+    /// An open download whose headers the caller has already checked (the Reporting
+    /// API's result files, `crate::http::open_part`).
+    pub(crate) fn opened(
+        url: String,
+        offset: u64,
+        total_length: Option<u64>,
+        content_digest: Option<[u8; 32]>,
+        content_length: Option<u64>,
+        body: reqwest::Response,
+    ) -> Self {
+        PartResponse {
+            url,
+            offset,
+            total_length,
+            content_digest,
+            content_length,
+            body: Some(body),
+        }
+    }
+
     /// Next chunk of the body; `None` at its end. A broken body is `Error::Transfer`.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
         let Some(body) = self.body.as_mut() else {
@@ -411,7 +431,7 @@ impl Client {
 
 /// A transport error as a try's outcome: a refused redirect is final, the rest is for the
 /// retry policy.
-fn classify(err: reqwest::Error) -> Attempt {
+pub(crate) fn classify(err: reqwest::Error) -> Attempt {
     if err.is_redirect() {
         let message = Failure::from_reqwest(err).to_string();
         return Attempt::Stop(Error::BadUrl { message });
@@ -421,7 +441,7 @@ fn classify(err: reqwest::Error) -> Attempt {
 
 /// Follows up to [`MAX_REDIRECTS`] redirects, never to plain http off loopback. reqwest
 /// itself drops `Authorization` when a redirect changes host or port.
-fn redirect_policy() -> reqwest::redirect::Policy {
+pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
             attempt.error("too many redirects")
@@ -473,12 +493,12 @@ pub fn redact(url: &Url) -> String {
     shown.to_string()
 }
 
-fn strip_query(text: &str) -> &str {
+pub(crate) fn strip_query(text: &str) -> &str {
     text.split(['?', '#']).next().unwrap_or_default()
 }
 
 /// Parses `bytes START-END/TOTAL` (TOTAL may be `*`) into `(START, Some(TOTAL))`.
-fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+pub(crate) fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
     let rest = value.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;
@@ -497,7 +517,7 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 /// The `sha-256` member of a `Content-Digest` dictionary (RFC 9530); other algorithms are
 /// ignored. A `sha-256` member that is not 32 base64-encoded bytes is an error: it would
 /// otherwise silently switch the integrity check off.
-fn content_digest(headers: &http::HeaderMap) -> Result<Option<[u8; 32]>, String> {
+pub(crate) fn content_digest(headers: &http::HeaderMap) -> Result<Option<[u8; 32]>, String> {
     for value in headers.get_all("content-digest") {
         let Ok(value) = value.to_str() else {
             return Err("Content-Digest is not ASCII".into());
@@ -527,7 +547,7 @@ fn content_digest(headers: &http::HeaderMap) -> Result<Option<[u8; 32]>, String>
     Ok(None)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     call: &str,
     response: reqwest::Response,
 ) -> Result<T, Error> {
@@ -542,7 +562,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 /// The start of an error body, on one line and at most [`EXCERPT_CHARS`] characters.
-async fn excerpt(mut response: reqwest::Response) -> String {
+pub(crate) async fn excerpt(mut response: reqwest::Response) -> String {
     let mut body = Vec::new();
     // Read only what we may quote (UTF-8 is at most 4 bytes a character).
     while body.len() < EXCERPT_CHARS * 4 {

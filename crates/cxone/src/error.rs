@@ -38,4 +38,14 @@ pub enum Error {
     Transfer { url: String, message: String },
     #[error(transparent)]
     Store(#[from] crate::StoreError),
+    /// A result file URL on another origin answered 403/404/410: its signature or
+    /// retention ran out. The caller asks the API for a fresh URL (Reporting API).
+    #[error("result file {url} is no longer served (HTTP {status}): ask for a fresh URL")]
+    UrlExpired { url: String, status: u16 },
+    /// The platform reports that a report job failed (Reporting API).
+    #[error("report job {job_id} failed: {message}")]
+    JobFailed { job_id: String, message: String },
+    /// A 2xx answer that carries an `errorMessage` (Reporting API `datadownload`).
+    #[error("{call} answered with errorMessage: {message}")]
+    Reported { call: String, message: String },
 }

@@ -11,18 +11,31 @@
 //! - [`client`]: [`Client`]: create, status and part download, with the bearer token sent
 //!   only to the API's own origin.
 //! - [`error`]: [`Error`], the typed failures callers map to exit codes.
+//! - [`http`]: the shared HTTP layer ([`http::TokenSource`], [`http::Http`]) the Reporting
+//!   API client runs on.
+//! - [`access_key`]: OIDC password grant with an access key; re-authentication, no refresh.
+//! - [`discovery`]: token endpoint and API host from the well-known documents, cached.
+//! - [`reporting`]: [`ReportingClient`] for `/inContactAPI/services/vNN.0/`.
 
+pub mod access_key;
 pub mod client;
+pub mod discovery;
 pub mod error;
+pub mod http;
 pub mod model;
+pub mod reporting;
 pub mod retry;
 pub mod secret;
 pub mod store;
 pub mod token;
 
+pub use access_key::{AccessKey, AccessKeySource};
 pub use client::{Client, ClientConfig, Created, PartResponse};
+pub use discovery::Discovery;
 pub use error::Error;
+pub use http::{Http, TokenSource};
 pub use model::{CreateRequest, CreateResponse, FileEntry, RequestStatus, StatusResponse};
+pub use reporting::ReportingClient;
 pub use retry::RetryPolicy;
 pub use secret::Secret;
 pub use store::{

@@ -407,7 +407,7 @@ impl TokenManager {
 
 /// The OAuth `error` code of a refusal, kept only if it looks like one (letters and `_`), so
 /// nothing the server echoes back (a token, a secret) can reach a message.
-async fn oauth_error_code(response: reqwest::Response) -> Option<String> {
+pub(crate) async fn oauth_error_code(response: reqwest::Response) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct OAuthError {
         error: String,

@@ -1,0 +1,256 @@
+//! The shared HTTP layer: bearer auth from a [`TokenSource`], the one retry policy, one
+//! re-authentication on a 401, and URL redaction in every message.
+//!
+//! [`Http::send`] is what the Reporting API client ([`crate::reporting`]) calls. It is the
+//! same loop as the Data Download [`crate::Client`]'s own `send` (which has not moved onto it
+//! yet, so concurrent work on `client.rs` stays easy to merge), generalised over where the
+//! token comes from:
+//! - a rotating-refresh-token [`TokenManager`] (the Data Download API), or
+//! - an [`AccessKeySource`](crate::access_key::AccessKeySource) (OIDC password grant with an
+//!   access key, no refresh token: it re-authenticates instead).
+//!
+//! Retries: 429 and 503 honour `Retry-After`; a 429 WITHOUT `Retry-After` (what the
+//! Reporting API sends) backs off by the policy's jittered exponential delay, bounded by
+//! `max_retries` and `retry_timeout` — never an immediate hammering, never a give-up on the
+//! first 429. The bearer token goes only to the authorised origin; any other origin (a
+//! `resultFileURL`, a file URI) is fetched without `Authorization`, its query string never
+//! appears in a message and its error bodies are not quoted.
+
+use crate::client::{classify, content_digest, excerpt, parse_content_range, redirect_policy};
+use crate::retry::{Attempt, Backoff, Failure, Idempotency};
+use crate::{Error, PartResponse, RetryPolicy, Secret, TokenManager};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Where bearer tokens come from. Both token flows implement it, so one HTTP layer serves
+/// both APIs.
+#[async_trait::async_trait]
+pub trait TokenSource: Send + Sync {
+    /// A token with at least the source's margin of life left.
+    async fn bearer(&self) -> Result<Secret, Error>;
+    /// `rejected` drew a 401: drop it (unless another caller already replaced it) and get
+    /// a new one, once for many concurrent callers.
+    async fn invalidate(&self, rejected: &Secret) -> Result<(), Error>;
+}
+
+#[async_trait::async_trait]
+impl TokenSource for TokenManager {
+    async fn bearer(&self) -> Result<Secret, Error> {
+        TokenManager::bearer(self).await
+    }
+
+    async fn invalidate(&self, rejected: &Secret) -> Result<(), Error> {
+        TokenManager::invalidate(self, rejected).await
+    }
+}
+
+/// The HTTP connection pool every call shares: rustls, HTTP/1.1, a `User-Agent`, timeouts,
+/// and redirects only to https (or loopback http). reqwest drops `Authorization` when a
+/// redirect changes host or port.
+pub fn build_client(
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(crate::client::USER_AGENT)
+        .connect_timeout(connect_timeout)
+        .read_timeout(read_timeout)
+        .http1_only()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_keepalive(Duration::from_secs(60))
+        .redirect(redirect_policy())
+        .build()
+        .map_err(|e| Error::Protocol {
+            call: "building the HTTP client".into(),
+            message: e.without_url().to_string(),
+        })
+}
+
+/// Authenticated calls to one API origin under the one retry policy.
+pub struct Http {
+    client: reqwest::Client,
+    tokens: Arc<dyn TokenSource>,
+    retry: RetryPolicy,
+    /// The only origin that sees the bearer token.
+    origin: url::Origin,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("origin", &self.origin.ascii_serialization())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http {
+    /// Calls to `api_base`'s origin carry the bearer token from `tokens`; calls anywhere
+    /// else carry none.
+    pub fn new(
+        client: reqwest::Client,
+        tokens: Arc<dyn TokenSource>,
+        retry: RetryPolicy,
+        api_base: &Url,
+    ) -> Result<Self, Error> {
+        crate::client::check_url("the API base URL", api_base)?;
+        Ok(Http {
+            client,
+            tokens,
+            retry,
+            origin: api_base.origin(),
+        })
+    }
+
+    /// The connection pool (for calls that need no token, e.g. discovery).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Whether `url` gets the bearer token.
+    pub fn is_authorised(&self, url: &Url) -> bool {
+        url.origin() == self.origin
+    }
+
+    /// One call under the retry policy. Authorised-origin calls carry a bearer token
+    /// fetched before each try; a 401 drops that token, gets a new one and repeats the call
+    /// once; a second 401 is [`Error::Auth`]. Returns any answer the policy does not retry,
+    /// for the caller to interpret. `call` must already be redacted.
+    pub async fn send<F>(
+        &self,
+        call: &str,
+        url: &Url,
+        idempotency: Idempotency,
+        build: F,
+    ) -> Result<reqwest::Response, Error>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let authorised = self.is_authorised(url);
+        let (build, http, tokens) = (&build, &self.client, &self.tokens);
+        let mut reauthenticated = false;
+        loop {
+            let mut backoff = Backoff::new(&self.retry);
+            let (response, used) = self
+                .retry
+                .run(call, idempotency, &mut backoff, || async move {
+                    let token = match authorised {
+                        true => Some(tokens.bearer().await?),
+                        false => None,
+                    };
+                    let mut request = build(http);
+                    if let Some(token) = &token {
+                        request = request.bearer_auth(token.expose());
+                    }
+                    let response = request.send().await.map_err(classify)?;
+                    match Failure::from_response(&response) {
+                        Some(failure) => Err(Attempt::Retry(failure)),
+                        None => Ok((response, token)),
+                    }
+                })
+                .await?;
+            let Some(rejected) = used.filter(|_| response.status() == 401) else {
+                return Ok(response);
+            };
+            if reauthenticated {
+                return Err(Error::Auth {
+                    message: format!("{call} was refused with HTTP 401 even with a fresh token"),
+                });
+            }
+            tracing::debug!(
+                call,
+                "HTTP 401: getting a new access token and trying once more"
+            );
+            tokens.invalidate(&rejected).await?;
+            reauthenticated = true;
+        }
+    }
+
+    /// The error for an answer the caller does not accept. Bodies from the authorised
+    /// origin are quoted (shortened); another origin's are not (a storage error may echo a
+    /// signature).
+    pub async fn refusal(&self, call: &str, url: &Url, response: reqwest::Response) -> Error {
+        let status = response.status();
+        if status.is_success() || status.is_informational() {
+            return Error::Protocol {
+                call: call.to_string(),
+                message: format!("unexpected HTTP {}", status.as_u16()),
+            };
+        }
+        let body = if self.is_authorised(url) {
+            excerpt(response).await
+        } else {
+            "(body of another origin not shown)".to_string()
+        };
+        Error::Rejected {
+            call: call.to_string(),
+            status: status.as_u16(),
+            body,
+        }
+    }
+
+    /// `GET url` from byte `offset` (`Range: bytes=offset-` when `offset > 0`), as
+    /// [`crate::Client::download`] does. Another origin gets no `Authorization`. A 403 or
+    /// 404 there is [`Error::UrlExpired`]: the caller asks for a fresh URL.
+    pub async fn open_part(&self, url: &Url, offset: u64) -> Result<PartResponse, Error> {
+        crate::client::check_url("the result file URL", url)?;
+        let shown = crate::client::redact(url);
+        let call = format!("GET {shown}");
+        let response = self
+            .send(&call, url, Idempotency::Idempotent, |http| {
+                let request = http.get(url.clone()).header(http::header::ACCEPT, "*/*");
+                if offset > 0 {
+                    request.header(http::header::RANGE, format!("bytes={offset}-"))
+                } else {
+                    request
+                }
+            })
+            .await?;
+        let content_length = response.content_length();
+        let (start, total_length) = match response.status().as_u16() {
+            200 => (0, content_length),
+            206 => {
+                let range = response
+                    .headers()
+                    .get(http::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range)
+                    .ok_or_else(|| Error::Protocol {
+                        call: call.clone(),
+                        message: "206 without a usable Content-Range".into(),
+                    })?;
+                if range.0 != offset {
+                    return Err(Error::Protocol {
+                        call,
+                        message: format!("asked for bytes from {offset}, got from {}", range.0),
+                    });
+                }
+                range
+            }
+            403 | 404 | 410 if !self.is_authorised(url) => {
+                return Err(Error::UrlExpired {
+                    url: shown,
+                    status: response.status().as_u16(),
+                });
+            }
+            _ => return Err(self.refusal(&call, url, response).await),
+        };
+        let digest = content_digest(response.headers()).map_err(|message| Error::Protocol {
+            call: call.clone(),
+            message,
+        })?;
+        Ok(PartResponse::opened(
+            shown,
+            start,
+            total_length,
+            digest,
+            content_length,
+            response,
+        ))
+    }
+}

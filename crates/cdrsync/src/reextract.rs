@@ -148,6 +148,19 @@ pub async fn reextract_recent(
     newest: NaiveDate,
     n: u32,
 ) -> Vec<(NaiveDate, Result<Reextracted, JobError>)> {
+    reextract_recent_since(job, newest, n, None).await
+}
+
+/// [`reextract_recent`], skipping every done day whose current request was created at or
+/// after `fresh_after`: the daemon passes the start of its tick, so a day extracted (or
+/// re-extracted) during this tick — a caught-up day, or one the previous day's hook
+/// already re-extracted — is not requested again until the next tick.
+pub async fn reextract_recent_since(
+    job: &Job,
+    newest: NaiveDate,
+    n: u32,
+    fresh_after: Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<(NaiveDate, Result<Reextracted, JobError>)> {
     let mut results = Vec::new();
     for back in (1..=i64::from(n)).rev() {
         if job.shutdown.requested().is_some() {
@@ -155,7 +168,7 @@ pub async fn reextract_recent(
         }
         let date = newest - chrono::Duration::days(back);
         let key = job.key(date);
-        match due(job, &key).await {
+        match due(job, &key, fresh_after).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
@@ -190,10 +203,17 @@ pub async fn reextract_recent(
 
 /// Whether the day is re-extracted: done, or published before and not done now (a
 /// re-extraction stopped mid-way, or a forced run that stopped).
-async fn due(job: &Job, key: &JobKey) -> Result<bool, JobError> {
+async fn due(
+    job: &Job,
+    key: &JobKey,
+    fresh_after: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<bool, JobError> {
     Ok(match job.store.load(key).await? {
         None => false,
-        Some(rec) if rec.state == JobState::Done => true,
+        Some(rec) if rec.state == JobState::Done => match (fresh_after, rec.requested_at) {
+            (Some(after), Some(requested)) => requested < after,
+            _ => true,
+        },
         Some(_) => !job.store.publishes(key).await?.is_empty(),
     })
 }

@@ -81,8 +81,20 @@ async fn drive(
     stop: &tokio::sync::watch::Sender<Option<Signal>>,
     ticks: &[&str],
 ) -> Vec<Vec<DayResult>> {
+    drive_with(clock, events, stop, ticks, |_| {}).await
+}
+
+/// [`drive`], calling `before(tick)` just before the clock moves to each tick.
+async fn drive_with(
+    clock: &SimClock,
+    events: &mut UnboundedReceiver<DaemonEvent>,
+    stop: &tokio::sync::watch::Sender<Option<Signal>>,
+    ticks: &[&str],
+    before: impl Fn(&str),
+) -> Vec<Vec<DayResult>> {
     let mut out = Vec::new();
     for t in ticks {
+        before(t);
         clock.set(at(t));
         let days = loop {
             let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
@@ -113,12 +125,17 @@ fn range(from: &str, to: &str) -> Vec<NaiveDate> {
 
 /// Ten consecutive days: day 1 run by hand, days 2–3 by the daemon, then the daemon is
 /// down for three days (ticks of days 4–6 missed), restarted: its first tick catches up
-/// days 4–6 (oldest first) with day 7, then one day per tick. Every day is done exactly
-/// once: one create per day, each manifest's rows are the simulator's, `status` shows ten
-/// done days.
+/// days 4–6 (oldest first) with day 7, then one day per tick. Late data: rows arrive for
+/// day 7 after it was published; with `reextract_days = 3` each tick re-extracts the three
+/// done days before its own, and day 7 alone is replaced (generation 3, both hashes in its
+/// manifest; generation 2 found it unchanged, before the late rows). Every day is
+/// published once (day 7: once more, with the late rows): each other manifest keeps
+/// generation 1, each day's rows are the simulator's, a day is re-extracted at most once
+/// per tick, `status` shows ten done days.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_days_with_a_three_day_outage_are_each_done_exactly_once() {
-    let h = Harness::new(quick()).await;
+    let mut h = Harness::new(quick()).await;
+    h.set("job", "reextract_days = 3");
     let config = daemon_config(&h, "cdr", "schedule = \"30 1 * * *\"\ncatch_up_days = 7");
     h.run(day("2024-05-01")).await.expect("day 1 by hand");
 
@@ -142,7 +159,16 @@ async fn ten_days_with_a_three_day_outage_are_each_done_exactly_once() {
         "2024-05-10T01:30:00Z",
         "2024-05-11T01:30:00Z",
     ];
-    let (ran, got) = tokio::join!(d.run(), drive(&clock, &mut events, &stop, &ticks));
+    // Late rows for day 7 arrive after the tick of May 9 published day 8.
+    let late = |t: &str| {
+        if t == "2024-05-10T01:30:00Z" {
+            h.sim.control().add_late_rows(day("2024-05-07"), 25);
+        }
+    };
+    let (ran, got) = tokio::join!(
+        d.run(),
+        drive_with(&clock, &mut events, &stop, &ticks, late)
+    );
     ran.expect("a graceful stop");
     assert_eq!(got[0].len(), 4, "catch-up: {:?}", got[0]);
     assert_eq!(
@@ -160,18 +186,35 @@ async fn ten_days_with_a_three_day_outage_are_each_done_exactly_once() {
         assert_eq!((d.outcome, d.exit_code), ("published", 0), "{d:?}");
     }
 
+    // One create per day and generation: 10 first extractions, then each tick re-extracts
+    // the done days before its day that were requested before the tick started — May 3: 1,
+    // May 4: 2, May 8 (catch-up; its own four days are fresh): 3, May 9, 10, 11: 3 each.
     let creates = h.sim.creates();
-    assert_eq!(creates.len(), 10, "one create per day");
+    assert_eq!(creates.len(), 10 + 15, "one create per day and generation");
     for date in range("2024-05-01", "2024-05-10") {
         let from = format!("{date}T00:00:00.000Z");
-        assert_eq!(
-            creates
-                .iter()
-                .filter(|c| c.body["fromDate"] == from.as_str())
-                .count(),
-            1,
-            "{date}: created once"
-        );
+        let n = creates
+            .iter()
+            .filter(|c| c.body["fromDate"] == from.as_str())
+            .count();
+        // Re-extracted on each of the (up to) three ticks after its own that found it
+        // done; May 1–3 also before the outage, days 9 and 10 not yet (or once).
+        assert!((1..=4).contains(&n), "{date}: {n} creates");
+        let manifest = h.manifest(date);
+        if date == day("2024-05-07") {
+            // Generation 2 (tick of May 9) found it unchanged; generation 3 (May 10), after
+            // the late rows, replaced generation 1.
+            assert_eq!(manifest["generation"], 3, "late data: day 7 replaced once");
+            assert_eq!(manifest["previous_generation"], 1);
+            assert!(manifest["previous_sha256"].is_string());
+            assert_ne!(manifest["previous_sha256"], manifest["sha256"]);
+        } else {
+            assert_eq!(
+                manifest["generation"], 1,
+                "{date}: unchanged, never republished"
+            );
+            assert!(manifest.get("previous_sha256").is_none_or(|v| v.is_null()));
+        }
         assert_eq!(
             h.manifest(date)["rows"].as_u64(),
             Some(h.sim.row_count(date)),
@@ -276,7 +319,7 @@ async fn a_day_that_ends_75_is_retried_at_the_next_tick_and_after_day_sees_each_
     let (mut d, mut events, stop) = daemon(&[&config], clock.clone()).await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let hook_seen = seen.clone();
-    d.after_day = Some(Arc::new(move |job, date| {
+    d.after_day = Some(Arc::new(move |job, date, _tick_started| {
         hook_seen
             .lock()
             .unwrap()

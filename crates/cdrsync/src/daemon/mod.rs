@@ -39,8 +39,11 @@ const LAST_DAYS: usize = 30;
 
 /// Run after a day ends done, with the day's permit still held (what it does counts as a
 /// day in flight).
+/// Its third argument is when the day's tick started (real time, as the job records).
 pub type AfterDay = Arc<
-    dyn Fn(Arc<Job>, NaiveDate) -> futures_util::future::LocalBoxFuture<'static, ()> + Send + Sync,
+    dyn Fn(Arc<Job>, NaiveDate, DateTime<Utc>) -> futures_util::future::LocalBoxFuture<'static, ()>
+        + Send
+        + Sync,
 >;
 
 /// One job of the daemon: a config's job and its schedule.
@@ -274,6 +277,7 @@ async fn run_tick(
     tick: DateTime<Utc>,
 ) -> Vec<DayResult> {
     shared.health.lock().expect("not poisoned").jobs[index].last_tick = Some(tick);
+    let started = Utc::now();
     let newest = crate::window::newest_closed(tick, job.job.config.job.lag);
     let days = match crate::catch_up::missed_days(
         job.job.store.as_ref(),
@@ -311,7 +315,7 @@ async fn run_tick(
                 match permit {
                     Ok(permit) if shared.shutdown.requested().is_none() => {
                         let date = queue.next().expect("peeked");
-                        running.push(run_day(shared.clone(), index, job.clone(), date, permit));
+                        running.push(run_day(shared.clone(), index, job.clone(), date, started, permit));
                     }
                     _ => stopping = true,
                 }
@@ -330,6 +334,7 @@ async fn run_day(
     index: usize,
     job: Arc<DaemonJob>,
     date: NaiveDate,
+    tick_started: DateTime<Utc>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> DayResult {
     shared.health.lock().expect("not poisoned").days_in_flight += 1;
@@ -346,7 +351,7 @@ async fn run_day(
     if day.exit_code == ExitCode::Done as u8
         && let Some(hook) = &shared.after_day
     {
-        hook(job.job.clone(), date).await;
+        hook(job.job.clone(), date, tick_started).await;
     }
     {
         let mut h = shared.health.lock().expect("not poisoned");
@@ -516,21 +521,27 @@ pub async fn from_configs(
 }
 
 /// After each day a job finishes done: re-extract its last `[job] reextract_days` done days
-/// (late data), each replaced only when its content changed ([`crate::reextract`]).
+/// (late data), each replaced only when its content changed ([`crate::reextract`]), and each
+/// at most once per tick (days requested since the tick started are skipped).
 /// Failures are logged and alerted there; the day keeps its published data.
 pub fn reextract_after_day() -> AfterDay {
-    Arc::new(|job: Arc<Job>, date: NaiveDate| {
-        Box::pin(async move {
-            let n = job.config.job.reextract_days;
-            if n == 0 {
-                return;
-            }
-            for (day, result) in crate::reextract::reextract_recent(&job, date, n).await {
-                match result {
-                    Ok(done) => tracing::info!(date = %day, "re-extracted: {done:?}"),
-                    Err(e) => tracing::warn!(date = %day, "re-extraction failed: {e}"),
+    Arc::new(
+        |job: Arc<Job>, date: NaiveDate, tick_started: DateTime<Utc>| {
+            Box::pin(async move {
+                let n = job.config.job.reextract_days;
+                if n == 0 {
+                    return;
                 }
-            }
-        })
-    })
+                let late =
+                    crate::reextract::reextract_recent_since(&job, date, n, Some(tick_started))
+                        .await;
+                for (day, result) in late {
+                    match result {
+                        Ok(done) => tracing::info!(date = %day, "re-extracted: {done:?}"),
+                        Err(e) => tracing::warn!(date = %day, "re-extraction failed: {e}"),
+                    }
+                }
+            })
+        },
+    )
 }

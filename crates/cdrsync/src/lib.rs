@@ -19,6 +19,7 @@
 //! - [`job`]: the state machine that ties it together, persisted after every step.
 //! - [`alert`]: the webhook alerts of DESIGN.md §3.
 //! - [`app`]: wiring a job from a config; the `status` table.
+//! - [`status_page`]: the daemon's HTML status page (table + SVG chart per job), rendered purely.
 //! - [`cli`], [`demo`]: the command line and the no-setup demo.
 //! - [`doctor`]: `cdrsync doctor`, every part of the setup checked, one line each.
 //! - [`exit`]: the error kinds and exit codes of DESIGN.md §3.
@@ -41,4 +42,5 @@ pub mod replay;
 pub mod secrets;
 pub mod sink;
 pub mod state;
+pub mod status_page;
 pub mod window;

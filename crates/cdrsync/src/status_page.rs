@@ -30,6 +30,18 @@ pub struct JobDays {
     pub min_fraction: f64,
 }
 
+impl JobDays {
+    /// The page's name for a job: the config file's stem and the report type, e.g.
+    /// `acme callDetailRecords` for `/etc/cdrsync/acme.toml`.
+    pub fn name_for(config: &std::path::Path, report_type: &str) -> String {
+        let stem = config
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cdrsync".into());
+        format!("{stem} {report_type}")
+    }
+}
+
 /// The trailing band of one day: the median of the done days among the previous
 /// [`MEDIAN_WINDOW`] days (once at least [`MEDIAN_MIN_DONE`] of them are done).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -366,6 +378,17 @@ mod tests {
         r.state = state;
         r.rows = rows;
         (key(date), r)
+    }
+
+    #[test]
+    fn a_job_is_named_by_its_config_stem_and_report_type() {
+        assert_eq!(
+            JobDays::name_for(
+                std::path::Path::new("/etc/cdrsync/acme.toml"),
+                "callDetailRecords"
+            ),
+            "acme callDetailRecords"
+        );
     }
 
     #[test]

@@ -246,6 +246,24 @@ fn kubernetes_manifests_validate_offline_and_map_exit_codes() {
             "deploy/kubernetes/cdrsync.yaml lacks {needle}"
         );
     }
+    // The ConfigMap's cdrsync.toml is a config cdrsync accepts (keys, values, secret refs).
+    let toml: String = yaml
+        .split("  cdrsync.toml: |\n")
+        .nth(1)
+        .expect("the ConfigMap holds cdrsync.toml")
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(
+        toml.contains("[cxone]") && toml.contains("[sink]"),
+        "{toml}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &toml).unwrap();
+    if let Err(e) = cdrsync::config::Config::load(file.path(), &|_| None) {
+        panic!("the ConfigMap's cdrsync.toml is refused: {e}\n{toml}");
+    }
 }
 
 #[test]

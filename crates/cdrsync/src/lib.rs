@@ -19,6 +19,7 @@
 //! - [`job`]: the state machine that ties it together, persisted after every step.
 //! - [`alert`]: the webhook alerts of DESIGN.md §3.
 //! - [`app`]: wiring a job from a config; the `status` table.
+//! - [`status_page`]: the daemon's HTML status page (table + SVG chart per job), rendered purely.
 //! - [`cli`], [`demo`]: the command line and the no-setup demo.
 //! - [`catch_up`], [`daemon`]: the missed closed days of a job; `cdrsync daemon`, its cron
 //!   scheduler, clock and HTTP endpoints.
@@ -49,4 +50,5 @@ pub mod replay;
 pub mod secrets;
 pub mod sink;
 pub mod state;
+pub mod status_page;
 pub mod window;

@@ -152,6 +152,8 @@ pub struct Job {
     pub hooks: Hooks,
     /// Stops the run at the next safe point (SIGTERM/SIGINT in the CLI).
     pub shutdown: Shutdown,
+    /// Told of every event of every day ([`crate::observe`]); nobody by default.
+    pub observer: Arc<dyn crate::observe::Observer>,
 }
 
 /// How a polling session ended.
@@ -179,6 +181,46 @@ impl Job {
     /// is skipped when another run holds the day.
     pub async fn run(&self, date: NaiveDate, force: bool) -> Result<Outcome, JobError> {
         let key = self.key(date);
+        let started = Instant::now();
+        self.tell(&key, crate::observe::JobEvent::RunStarted { force });
+        let result = crate::observe::observing(self.observer.clone(), key.clone(), async {
+            self.run_observed(&key, force).await
+        })
+        .await;
+        let outcome = crate::observe::outcome_word(&result);
+        if result.is_err() {
+            let reason = outcome;
+            self.tell(&key, crate::observe::JobEvent::Stopped { reason });
+        }
+        let exit_code = match &result {
+            Ok(_) => 0,
+            Err(e) => e.exit_code() as u8,
+        };
+        let rows = match &result {
+            Ok(o) => Some(o.manifest().rows),
+            Err(_) => None,
+        };
+        let duration = started.elapsed();
+        self.tell(
+            &key,
+            crate::observe::JobEvent::RunFinished {
+                outcome,
+                exit_code,
+                duration,
+                rows,
+            },
+        );
+        result
+    }
+
+    /// Tells the observer of an event of the day `key`.
+    fn tell(&self, key: &JobKey, event: crate::observe::JobEvent) {
+        self.observer.event(key, &event);
+    }
+
+    /// [`Job::run`] inside the observer's scope.
+    async fn run_observed(&self, key: &JobKey, force: bool) -> Result<Outcome, JobError> {
+        let (key, date) = (key.clone(), key.date);
         let mut recorded = false;
         let result = self.run_leased(&key, force, &mut recorded).await;
         if let Err(error) = &result
@@ -487,6 +529,7 @@ impl Job {
         rec.updated_at = Utc::now();
         self.store.save(key, rec).await?;
         tracing::debug!(date = %key.date, state = ?state, "state saved");
+        self.tell(key, crate::observe::JobEvent::StateEntered { state });
         Ok(())
     }
 
@@ -534,6 +577,13 @@ impl Job {
                 tracing::info!(
                     date = %date, request_id = %created.id, x_request_id = %x_id,
                     generation = rec.generation, new = created.new, "export requested"
+                );
+                self.tell(
+                    key,
+                    crate::observe::JobEvent::RequestCreated {
+                        generation: rec.generation,
+                        new: created.new,
+                    },
                 );
                 rec.request_id = Some(created.id);
                 if rec.requested_at.is_none() || created.new {
@@ -733,6 +783,12 @@ impl Job {
                 Err(source) => return Err(JobError::Api { date, source }),
             };
             let name = status_name(&status.status);
+            self.tell(
+                key,
+                crate::observe::JobEvent::Polled {
+                    status: name.clone(),
+                },
+            );
             if status.status == RequestStatus::Failed {
                 let detail = status
                     .error
@@ -763,6 +819,7 @@ impl Job {
                     let wait = (now - at).num_milliseconds() as f64 / 1000.0;
                     rec.queue_wait_secs = Some(wait);
                     tracing::info!(date = %date, request_id = %request_id, queue_wait_secs = wait, "queue wait");
+                    self.tell(key, crate::observe::JobEvent::QueueWait { seconds: wait });
                 }
                 self.save(key, rec, JobState::Polling).await?;
             }
@@ -1160,6 +1217,14 @@ impl Job {
                         published_at: Utc::now(),
                     };
                     self.store.record_publish(key, &record).await?;
+                    self.tell(
+                        key,
+                        crate::observe::JobEvent::Published {
+                            sink: s.name.clone(),
+                            rows: manifest.rows,
+                            bytes: manifest.bytes,
+                        },
+                    );
                     tracing::info!(date = %date, sink = %s.name, location = %s.sink.location(key), rows = manifest.rows, "published");
                 }
                 Err(e) => {
@@ -1404,6 +1469,11 @@ impl Job {
             created_at: Utc::now(),
         };
         manifest.schema.headers_differ = HeaderChange::between(&manifest.parts);
+        for part in &manifest.parts {
+            let (bytes, rows) = (part.bytes, part.rows);
+            let event = crate::observe::JobEvent::PartVerified { bytes, rows };
+            self.tell(&self.key(date), event);
+        }
         manifest
     }
 
@@ -1414,6 +1484,15 @@ impl Job {
             tracing::warn!(date = %date, "{date}: the day has no rows; published it empty");
         }
         if let Some(drift) = manifest.schema.drift_summary() {
+            let schema = &manifest.schema;
+            self.tell(
+                &self.key(date),
+                crate::observe::JobEvent::Drift {
+                    added: schema.added.len(),
+                    removed: schema.missing.len(),
+                    changed: schema.type_violations.len(),
+                },
+            );
             let message = format!("{date}: {drift}");
             tracing::warn!(date = %date, request_id = %manifest.request_id, "{message}");
             let request_id = Some(manifest.request_id.clone()).filter(|id| !id.is_empty());

@@ -23,7 +23,7 @@ pub mod token;
 pub use client::{Client, ClientConfig, Created, PartResponse};
 pub use error::Error;
 pub use model::{CreateRequest, CreateResponse, FileEntry, RequestStatus, StatusResponse};
-pub use retry::RetryPolicy;
+pub use retry::{RetryHook, RetryPolicy};
 pub use secret::Secret;
 pub use store::{
     AsyncRelease, MemoryTokenStore, RefreshTokenStore, Saved, StoreError, StoreErrorKind, StoreLock,

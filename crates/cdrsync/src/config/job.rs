@@ -15,6 +15,7 @@ pub use cdr_normalise::Format;
 raw_section! {
     /// `[job]` as written.
     pub(super) struct RawJob {
+        name: String = Str,
         report_type: String = Str,
         report_id: String = Str,
         format: String = Str,
@@ -45,6 +46,7 @@ pub const DEFAULT_COLUMNS: [&str; 10] = [
 /// The column the merge appends for unknown columns; it cannot be configured.
 pub const EXTRA_COLUMNS: &str = "extra_columns";
 
+const DEFAULT_NAME: &str = "cdrsync";
 const DEFAULT_REPORT_TYPE: &str = "callDetailRecords";
 const DEFAULT_REPORT_ID: &str = "default";
 const DEFAULT_FORMAT: Format = Format::Csv;
@@ -55,6 +57,9 @@ const DEFAULT_LAG: &str = "30m";
 
 #[derive(Debug, Clone)]
 pub struct JobConfig {
+    /// The job's name (the `job` label of its metrics); default: the config file's name
+    /// without its extension (`cdrsync` for config text).
+    pub name: String,
     pub report_type: String,
     pub report_id: String,
     pub format: Format,
@@ -88,6 +93,8 @@ impl RawJob {
         origins: &Origins,
     ) -> Result<JobConfig, ConfigError> {
         let raw = self;
+        let default_name = origins.stem.as_deref().unwrap_or(DEFAULT_NAME);
+        let name = non_empty("job.name", raw.name, default_name, origins)?;
         let report_type = non_empty(
             "job.report_type",
             raw.report_type,
@@ -173,6 +180,7 @@ impl RawJob {
         )?;
         let lag = duration("job.lag", raw.lag, DEFAULT_LAG, origins)?;
         Ok(JobConfig {
+            name,
             report_type,
             report_id,
             format,

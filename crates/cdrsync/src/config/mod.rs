@@ -34,6 +34,7 @@
 pub mod alert;
 pub mod cxone;
 pub mod job;
+pub mod metrics;
 pub mod poll;
 pub mod sink;
 pub mod state;
@@ -41,6 +42,7 @@ pub mod state;
 pub use alert::AlertConfig;
 pub use cxone::CxoneConfig;
 pub use job::{ColumnType, DEFAULT_COLUMNS, EXTRA_COLUMNS, Format, JobConfig};
+pub use metrics::MetricsConfig;
 pub use poll::{MIN_POLL_INTERVAL, PollConfig};
 pub use sink::{SINK_KINDS, SinkConfig, SinkSpec};
 pub use state::StateConfig;
@@ -65,6 +67,8 @@ pub struct Config {
     pub alert: AlertConfig,
     /// `[archive]`: raw parts kept for `replay` (none when the section is absent).
     pub archive: Option<crate::archive::ArchiveConfig>,
+    /// `[metrics]`: where the Prometheus textfile goes.
+    pub metrics: MetricsConfig,
 }
 
 /// Declares a section's raw form, as written: a `#[serde(deny_unknown_fields)]` struct of
@@ -271,6 +275,7 @@ pub const KEYS: &[(&str, &[(&str, KeyKind)])] = &[
     ("sink", sink::ENV_KEYS),
     ("alert", alert::RawAlert::KEYS),
     ("archive", crate::archive::config::RawArchiveConfig::KEYS),
+    ("metrics", metrics::RawMetrics::KEYS),
 ];
 
 fn section_keys(section: &str) -> Option<&'static [(&'static str, KeyKind)]> {
@@ -367,6 +372,8 @@ struct RawConfig {
     #[serde(default)]
     alert: alert::RawAlert,
     archive: Option<crate::archive::RawArchiveConfig>,
+    #[serde(default)]
+    metrics: metrics::RawMetrics,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -377,6 +384,8 @@ struct RawConfig {
 pub(crate) struct Origins {
     file: String,
     from_env: HashMap<String, String>,
+    /// The config file's name without its extension (the default `job.name`), if a file.
+    stem: Option<String>,
 }
 
 impl Origins {
@@ -419,9 +428,13 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
+        let stem = absolute
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
         parse(
             &text,
             format!("config file {}", absolute.display()),
+            stem,
             &base_dir,
             env,
         )
@@ -456,6 +469,7 @@ impl Config {
         parse(
             s,
             format!("config text (in {})", base_dir.display()),
+            None,
             &base_dir,
             env,
         )
@@ -473,6 +487,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 fn parse(
     text: &str,
     origin: String,
+    stem: Option<String>,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
@@ -488,6 +503,7 @@ fn parse(
     let mut origins = Origins {
         file: origin,
         from_env: HashMap::new(),
+        stem,
     };
     check_table(&mut table, &origins)?;
     apply_env(&mut table, env, &mut origins)?;
@@ -762,6 +778,7 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
     let state = raw.state.validate(base_dir, origins)?;
     let sinks = sink::validate(raw.sink, base_dir, job.format, origins)?;
     let alert = raw.alert.validate(origins)?;
+    let metrics = raw.metrics.validate(base_dir);
     Ok(Config {
         base_dir: base_dir.to_path_buf(),
         cxone,
@@ -777,6 +794,7 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
             ),
             None => None,
         },
+        metrics,
     })
 }
 

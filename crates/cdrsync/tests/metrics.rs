@@ -25,22 +25,31 @@ fn small() -> Scenario {
     }
 }
 
-/// The first status call answers 503: one retry of `status`.
-fn one_status_retry() -> Scenario {
+/// The first call of each endpoint answers 503: one retry each of `token`, `create`,
+/// `status` and `download`.
+fn one_retry_each() -> Scenario {
+    let once = |endpoint| HttpFault {
+        endpoint,
+        status: 503,
+        first: 1,
+        after: 0,
+        retry_after_secs: None,
+    };
     Scenario {
         faults: Faults {
-            http: vec![HttpFault {
-                endpoint: Endpoint::Status,
-                status: 503,
-                first: 1,
-                after: 0,
-                retry_after_secs: None,
-            }],
+            http: vec![
+                once(Endpoint::Token),
+                once(Endpoint::Create),
+                once(Endpoint::Status),
+                once(Endpoint::File),
+            ],
             ..Faults::default()
         },
         ..small()
     }
 }
+
+const OPERATIONS: [&str; 4] = ["token", "create", "status", "download"];
 
 /// The value of `family{job="cdrsync",report_type="callDetailRecords",extra…}` in `text`.
 fn value(text: &str, family: &str, extra: &[(&str, &str)]) -> Option<f64> {
@@ -67,7 +76,7 @@ fn run_with_textfile(h: &Harness, path: &Path) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_job_tells_its_observer_each_step_of_a_day_in_order() {
-    let h = Harness::new(one_status_retry()).await;
+    let h = Harness::new(one_retry_each()).await;
     let mut job = h.job(Default::default()).await;
     let recorder = Arc::new(Recorder::default());
     job.observer = recorder.clone();
@@ -116,6 +125,17 @@ async fn the_job_tells_its_observer_each_step_of_a_day_in_order() {
         "{events:#?}"
     );
     assert!(waited < verified && verified < published && published < done);
+    let mut operations: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::HttpRetry { operation } => Some(*operation),
+            _ => None,
+        })
+        .collect();
+    operations.sort();
+    let mut wanted = OPERATIONS.to_vec();
+    wanted.sort();
+    assert_eq!(operations, wanted, "one retry of each, each told once");
     let parts: Vec<(u64, u64)> = events
         .iter()
         .filter_map(|e| match e {
@@ -140,18 +160,11 @@ async fn the_job_tells_its_observer_each_step_of_a_day_in_order() {
         } => {}
         other => panic!("last event: {other:?}"),
     }
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(e, JobEvent::HttpRetry { .. }))
-            .count(),
-        1
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_run_leaves_a_textfile_with_its_rows_parts_retries_and_last_success() {
-    let h = Harness::new(one_status_retry()).await;
+    let h = Harness::new(one_retry_each()).await;
     let path = textfile(&h);
     let (code, stderr) = run_with_textfile(&h, &path);
     assert_eq!(code, 0, "{stderr}");
@@ -168,10 +181,10 @@ async fn a_published_run_leaves_a_textfile_with_its_rows_parts_retries_and_last_
     assert_eq!(value(&text, metrics::PARTS, &[]), Some(parts));
     assert_eq!(value(&text, metrics::DAY_ROWS, &[]), Some(rows));
     assert_eq!(value(&text, metrics::GENERATIONS, &[]), Some(1.0));
-    assert_eq!(
-        value(&text, metrics::RETRIES, &[("operation", "status")]),
-        Some(1.0)
-    );
+    for operation in OPERATIONS {
+        let retries = value(&text, metrics::RETRIES, &[("operation", operation)]);
+        assert_eq!(retries, Some(1.0), "{operation}: {text}");
+    }
     assert_eq!(
         value(&text, metrics::RUNS, &[("outcome", "published")]),
         Some(1.0)
@@ -204,7 +217,9 @@ async fn a_published_run_leaves_a_textfile_with_its_rows_parts_retries_and_last_
         Some(1.0)
     );
     assert_eq!(value(&text, metrics::LAST_SUCCESS, &sink), Some(success));
-    assert_eq!(h.sim.counters().creates, 1);
+    // The first create answered 503 and was tried again; the second run created nothing.
+    assert_eq!(h.sim.counters().creates, 2);
+    assert_eq!(value(&text, metrics::GENERATIONS, &[]), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +279,7 @@ async fn the_reference_python_parser_reads_the_output_of_a_real_run() {
     ) else {
         return;
     };
-    let h = Harness::new(one_status_retry()).await;
+    let h = Harness::new(one_retry_each()).await;
     let path = textfile(&h);
     let (code, stderr) = run_with_textfile(&h, &path);
     assert_eq!(code, 0, "{stderr}");
@@ -419,4 +434,32 @@ fn the_grafana_dashboard_uses_only_metrics_that_exist() {
             "the dashboard does not show {wanted}"
         );
     }
+}
+
+/// `promtool check metrics` (Prometheus's own linter: format, HELP, `_total` counters,
+/// units) passes on the textfile of a real run. `CDRSYNC_TEST_PROMTOOL`: the `promtool`
+/// binary (Debian's `prometheus` package; `.ci/run` installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_finds_nothing_to_say_about_the_textfile_of_a_real_run() {
+    let Some(promtool) =
+        common::services::service("CDRSYNC_TEST_PROMTOOL", "promtool (Debian's prometheus)")
+    else {
+        return;
+    };
+    let h = Harness::new(one_retry_each()).await;
+    let path = textfile(&h);
+    let (code, stderr) = run_with_textfile(&h, &path);
+    assert_eq!(code, 0, "{stderr}");
+    let out = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert_eq!(said.trim(), "", "promtool has something to say: {said}");
 }

@@ -463,3 +463,25 @@ async fn promtool_finds_nothing_to_say_about_the_textfile_of_a_real_run() {
     assert!(out.status.success(), "{said}");
     assert_eq!(said.trim(), "", "promtool has something to say: {said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_leaves_one_textfile_counting_every_day_and_the_newest_days_rows() {
+    let mut scenario = small();
+    scenario.rows_per_date.insert(day("2026-01-03"), 700);
+    let h = Harness::new(scenario).await;
+    let path = textfile(&h);
+    let (code, stderr) = h.run_binary(
+        &["backfill", "--from", "2026-01-01", "--to", "2026-01-03"],
+        &[("CDRSYNC_METRICS_TEXTFILE", path.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        value(&text, metrics::RUNS, &[("outcome", "published")]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, metrics::ROWS, &[("sink", "dir")]), Some(2700.0));
+    assert_eq!(value(&text, metrics::DAY_ROWS, &[]), Some(700.0));
+    assert_eq!(value(&text, metrics::GENERATIONS, &[]), Some(3.0));
+}

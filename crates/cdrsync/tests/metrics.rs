@@ -481,7 +481,10 @@ async fn a_backfill_leaves_one_textfile_counting_every_day_and_the_newest_days_r
         Some(3.0),
         "{text}"
     );
-    assert_eq!(value(&text, metrics::ROWS, &[("sink", "dir")]), Some(2700.0));
+    assert_eq!(
+        value(&text, metrics::ROWS, &[("sink", "dir")]),
+        Some(2700.0)
+    );
     assert_eq!(value(&text, metrics::DAY_ROWS, &[]), Some(700.0));
     assert_eq!(value(&text, metrics::GENERATIONS, &[]), Some(3.0));
 }

@@ -173,10 +173,12 @@ pub async fn build_job(
         connect_timeout: cx.connect_timeout,
         read_timeout: cx.read_timeout,
     };
-    let client = Client::new(client_config, tokens).map_err(|source| JobError::Api {
+    let mut client = Client::new(client_config, tokens).map_err(|source| JobError::Api {
         date: chrono::Utc::now().date_naive(),
         source,
     })?;
+    // Retries reach the observer of the day being run (`Job::observer`).
+    client.set_retry_hook(crate::observe::retry_hook());
     let store = open_store(&config)?;
     let sinks = open_sinks(&config).await?;
     let archive = open_archive(&config).await?;
@@ -194,6 +196,7 @@ pub async fn build_job(
         hooks,
         shutdown: crate::job::Shutdown::never(),
         accept_incomplete: false,
+        observer: crate::observe::none(),
     })
 }
 

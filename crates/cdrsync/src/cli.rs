@@ -450,9 +450,15 @@ async fn run(
     // Before anything is built or requested: an open day is refused outright.
     let date = resolve_date(date, config.job.lag)?;
     let reextract_days = config.job.reextract_days;
-    let mut job = crate::app::build_job(config, progress.clone(), hooks_from_env()).await?;
+    let metrics = Metrics::of(&config, config_path);
+    let built = crate::app::build_job(config, progress.clone(), hooks_from_env()).await;
+    let mut job = match built {
+        Ok(job) => job,
+        Err(e) => return Err(metrics.setup_failed(date, e)),
+    };
     job.shutdown = install_signals();
     job.accept_incomplete = accept_incomplete;
+    job.observer = Arc::new(metrics.registry.clone());
     let outcome = job.run(date, force).await;
     // Late data, unless the run was stopped or cannot reach CXone at all.
     let stop_here = job.shutdown.requested().is_some()
@@ -478,7 +484,7 @@ async fn run(
             worst = code;
         }
     }
-    match outcome {
+    let result = match outcome {
         Ok(_) => Ok(worst),
         // A re-extraction failed worse than the day: that code, the day's error logged here.
         Err(e) if severity(worst) > severity(e.exit_code()) => {
@@ -486,7 +492,9 @@ async fn run(
             Ok(worst)
         }
         Err(e) => Err(e),
-    }
+    };
+    // The textfile last: it counts the day and its re-extractions.
+    metrics.written(result)
 }
 
 /// The end-of-run line of one re-extracted day (text, or one JSON object); its exit code.
@@ -525,6 +533,88 @@ fn report_reextracted(
         }
     }
     ExitCode::Done
+}
+
+/// The run's metrics and where they go (`[metrics] textfile`), written once the run ends,
+/// however it ends: the failures matter most to whoever watches them.
+struct Metrics {
+    registry: crate::metrics::Metrics,
+    config: crate::config::Config,
+    config_path: PathBuf,
+}
+
+impl Metrics {
+    fn of(config: &Config, config_path: &Path) -> Metrics {
+        Metrics {
+            registry: crate::metrics::Metrics::new(&config.job.name),
+            config: config.clone(),
+            config_path: config_path.to_path_buf(),
+        }
+    }
+
+    /// Writes the textfile, if one is configured. A file that cannot be written is a
+    /// configuration error naming `metrics.textfile` (exit 78); whatever was published
+    /// stays published.
+    fn write(&self) -> Result<(), JobError> {
+        let Some(path) = &self.config.metrics.textfile else {
+            return Ok(());
+        };
+        let absolute =
+            std::path::absolute(&self.config_path).unwrap_or_else(|_| self.config_path.clone());
+        self.registry.write_textfile(path).map_err(|e| {
+            JobError::Config(crate::config::ConfigError::Invalid {
+                origin: format!("config file {}", absolute.display()),
+                key: "metrics.textfile".into(),
+                message: format!(
+                    "is {}, which cannot be written ({e}); the run's data is published as \
+                     it says, only its metrics are missing",
+                    path.display()
+                ),
+            })
+        })
+    }
+
+    /// `result` after the textfile is written: the more serious of the run's error and the
+    /// textfile's (the other one is logged).
+    fn written<T>(&self, result: Result<T, JobError>) -> Result<T, JobError> {
+        let Err(write) = self.write() else {
+            return result;
+        };
+        match result {
+            Ok(_) => Err(write),
+            Err(run) if severity(write.exit_code()) > severity(run.exit_code()) => {
+                tracing::error!(exit_code = run.exit_code() as u8, "{run}");
+                Err(write)
+            }
+            Err(run) => {
+                tracing::error!(exit_code = write.exit_code() as u8, "{write}");
+                Err(run)
+            }
+        }
+    }
+
+    /// A run of `date` that could not start (a secret, the job store, a sink could not be
+    /// opened) is counted like one that failed, and the textfile written.
+    fn setup_failed(&self, date: NaiveDate, error: JobError) -> JobError {
+        use crate::observe::{JobEvent, Observer};
+        let key = crate::state::JobKey {
+            report_type: self.config.job.report_type.clone(),
+            report_id: self.config.job.report_id.clone(),
+            date,
+        };
+        let code = error.exit_code();
+        let event = JobEvent::RunFinished {
+            outcome: crate::observe::error_word(code),
+            exit_code: code as u8,
+            duration: std::time::Duration::ZERO,
+            rows: None,
+        };
+        self.registry.event(&key, &event);
+        match self.written(Err::<(), _>(error)) {
+            Err(e) => e,
+            Ok(()) => unreachable!("an error stays an error"),
+        }
+    }
 }
 
 /// How serious a day's exit code is, for the one code `backfill` exits with: the most
@@ -581,11 +671,17 @@ async fn backfill(
     }
     let config = Config::load_default(config_path)?;
     let (lag, in_flight) = (config.job.lag, config.job.concurrency.max(1));
+    let metrics = Metrics::of(&config, config_path);
     // One job shared by every day (one client and token store, one job store); its own
     // byte bar is hidden because several days download at once: the visible bar counts days.
-    let mut job = crate::app::build_job(config, ProgressBar::hidden(), hooks_from_env()).await?;
+    let built = crate::app::build_job(config, ProgressBar::hidden(), hooks_from_env()).await;
+    let mut job = match built {
+        Ok(job) => job,
+        Err(e) => return Err(metrics.setup_failed(from, e)),
+    };
     job.shutdown = install_signals();
     job.accept_incomplete = accept_incomplete;
+    job.observer = Arc::new(metrics.registry.clone());
     let job = Arc::new(job);
     let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
     progress.set_style(
@@ -665,6 +761,12 @@ async fn backfill(
         };
         if severity(code) > severity(worst) {
             worst = code;
+        }
+    }
+    if let Err(e) = metrics.write() {
+        tracing::error!(exit_code = e.exit_code() as u8, "{e}");
+        if severity(e.exit_code()) > severity(worst) {
+            worst = e.exit_code();
         }
     }
     Ok(worst)

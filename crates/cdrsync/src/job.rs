@@ -41,11 +41,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod lease;
+
 /// How long a day's lease lasts without renewal (a killed run's lease expires after this).
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
-
-/// How often a run waiting for another run's lease (`[job] lease_wait`) asks again.
-const LEASE_RETRY: Duration = Duration::from_millis(250);
 
 /// What a finished run did.
 #[derive(Debug, Clone)]
@@ -155,6 +154,8 @@ pub struct Job {
     /// `--accept-incomplete`: a day far below its trailing median is published anyway (with
     /// an `incomplete` warning) instead of halting ([`crate::completeness`]).
     pub accept_incomplete: bool,
+    /// Told of every event of every day ([`crate::observe`]); nobody by default.
+    pub observer: Arc<dyn crate::observe::Observer>,
 }
 
 /// How a polling session ended.
@@ -194,6 +195,51 @@ impl Job {
         reextract: bool,
     ) -> Result<Outcome, JobError> {
         let key = self.key(date);
+        let started = Instant::now();
+        self.tell(&key, crate::observe::JobEvent::RunStarted { force });
+        let result = crate::observe::observing(self.observer.clone(), key.clone(), async {
+            self.run_observed(&key, force, reextract).await
+        })
+        .await;
+        let outcome = crate::observe::outcome_word(&result);
+        if result.is_err() {
+            let reason = outcome;
+            self.tell(&key, crate::observe::JobEvent::Stopped { reason });
+        }
+        let exit_code = match &result {
+            Ok(_) => 0,
+            Err(e) => e.exit_code() as u8,
+        };
+        let rows = match &result {
+            Ok(o) => Some(o.manifest().rows),
+            Err(_) => None,
+        };
+        let duration = started.elapsed();
+        self.tell(
+            &key,
+            crate::observe::JobEvent::RunFinished {
+                outcome,
+                exit_code,
+                duration,
+                rows,
+            },
+        );
+        result
+    }
+
+    /// Tells the observer of an event of the day `key`.
+    fn tell(&self, key: &JobKey, event: crate::observe::JobEvent) {
+        self.observer.event(key, &event);
+    }
+
+    /// [`Job::run`] inside the observer's scope.
+    async fn run_observed(
+        &self,
+        key: &JobKey,
+        force: bool,
+        reextract: bool,
+    ) -> Result<Outcome, JobError> {
+        let (key, date) = (key.clone(), key.date);
         let mut recorded = false;
         let result = self.run_leased(&key, force, reextract, &mut recorded).await;
         if let Err(error) = &result
@@ -306,55 +352,6 @@ impl Job {
             Err(e) => {
                 tracing::warn!(date = %key.date, "could not record why the day stopped: {e}");
             }
-        }
-    }
-
-    /// Renews the day's lease every third of its lifetime until the returned task is
-    /// aborted (the caller then releases it).
-    pub(crate) fn renew_lease(&self, key: &JobKey) -> tokio::task::JoinHandle<()> {
-        let store = self.store.clone();
-        let (key, owner, ttl) = (key.clone(), self.owner.clone(), self.lease_ttl);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                if let Err(e) = store.acquire_lease(&key, &owner, ttl).await {
-                    tracing::warn!("could not renew the lease: {e}");
-                }
-            }
-        })
-    }
-
-    /// Takes the day's lease, waiting up to `[job] lease_wait` for another run to give it
-    /// back. A lease whose owner is a process of this host that no longer exists (killed)
-    /// is taken over at once rather than after its TTL.
-    pub(crate) async fn acquire_lease(&self, key: &JobKey) -> Result<(), JobError> {
-        let deadline = Instant::now() + self.config.job.lease_wait;
-        let mut logged = false;
-        loop {
-            let owner = match self
-                .store
-                .acquire_lease(key, &self.owner, self.lease_ttl)
-                .await?
-            {
-                Lease::Acquired { .. } => return Ok(()),
-                Lease::HeldBy { owner, .. } => owner,
-            };
-            if owner_is_dead(&owner) {
-                tracing::warn!(date = %key.date, %owner, "the day's lease belongs to a process that no longer exists; taking it over");
-                self.store.release_lease(key, &owner).await?;
-                continue;
-            }
-            if Instant::now() >= deadline {
-                return Err(JobError::LeaseHeld {
-                    date: key.date,
-                    owner,
-                });
-            }
-            if !logged {
-                tracing::info!(date = %key.date, %owner, wait = %cxone::fmt_duration(self.config.job.lease_wait), "another run holds this day's lease; waiting for it");
-                logged = true;
-            }
-            tokio::time::sleep(LEASE_RETRY.min(deadline - Instant::now())).await;
         }
     }
 
@@ -516,6 +513,7 @@ impl Job {
         rec.updated_at = Utc::now();
         self.store.save(key, rec).await?;
         tracing::debug!(date = %key.date, state = ?state, "state saved");
+        self.tell(key, crate::observe::JobEvent::StateEntered { state });
         Ok(())
     }
 
@@ -563,6 +561,13 @@ impl Job {
                 tracing::info!(
                     date = %date, request_id = %created.id, x_request_id = %x_id,
                     generation = rec.generation, new = created.new, "export requested"
+                );
+                self.tell(
+                    key,
+                    crate::observe::JobEvent::RequestCreated {
+                        generation: rec.generation,
+                        new: created.new,
+                    },
                 );
                 rec.request_id = Some(created.id);
                 if rec.requested_at.is_none() || created.new {
@@ -765,6 +770,12 @@ impl Job {
                 Err(source) => return Err(JobError::Api { date, source }),
             };
             let name = status_name(&status.status);
+            self.tell(
+                key,
+                crate::observe::JobEvent::Polled {
+                    status: name.clone(),
+                },
+            );
             if status.status == RequestStatus::Failed {
                 let detail = status
                     .error
@@ -795,6 +806,7 @@ impl Job {
                     let wait = (now - at).num_milliseconds() as f64 / 1000.0;
                     rec.queue_wait_secs = Some(wait);
                     tracing::info!(date = %date, request_id = %request_id, queue_wait_secs = wait, "queue wait");
+                    self.tell(key, crate::observe::JobEvent::QueueWait { seconds: wait });
                 }
                 self.save(key, rec, JobState::Polling).await?;
             }
@@ -1221,6 +1233,14 @@ impl Job {
                         published_at: Utc::now(),
                     };
                     self.store.record_publish(key, &record).await?;
+                    self.tell(
+                        key,
+                        crate::observe::JobEvent::Published {
+                            sink: s.name.clone(),
+                            rows: manifest.rows,
+                            bytes: manifest.bytes,
+                        },
+                    );
                     tracing::info!(date = %date, sink = %s.name, location = %s.sink.location(key), rows = manifest.rows, "published");
                 }
                 Err(e) => {
@@ -1467,6 +1487,11 @@ impl Job {
             created_at: Utc::now(),
         };
         manifest.schema.headers_differ = HeaderChange::between(&manifest.parts);
+        for part in &manifest.parts {
+            let (bytes, rows) = (part.bytes, part.rows);
+            let event = crate::observe::JobEvent::PartVerified { bytes, rows };
+            self.tell(&self.key(date), event);
+        }
         manifest
     }
 
@@ -1477,6 +1502,15 @@ impl Job {
             tracing::warn!(date = %date, "{date}: the day has no rows; published it empty");
         }
         if let Some(drift) = manifest.schema.drift_summary() {
+            let schema = &manifest.schema;
+            self.tell(
+                &self.key(date),
+                crate::observe::JobEvent::Drift {
+                    added: schema.added.len(),
+                    removed: schema.missing.len(),
+                    changed: schema.type_violations.len(),
+                },
+            );
             let message = format!("{date}: {drift}");
             tracing::warn!(date = %date, request_id = %manifest.request_id, "{message}");
             let request_id = Some(manifest.request_id.clone()).filter(|id| !id.is_empty());
@@ -1762,22 +1796,6 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into())
-}
-
-/// Whether a lease `owner` (`host:pid:random`) names a process of this host that has gone.
-/// Only decidable where `/proc` exists; anywhere else the lease simply expires.
-fn owner_is_dead(owner: &str) -> bool {
-    let mut fields = owner.rsplitn(3, ':');
-    let (Some(_), Some(pid), Some(host)) = (fields.next(), fields.next(), fields.next()) else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    pid != std::process::id()
-        && host == hostname()
-        && std::path::Path::new("/proc/self").exists()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@
 //! - [`durable`]: the one temp + fsync + rename recipe for files that must never be half written.
 //! - [`job`]: the state machine that ties it together, persisted after every step.
 //! - [`alert`]: the webhook alerts of DESIGN.md §3.
+//! - [`observe`]: the job's observer seam ([`observe::Observer`], [`observe::JobEvent`]).
+//! - [`metrics`]: Prometheus metrics of the job's events (text format, `[metrics] textfile`).
 //! - [`app`]: wiring a job from a config; the `status` table.
 //! - [`status_page`]: the daemon's HTML status page (table + SVG chart per job), rendered purely.
 //! - [`cli`], [`demo`]: the command line and the no-setup demo.
@@ -44,6 +46,8 @@ pub mod durable;
 pub mod exit;
 pub mod job;
 pub mod manifest;
+pub mod metrics;
+pub mod observe;
 pub mod poll;
 pub mod reextract;
 pub mod replay;

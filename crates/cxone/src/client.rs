@@ -10,7 +10,7 @@
 //! bodies are not quoted. Plain `http` is refused except on loopback hosts, for configured
 //! URLs, download URLs and redirects alike.
 
-use crate::retry::{Attempt, Backoff, Failure, Idempotency};
+use crate::retry::{Attempt, Backoff, Failure, Idempotency, RetryHook};
 use crate::{
     CreateRequest, CreateResponse, Credentials, Error, RefreshTokenStore, RetryPolicy,
     StatusResponse, TokenManager,
@@ -132,6 +132,8 @@ pub struct Client {
     base_url: Url,
     tokens: TokenManager,
     retry: RetryPolicy,
+    /// Told of each retry ([`Client::set_retry_hook`]).
+    on_retry: Option<RetryHook>,
 }
 
 impl std::fmt::Debug for Client {
@@ -189,7 +191,15 @@ impl Client {
             base_url,
             tokens,
             retry: config.retry,
+            on_retry: None,
         })
+    }
+
+    /// Tells `hook` the operation (`create`, `status`, `download`, and `token` for the
+    /// token endpoint) each time the retry policy tries a call again.
+    pub fn set_retry_hook(&mut self, hook: RetryHook) {
+        self.tokens.set_retry_hook(hook.clone());
+        self.on_retry = Some(hook);
     }
 
     pub fn tokens(&self) -> &TokenManager {
@@ -216,7 +226,7 @@ impl Client {
             message: format!("cannot encode the request body: {e}"),
         })?);
         let response = self
-            .send(&call, &url, Idempotency::Idempotent, |http| {
+            .send("create", &call, &url, Idempotency::Idempotent, |http| {
                 http.post(url.clone())
                     .header("X-Request-Id", x_request_id)
                     .header(http::header::CONTENT_TYPE, "application/json")
@@ -241,7 +251,7 @@ impl Client {
         let url = self.endpoint(&[request_id])?;
         let call = format!("GET {}", redact(&url));
         let response = self
-            .send(&call, &url, Idempotency::Idempotent, |http| {
+            .send("status", &call, &url, Idempotency::Idempotent, |http| {
                 http.get(url.clone())
                     .header(http::header::ACCEPT, "application/json")
             })
@@ -262,7 +272,7 @@ impl Client {
         let shown = redact(&url);
         let call = format!("GET {shown}");
         let response = self
-            .send(&call, &url, Idempotency::Idempotent, |http| {
+            .send("download", &call, &url, Idempotency::Idempotent, |http| {
                 let request = http
                     .get(url.clone())
                     .header(http::header::ACCEPT, "application/octet-stream");
@@ -318,6 +328,7 @@ impl Client {
     /// answer the policy does not retry, for the caller to interpret.
     async fn send<F>(
         &self,
+        operation: &'static str,
         call: &str,
         url: &Url,
         idempotency: Idempotency,
@@ -329,11 +340,19 @@ impl Client {
         let authorised = self.is_own_origin(url);
         let (build, http, tokens) = (&build, &self.http, &self.tokens);
         let mut refreshed = false;
+        let on_retry = self.on_retry.as_ref();
         loop {
             let mut backoff = Backoff::new(&self.retry);
+            let tries = std::sync::atomic::AtomicU32::new(0);
+            let tries = &tries;
             let (response, used) = self
                 .retry
                 .run(call, idempotency, &mut backoff, || async move {
+                    if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0
+                        && let Some(hook) = on_retry
+                    {
+                        hook(operation);
+                    }
                     let token = match authorised {
                         true => Some(tokens.bearer().await?),
                         false => None,

@@ -36,7 +36,7 @@ pub use error::Error;
 pub use http::{Http, TokenSource};
 pub use model::{CreateRequest, CreateResponse, FileEntry, RequestStatus, StatusResponse};
 pub use reporting::ReportingClient;
-pub use retry::RetryPolicy;
+pub use retry::{RetryHook, RetryPolicy};
 pub use secret::Secret;
 pub use store::{
     AsyncRelease, MemoryTokenStore, RefreshTokenStore, Saved, StoreError, StoreErrorKind, StoreLock,

@@ -20,6 +20,10 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
+/// Told the operation (`token`, `create`, `status`, `download`) each time a call of it is
+/// tried again (metrics count retries; see `Client::set_retry_hook`).
+pub type RetryHook = std::sync::Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// Bounded retries with exponential backoff and jitter.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {

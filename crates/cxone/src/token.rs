@@ -118,6 +118,8 @@ pub struct TokenManager {
     bootstraps: AtomicU64,
     refreshes: AtomicU64,
     lost_races: AtomicU64,
+    /// Told `token` on each retry of the token endpoint.
+    on_retry: Option<crate::RetryHook>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -150,7 +152,13 @@ impl TokenManager {
             bootstraps: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             lost_races: AtomicU64::new(0),
+            on_retry: None,
         }
+    }
+
+    /// Tells `hook` `token` each time the token endpoint is tried again.
+    pub fn set_retry_hook(&mut self, hook: crate::RetryHook) {
+        self.on_retry = Some(hook);
     }
 
     /// Uses `retry` for the token endpoint instead of [`RetryPolicy::default`].
@@ -342,9 +350,15 @@ impl TokenManager {
         }
         let call = format!("POST {} ({kind} grant)", self.token_url);
         let mut backoff = Backoff::new(&self.retry);
+        let tries = AtomicU64::new(0);
         let response = self
             .retry
             .run(&call, idempotency, &mut backoff, || {
+                if tries.fetch_add(1, Ordering::Relaxed) > 0
+                    && let Some(hook) = &self.on_retry
+                {
+                    hook("token");
+                }
                 let request = self
                     .http
                     .post(self.token_url.clone())

@@ -15,6 +15,7 @@ pub use cdr_normalise::Format;
 raw_section! {
     /// `[job]` as written.
     pub(super) struct RawJob {
+        name: String = Str,
         report_type: String = Str,
         report_id: String = Str,
         format: String = Str,
@@ -47,6 +48,7 @@ pub const DEFAULT_COLUMNS: [&str; 10] = [
 /// The column the merge appends for unknown columns; it cannot be configured.
 pub const EXTRA_COLUMNS: &str = "extra_columns";
 
+const DEFAULT_NAME: &str = "cdrsync";
 const DEFAULT_REPORT_TYPE: &str = "callDetailRecords";
 const DEFAULT_REPORT_ID: &str = "default";
 const DEFAULT_FORMAT: Format = Format::Csv;
@@ -59,6 +61,9 @@ pub const DEFAULT_MIN_FRACTION: f64 = 0.5;
 
 #[derive(Debug, Clone)]
 pub struct JobConfig {
+    /// The job's name (the `job` label of its metrics); default: the config file's name
+    /// without its extension (`cdrsync` for config text).
+    pub name: String,
     pub report_type: String,
     pub report_id: String,
     pub format: Format,
@@ -98,6 +103,8 @@ impl RawJob {
         origins: &Origins,
     ) -> Result<JobConfig, ConfigError> {
         let raw = self;
+        let default_name = origins.stem.as_deref().unwrap_or(DEFAULT_NAME);
+        let name = non_empty("job.name", raw.name, default_name, origins)?;
         let report_type = non_empty(
             "job.report_type",
             raw.report_type,
@@ -191,6 +198,7 @@ impl RawJob {
         }
         let reextract_days = raw.reextract_days.unwrap_or(0);
         Ok(JobConfig {
+            name,
             report_type,
             report_id,
             format,

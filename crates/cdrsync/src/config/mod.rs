@@ -35,6 +35,7 @@ pub mod alert;
 pub mod cxone;
 pub mod daemon;
 pub mod job;
+pub mod metrics;
 pub mod poll;
 pub mod sink;
 pub mod state;
@@ -43,6 +44,7 @@ pub use alert::AlertConfig;
 pub use cxone::CxoneConfig;
 pub use daemon::{DaemonConfig, Schedule};
 pub use job::{ColumnType, DEFAULT_COLUMNS, EXTRA_COLUMNS, Format, JobConfig};
+pub use metrics::MetricsConfig;
 pub use poll::{MIN_POLL_INTERVAL, PollConfig};
 pub use sink::{SINK_KINDS, SinkConfig, SinkSpec};
 pub use state::StateConfig;
@@ -69,6 +71,8 @@ pub struct Config {
     pub archive: Option<crate::archive::ArchiveConfig>,
     /// `[daemon]`: `cdrsync daemon`'s schedule and catch-up (defaults when absent).
     pub daemon: DaemonConfig,
+    /// `[metrics]`: where the Prometheus textfile goes.
+    pub metrics: MetricsConfig,
 }
 
 /// Declares a section's raw form, as written: a `#[serde(deny_unknown_fields)]` struct of
@@ -276,6 +280,7 @@ pub const KEYS: &[(&str, &[(&str, KeyKind)])] = &[
     ("alert", alert::RawAlert::KEYS),
     ("archive", crate::archive::config::RawArchiveConfig::KEYS),
     ("daemon", daemon::RawDaemon::KEYS),
+    ("metrics", metrics::RawMetrics::KEYS),
 ];
 
 fn section_keys(section: &str) -> Option<&'static [(&'static str, KeyKind)]> {
@@ -374,6 +379,7 @@ struct RawConfig {
     archive: Option<crate::archive::RawArchiveConfig>,
     #[serde(default)]
     daemon: daemon::RawDaemon,
+    metrics: metrics::RawMetrics,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -384,6 +390,8 @@ struct RawConfig {
 pub(crate) struct Origins {
     file: String,
     from_env: HashMap<String, String>,
+    /// The config file's name without its extension (the default `job.name`), if a file.
+    stem: Option<String>,
 }
 
 impl Origins {
@@ -426,9 +434,13 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
+        let stem = absolute
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
         parse(
             &text,
             format!("config file {}", absolute.display()),
+            stem,
             &base_dir,
             env,
         )
@@ -463,6 +475,7 @@ impl Config {
         parse(
             s,
             format!("config text (in {})", base_dir.display()),
+            None,
             &base_dir,
             env,
         )
@@ -480,6 +493,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 fn parse(
     text: &str,
     origin: String,
+    stem: Option<String>,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
@@ -495,6 +509,7 @@ fn parse(
     let mut origins = Origins {
         file: origin,
         from_env: HashMap::new(),
+        stem,
     };
     check_table(&mut table, &origins)?;
     apply_env(&mut table, env, &mut origins)?;
@@ -770,6 +785,7 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
     let sinks = sink::validate(raw.sink, base_dir, job.format, origins)?;
     let alert = raw.alert.validate(origins)?;
     let daemon = raw.daemon.validate(origins)?;
+    let metrics = raw.metrics.validate(base_dir);
     Ok(Config {
         base_dir: base_dir.to_path_buf(),
         cxone,
@@ -786,6 +802,7 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
             None => None,
         },
         daemon,
+        metrics,
     })
 }
 

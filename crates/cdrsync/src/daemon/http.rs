@@ -45,6 +45,58 @@ impl Pages {
     }
 }
 
+impl Pages {
+    /// The full pages: `/metrics` serves the scheduler's own gauges and then every job's
+    /// metrics (`metrics`, the registry each job reports to); `/` the status page
+    /// ([`crate::status_page`]) of each job's last 30 days, read from its job store.
+    pub fn full(
+        health: HealthHandle,
+        metrics: crate::metrics::Metrics,
+        jobs: Vec<(String, Arc<crate::job::Job>)>,
+    ) -> Pages {
+        let h = health.clone();
+        let metrics: Page = Arc::new(move || {
+            let mut text = basic_metrics(&h.lock().expect("not poisoned"));
+            text.push_str(&metrics.render());
+            Box::pin(async move { text })
+        });
+        let jobs = Arc::new(jobs);
+        let status: Page = Arc::new(move || {
+            let jobs = jobs.clone();
+            Box::pin(async move {
+                let mut pages = Vec::with_capacity(jobs.len());
+                for (name, job) in jobs.iter() {
+                    pages.push(job_days(name, job).await);
+                }
+                crate::status_page::render(&pages, chrono::Utc::now())
+            })
+        });
+        Pages { metrics, status }
+    }
+}
+
+/// The status page's view of one job: its own days (a store may be shared by several
+/// jobs), newest 30.
+async fn job_days(name: &str, job: &crate::job::Job) -> crate::status_page::JobDays {
+    let own = job.key(chrono::NaiveDate::MIN);
+    let days = match job.store.recent(30 * 16).await {
+        Ok(days) => days
+            .into_iter()
+            .filter(|(k, _)| k.report_type == own.report_type && k.report_id == own.report_id)
+            .take(30)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(job = %name, "status page: cannot read the job store: {e}");
+            Vec::new()
+        }
+    };
+    crate::status_page::JobDays {
+        name: format!("{name} {}", own.report_type),
+        days,
+        min_fraction: job.config.job.min_fraction,
+    }
+}
+
 /// A Prometheus label value, escaped.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")

@@ -494,6 +494,8 @@ pub async fn from_configs(
     hooks: impl Fn() -> crate::job::Hooks,
 ) -> Result<Daemon, JobError> {
     let (listen, max_days_in_flight) = check_configs(&configs)?;
+    // One registry for the process; each job reports to it under its `[job] name`.
+    let metrics = crate::metrics::Metrics::new("cdrsync");
     let mut jobs = Vec::with_capacity(configs.len());
     for (path, config) in configs {
         let name = job_name(&path);
@@ -507,6 +509,7 @@ pub async fn from_configs(
                 tracing::error!(job = %name, config = %path.display(), "cannot set up the job: {e}");
             })?;
         job.shutdown = shutdown.clone();
+        job.observer = Arc::new(metrics.for_job(&job.config.job.name));
         jobs.push(DaemonJob {
             name,
             job: Arc::new(job),
@@ -517,6 +520,12 @@ pub async fn from_configs(
     let mut daemon = Daemon::new(jobs, max_days_in_flight, shutdown);
     daemon.listen = listen;
     daemon.after_day = Some(reextract_after_day());
+    let pages = daemon
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.job.clone()))
+        .collect();
+    daemon.pages = Pages::full(daemon.health(), metrics, pages);
     Ok(daemon)
 }
 

@@ -112,6 +112,8 @@ pub struct Client {
     base_url: Url,
     tokens: TokenManager,
     retry: RetryPolicy,
+    /// Passed before every request (`with_gate`).
+    gate: Option<Arc<dyn crate::RequestGate>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -169,7 +171,15 @@ impl Client {
             base_url,
             tokens,
             retry: config.retry,
+            gate: None,
         })
+    }
+
+    /// Passes `gate` before every request this client makes, token requests included.
+    pub fn with_gate(mut self, gate: Arc<dyn crate::RequestGate>) -> Self {
+        self.tokens.set_gate(gate.clone());
+        self.gate = Some(gate);
+        self
     }
 
     pub fn tokens(&self) -> &TokenManager {
@@ -308,6 +318,7 @@ impl Client {
     {
         let authorised = self.is_own_origin(url);
         let (build, http, tokens) = (&build, &self.http, &self.tokens);
+        let gate = &self.gate;
         let mut refreshed = false;
         loop {
             let mut backoff = Backoff::new(&self.retry);
@@ -321,6 +332,9 @@ impl Client {
                     let mut request = build(http);
                     if let Some(token) = &token {
                         request = request.bearer_auth(token.expose());
+                    }
+                    if let Some(gate) = gate {
+                        gate.acquire().await?;
                     }
                     let response = request.send().await.map_err(classify)?;
                     match Failure::from_response(&response) {

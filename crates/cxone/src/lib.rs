@@ -11,9 +11,11 @@
 //! - [`client`]: [`Client`]: create, status and part download, with the bearer token sent
 //!   only to the API's own origin.
 //! - [`error`]: [`Error`], the typed failures callers map to exit codes.
+//! - [`gate`]: [`RequestGate`], passed before every HTTP request (a shared rate budget).
 
 pub mod client;
 pub mod error;
+pub mod gate;
 pub mod model;
 pub mod retry;
 pub mod secret;
@@ -22,6 +24,7 @@ pub mod token;
 
 pub use client::{Client, ClientConfig, Created, PartResponse};
 pub use error::Error;
+pub use gate::RequestGate;
 pub use model::{CreateRequest, CreateResponse, FileEntry, RequestStatus, StatusResponse};
 pub use retry::RetryPolicy;
 pub use secret::Secret;

@@ -118,6 +118,8 @@ pub struct TokenManager {
     bootstraps: AtomicU64,
     refreshes: AtomicU64,
     lost_races: AtomicU64,
+    /// Passed before every token request (set by `Client::with_gate`).
+    gate: Option<Arc<dyn crate::RequestGate>>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -150,7 +152,13 @@ impl TokenManager {
             bootstraps: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             lost_races: AtomicU64::new(0),
+            gate: None,
         }
+    }
+
+    /// Passes `gate` before every token request.
+    pub fn set_gate(&mut self, gate: Arc<dyn crate::RequestGate>) {
+        self.gate = Some(gate);
     }
 
     /// Uses `retry` for the token endpoint instead of [`RetryPolicy::default`].
@@ -354,7 +362,11 @@ impl TokenManager {
                     Grant::Bootstrap => self.bootstraps.fetch_add(1, Ordering::SeqCst),
                     Grant::Refresh(_) => self.refreshes.fetch_add(1, Ordering::SeqCst),
                 };
+                let gate = self.gate.clone();
                 async move {
+                    if let Some(gate) = gate {
+                        gate.acquire().await?;
+                    }
                     let response = request.send().await.map_err(Failure::from_reqwest)?;
                     match Failure::from_response(&response) {
                         Some(failure) => Err(Attempt::Retry(failure)),

@@ -725,12 +725,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wrong_password_is_refused() {
+    async fn a_role_that_may_not_log_in_is_refused() {
         let Some(db) = TestDb::new().await else {
             return;
         };
-        // A role that needs a password; the test cluster trusts loopback, so this checks
-        // the kind mapping through a role that cannot log in instead.
+        // The test cluster trusts loopback, so authentication is refused through a role
+        // that may not log in (SQLSTATE 28000), the same class as a wrong password.
         let admin = admin_client(&db.admin).await;
         admin
             .batch_execute(

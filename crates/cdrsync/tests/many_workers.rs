@@ -187,6 +187,23 @@ async fn three_workers_do_each_day_exactly_once() {
     let mut h = Harness::new(scenario()).await;
     h.set("job", "concurrency = 2\nlease_wait = \"0s\"");
     write_config(&h, &url);
+    // `status` before any run: it looks only, so it creates no table and says so.
+    let status = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+            .args(["status", "--config"])
+            .arg(h.config_path())
+            .env_remove("CDRSYNC_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = status();
+    let shown = cdrsync::pg::parse_url(&url).unwrap().display_with_user();
+    assert!(
+        before.contains(&format!("no cdrsync tables in {shown} yet")),
+        "{before}"
+    );
     let started = std::time::Instant::now();
     let runs = three_workers(&h, &[]);
     println!("3 workers x {DAYS} days in {:?}", started.elapsed());
@@ -200,6 +217,11 @@ async fn three_workers_do_each_day_exactly_once() {
         times.len()
     );
     assert!(unlimited > 30, "{unlimited}");
+    let after = status();
+    assert!(
+        after.contains(&format!("{TO}")) && after.contains("done"),
+        "{after}"
+    );
     drop_database(&admin, &name).await;
 }
 

@@ -724,6 +724,59 @@ mod tests {
         assert!(!format!("{store:?}").contains("hunter2"));
     }
 
+    /// A wrong password for a role of `cdrsync_scram`, which the test cluster's pg_hba.conf
+    /// makes authenticate with scram-sha-256 (as for the postgres sink's test): `Refused`,
+    /// and neither password in the message; the right one works.
+    #[tokio::test]
+    async fn a_wrong_password_is_refused_and_never_shown() {
+        let Some(db) = TestDb::new().await else {
+            return;
+        };
+        let role = format!("cdrsync_state_{:08x}", fastrand::u32(..));
+        let right = format!("right-{:016x}", fastrand::u64(..));
+        admin_client(&db.admin)
+            .await
+            .batch_execute(&format!(
+                "DO $$ BEGIN CREATE ROLE cdrsync_scram NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+                 CREATE ROLE {role} LOGIN PASSWORD '{right}' IN ROLE cdrsync_scram;
+                 GRANT ALL ON DATABASE {} TO {role}",
+                db.name
+            ))
+            .await
+            .unwrap();
+        // CREATE on `public` of the new database (as its superuser), so the right password
+        // can migrate.
+        Connector::new(&db.url.url, db.url.tls, None, "cdrsync-test")
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+            .batch_execute(&format!("GRANT ALL ON SCHEMA public TO {role}"))
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(db.url.url.as_str()).unwrap();
+        url.set_username(&role).unwrap();
+        let url = crate::pg::parse_url(url.as_str()).unwrap();
+        let var = format!("CDRSYNC_PGSTORE_PW_{role}");
+        unsafe { std::env::set_var(&var, "wrong-password-7c1e") };
+        let store = PostgresJobStore::new(url.clone(), Some(SecretRef::Env(var.clone())));
+        let err = store.recent(1).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Refused, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("job store postgres://{role}@")),
+            "{text}"
+        );
+        assert!(
+            !text.contains("wrong-password") && !text.contains(&right),
+            "{text}"
+        );
+        unsafe { std::env::set_var(&var, &right) };
+        let store = PostgresJobStore::new(url, Some(SecretRef::Env(var)));
+        assert!(store.recent(1).await.unwrap().is_empty());
+        db.drop_db().await;
+    }
+
     #[tokio::test]
     async fn a_role_that_may_not_log_in_is_refused() {
         let Some(db) = TestDb::new().await else {

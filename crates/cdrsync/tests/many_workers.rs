@@ -218,10 +218,7 @@ async fn three_workers_do_each_day_exactly_once() {
     );
     assert!(unlimited > 30, "{unlimited}");
     let after = status();
-    assert!(
-        after.contains(&format!("{TO}")) && after.contains("done"),
-        "{after}"
-    );
+    assert!(after.contains(TO) && after.contains("done"), "{after}");
     drop_database(&admin, &name).await;
 }
 

@@ -20,12 +20,29 @@ pub const SCOPE: &str = "data:download:read data:download:write offline";
 pub fn open_store(config: &Config) -> Result<Arc<dyn JobStore>, JobError> {
     match &config.state {
         StateConfig::Sqlite { path } => Ok(Arc::new(SqliteJobStore::open(path)?)),
+        // Connects on first use (the schema is created then).
+        #[cfg(feature = "postgres")]
+        StateConfig::Postgres { url, password } => Ok(Arc::new(
+            crate::state::postgres::PostgresJobStore::new(url.clone(), password.clone()),
+        )),
+        #[cfg(not(feature = "postgres"))]
+        StateConfig::Postgres { url, .. } => Err(no_postgres_feature(url)),
     }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn no_postgres_feature(url: &crate::pg::PgUrl) -> JobError {
+    crate::state::StateError::new(
+        url.display_with_user(),
+        crate::exit::FailureKind::Config,
+        "state.url names PostgreSQL, but this cdrsync was built without the `postgres` feature",
+    )
+    .into()
 }
 
 /// The configured job store opened read-only, for looking only (`cdrsync status`):
 /// nothing is created or migrated. `Err(sentence)` inside `Ok` when there is no store yet.
-pub fn open_store_read_only(
+pub async fn open_store_read_only(
     config: &Config,
 ) -> Result<Result<Arc<dyn JobStore>, String>, JobError> {
     match &config.state {
@@ -36,6 +53,21 @@ pub fn open_store_read_only(
                 path.display()
             )),
         }),
+        #[cfg(feature = "postgres")]
+        StateConfig::Postgres { url, password } => {
+            use crate::state::postgres::PostgresJobStore;
+            Ok(
+                match PostgresJobStore::open_read_only(url.clone(), password.clone()).await? {
+                    Some(store) => Ok(Arc::new(store)),
+                    None => Err(format!(
+                        "no cdrsync tables in {} yet (no day has run)",
+                        url.display_with_user()
+                    )),
+                },
+            )
+        }
+        #[cfg(not(feature = "postgres"))]
+        StateConfig::Postgres { url, .. } => Err(no_postgres_feature(url)),
     }
 }
 
@@ -180,6 +212,7 @@ pub async fn build_job(
     // Retries reach the observer of the day being run (`Job::observer`).
     client.set_retry_hook(crate::observe::retry_hook());
     let store = open_store(&config)?;
+    let client = crate::governor::govern(client, &config, &store);
     let sinks = open_sinks(&config).await?;
     let archive = open_archive(&config).await?;
     let alerter = Alerter::new(config.alert.webhook_url.clone());

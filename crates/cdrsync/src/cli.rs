@@ -843,7 +843,7 @@ async fn replay(
 /// creates a database); no database yet is a sentence and exit 0, not an error.
 async fn status(config_path: &Path, limit: usize, out: Out) -> Result<(), JobError> {
     let config = Config::load_default(config_path)?;
-    let store = match crate::app::open_store_read_only(&config)? {
+    let store = match crate::app::open_store_read_only(&config).await? {
         Ok(store) => store,
         Err(no_store) => {
             out.line(

@@ -1793,6 +1793,11 @@ fn merge_to_file(
 
 /// The name of this host, as lease owners carry it.
 pub fn hostname() -> String {
+    // Tests run several workers on one machine as if on different hosts.
+    #[cfg(feature = "test-hooks")]
+    if let Ok(host) = std::env::var("CDRSYNC_TEST_HOSTNAME") {
+        return host;
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into())

@@ -48,6 +48,23 @@ pub struct Counters {
     pub other_origin_requests: u64,
     pub other_origin_with_auth: u64,
     pub other_origin_bad_signature: u64,
+    /// When each request arrived (both origins, every route), milliseconds since the Unix
+    /// epoch, in arrival order: for rate limits across clients.
+    pub request_times_ms: Vec<u64>,
+}
+
+/// Middleware of both routers: notes each request's arrival in `request_times_ms`.
+pub(crate) async fn note_arrival(
+    axum::extract::State(tenant): axum::extract::State<std::sync::Arc<crate::tenant::Tenant>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    tenant.lock().counters.request_times_ms.push(now);
+    next.run(request).await
 }
 
 /// One create call as received, and what it was answered.

@@ -41,6 +41,10 @@ pub(crate) fn api_router(tenant: Shared) -> Router {
         .route(&format!("{REQUESTS_PATH}/{{id}}"), get(status))
         .route(&format!("{REQUESTS_PATH}/{{id}}/files/{{part}}"), get(file))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            tenant.clone(),
+            crate::counters::note_arrival,
+        ))
         .with_state(tenant)
 }
 
@@ -49,6 +53,10 @@ pub(crate) fn other_origin_router(tenant: Shared) -> Router {
     Router::new()
         .route("/signed/{id}/{part}", get(signed_file))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            tenant.clone(),
+            crate::counters::note_arrival,
+        ))
         .with_state(tenant)
 }
 

@@ -134,6 +134,8 @@ pub struct Client {
     retry: RetryPolicy,
     /// Told of each retry ([`Client::set_retry_hook`]).
     on_retry: Option<RetryHook>,
+    /// Passed before every request (`with_gate`).
+    gate: Option<Arc<dyn crate::RequestGate>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -192,6 +194,7 @@ impl Client {
             tokens,
             retry: config.retry,
             on_retry: None,
+            gate: None,
         })
     }
 
@@ -200,6 +203,13 @@ impl Client {
     pub fn set_retry_hook(&mut self, hook: RetryHook) {
         self.tokens.set_retry_hook(hook.clone());
         self.on_retry = Some(hook);
+    }
+
+    /// Passes `gate` before every request this client makes, token requests included.
+    pub fn with_gate(mut self, gate: Arc<dyn crate::RequestGate>) -> Self {
+        self.tokens.set_gate(gate.clone());
+        self.gate = Some(gate);
+        self
     }
 
     pub fn tokens(&self) -> &TokenManager {
@@ -339,6 +349,7 @@ impl Client {
     {
         let authorised = self.is_own_origin(url);
         let (build, http, tokens) = (&build, &self.http, &self.tokens);
+        let gate = &self.gate;
         let mut refreshed = false;
         let on_retry = self.on_retry.as_ref();
         loop {
@@ -360,6 +371,9 @@ impl Client {
                     let mut request = build(http);
                     if let Some(token) = &token {
                         request = request.bearer_auth(token.expose());
+                    }
+                    if let Some(gate) = gate {
+                        gate.acquire().await?;
                     }
                     let response = request.send().await.map_err(classify)?;
                     match Failure::from_response(&response) {

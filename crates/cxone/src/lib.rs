@@ -16,11 +16,13 @@
 //! - [`access_key`]: OIDC password grant with an access key; re-authentication, no refresh.
 //! - [`discovery`]: token endpoint and API host from the well-known documents, cached.
 //! - [`reporting`]: [`ReportingClient`] for `/inContactAPI/services/vNN.0/`.
+//! - [`gate`]: [`RequestGate`], passed before every HTTP request (a shared rate budget).
 
 pub mod access_key;
 pub mod client;
 pub mod discovery;
 pub mod error;
+pub mod gate;
 pub mod http;
 pub mod model;
 pub mod reporting;
@@ -33,6 +35,7 @@ pub use access_key::{AccessKey, AccessKeySource};
 pub use client::{Client, ClientConfig, Created, PartResponse};
 pub use discovery::Discovery;
 pub use error::Error;
+pub use gate::RequestGate;
 pub use http::{Http, TokenSource};
 pub use model::{CreateRequest, CreateResponse, FileEntry, RequestStatus, StatusResponse};
 pub use reporting::ReportingClient;

@@ -120,6 +120,8 @@ pub struct TokenManager {
     lost_races: AtomicU64,
     /// Told `token` on each retry of the token endpoint.
     on_retry: Option<crate::RetryHook>,
+    /// Passed before every token request (set by `Client::with_gate`).
+    gate: Option<Arc<dyn crate::RequestGate>>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -153,12 +155,18 @@ impl TokenManager {
             refreshes: AtomicU64::new(0),
             lost_races: AtomicU64::new(0),
             on_retry: None,
+            gate: None,
         }
     }
 
     /// Tells `hook` `token` each time the token endpoint is tried again.
     pub fn set_retry_hook(&mut self, hook: crate::RetryHook) {
         self.on_retry = Some(hook);
+    }
+
+    /// Passes `gate` before every token request.
+    pub fn set_gate(&mut self, gate: Arc<dyn crate::RequestGate>) {
+        self.gate = Some(gate);
     }
 
     /// Uses `retry` for the token endpoint instead of [`RetryPolicy::default`].
@@ -368,7 +376,11 @@ impl TokenManager {
                     Grant::Bootstrap => self.bootstraps.fetch_add(1, Ordering::SeqCst),
                     Grant::Refresh(_) => self.refreshes.fetch_add(1, Ordering::SeqCst),
                 };
+                let gate = self.gate.clone();
                 async move {
+                    if let Some(gate) = gate {
+                        gate.acquire().await?;
+                    }
                     let response = request.send().await.map_err(Failure::from_reqwest)?;
                     match Failure::from_response(&response) {
                         Some(failure) => Err(Attempt::Retry(failure)),

@@ -20,6 +20,7 @@ raw_section! {
         connect_timeout: String = Duration,
         read_timeout: String = Duration,
         max_retries: u32 = UInt,
+        max_requests_per_minute: u32 = UInt,
     }
 }
 
@@ -47,6 +48,9 @@ pub struct CxoneConfig {
     pub read_timeout: Duration,
     /// Tries after the first for one HTTP call.
     pub max_retries: u32,
+    /// The tenant-wide rate governor: at most this many requests to CXone (token, create,
+    /// status, part) in any 60 s, all workers sharing the job store together. None: no limit.
+    pub max_requests_per_minute: Option<u32>,
 }
 
 /// Checks a secret reference's shape and makes a relative `file:` absolute.
@@ -126,6 +130,12 @@ impl RawCxone {
                 return Err(origins.invalid(key, "must be longer than 0s"));
             }
         }
+        if raw.max_requests_per_minute == Some(0) {
+            return Err(origins.invalid(
+                "cxone.max_requests_per_minute",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
         Ok(CxoneConfig {
             base_url,
             token_url,
@@ -143,6 +153,7 @@ impl RawCxone {
             connect_timeout,
             read_timeout,
             max_retries: raw.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            max_requests_per_minute: raw.max_requests_per_minute,
         })
     }
 }
@@ -169,6 +180,10 @@ mod tests {
             (
                 &[("cxone.max_retries", "\"3\"")],
                 "`cxone.max_retries` must be a whole number",
+            ),
+            (
+                &[("cxone.max_requests_per_minute", "0")],
+                "`cxone.max_requests_per_minute` must be at least 1 (leave it out for no limit)",
             ),
         ]);
     }

@@ -899,7 +899,9 @@ mod tests {
         assert_eq!(c.poll.stale_after, Duration::from_secs(45 * 60));
         assert_eq!(c.poll.max_generations, 3);
         assert_eq!(c.poll.download_attempts, 5);
-        let StateConfig::Sqlite { path } = &c.state;
+        let StateConfig::Sqlite { path } = &c.state else {
+            panic!("sqlite")
+        };
         assert_eq!(path, Path::new("/etc/cdrsync/cdrsync-state.db"));
         let SinkConfig::Dir(sink) = &c.sinks[0].config else {
             panic!("a dir sink")
@@ -978,7 +980,9 @@ webhook_url = "https://hooks.example.com/x"
         assert_eq!(c.job.lag, Duration::from_secs(7200));
         assert_eq!(c.poll.factor, 2.0);
         assert_eq!(c.poll.stale_after, Duration::from_secs(5400));
-        let StateConfig::Sqlite { path } = &c.state;
+        let StateConfig::Sqlite { path } = &c.state else {
+            panic!("sqlite")
+        };
         assert_eq!(path, Path::new("/var/lib/cdrsync/state.db"));
         let SinkConfig::Dir(sink) = &c.sinks[0].config else {
             panic!("a dir sink")
@@ -1094,7 +1098,9 @@ webhook_url = "https://hooks.example.com/x"
         .unwrap();
         let c = Config::load(&path, &no_env).unwrap();
         assert_eq!(c.base_dir, dir.path());
-        let StateConfig::Sqlite { path: db } = &c.state;
+        let StateConfig::Sqlite { path: db } = &c.state else {
+            panic!("sqlite")
+        };
         assert_eq!(db, &dir.path().join("state/db.sqlite"));
         assert_eq!(
             c.cxone.refresh_token.to_string(),

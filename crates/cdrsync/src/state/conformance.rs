@@ -316,3 +316,138 @@ pub async fn clearing_a_day_keeps_other_days(store: &dyn JobStore) {
         "{name}: other report type kept"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Several workers on one store, and the rate governor's slots.
+// ---------------------------------------------------------------------------------------
+
+/// A scope no earlier case used, so cases can share a store.
+fn fresh_scope(what: &str) -> String {
+    format!("{what}-{:016x}", fastrand::u64(..))
+}
+
+/// `limit` slots go at once, the next waits for the oldest to leave the window (and not
+/// longer than the window); scopes do not share slots; once the wait is over, a slot is
+/// free again.
+pub async fn request_slots_hold_the_limit_per_scope(store: &dyn JobStore) {
+    let name = store.describe();
+    let (tenant, other) = (fresh_scope("tenant"), fresh_scope("other"));
+    let minute = Duration::from_secs(60);
+    for i in 0..3 {
+        assert_eq!(
+            store.take_request_slot(&tenant, 3, minute).await.unwrap(),
+            None,
+            "{name}: slot {i} of 3 must be free"
+        );
+    }
+    let wait = store
+        .take_request_slot(&tenant, 3, minute)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name}: a 4th slot within the minute must wait"));
+    assert!(
+        wait > Duration::from_secs(50) && wait <= minute,
+        "{name}: the wait is until the oldest slot leaves the minute: {wait:?}"
+    );
+    assert_eq!(
+        store.take_request_slot(&other, 3, minute).await.unwrap(),
+        None,
+        "{name}: another scope has its own slots"
+    );
+    // A refused ask takes no slot: the limit is still exactly 3.
+    assert!(
+        store
+            .take_request_slot(&tenant, 3, minute)
+            .await
+            .unwrap()
+            .is_some(),
+        "{name}: still full"
+    );
+    let short = fresh_scope("short");
+    let window = Duration::from_millis(400);
+    for _ in 0..2 {
+        assert_eq!(
+            store.take_request_slot(&short, 2, window).await.unwrap(),
+            None
+        );
+    }
+    let wait = store
+        .take_request_slot(&short, 2, window)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name}: the 3rd slot of 2 must wait"));
+    assert!(wait <= window, "{name}: {wait:?}");
+    tokio::time::sleep(wait + Duration::from_millis(5)).await;
+    assert_eq!(
+        store.take_request_slot(&short, 2, window).await.unwrap(),
+        None,
+        "{name}: after the wait a slot is free"
+    );
+}
+
+/// Separate stores (connections) on one database ask for one free lease at the same
+/// moment, 20 times: each time exactly one gets it and the others are told who has it.
+pub async fn racing_stores_for_one_lease_exactly_one_wins(stores: &[Box<dyn JobStore>]) {
+    let name = stores[0].describe();
+    for round in 0..20 {
+        let day = JobKey {
+            report_type: "race".into(),
+            report_id: fresh_scope("lease"),
+            date: NaiveDate::from_ymd_opt(2024, 5, 1).unwrap() + chrono::Days::new(round),
+        };
+        let asks = stores.iter().enumerate().map(|(i, s)| {
+            let day = day.clone();
+            async move {
+                let owner = format!("worker-{i}");
+                let lease = s
+                    .acquire_lease(&day, &owner, Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                (owner, lease)
+            }
+        });
+        let results = futures_util::future::join_all(asks).await;
+        let winners: Vec<&String> = results
+            .iter()
+            .filter(|(_, l)| matches!(l, Lease::Acquired { .. }))
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "{name}: round {round}: exactly one must win: {results:?}"
+        );
+        for (_, lease) in &results {
+            if let Lease::HeldBy { owner, .. } = lease {
+                assert_eq!(owner, winners[0], "{name}: round {round}: {results:?}");
+            }
+        }
+    }
+}
+
+/// Separate stores asking at once for more slots than the limit: exactly `limit` go.
+pub async fn racing_stores_never_exceed_the_request_limit(stores: &[Box<dyn JobStore>]) {
+    let name = stores[0].describe();
+    let scope = fresh_scope("race");
+    let limit = 5;
+    let asks = stores.iter().flat_map(|s| {
+        let scope = scope.clone();
+        (0..4).map(move |_| {
+            let scope = scope.clone();
+            async move {
+                s.take_request_slot(&scope, limit, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let granted = answers.iter().filter(|a| a.is_none()).count();
+    assert!(answers.len() > limit as usize);
+    assert_eq!(
+        granted,
+        limit as usize,
+        "{name}: {} racing asks for {limit} slots: {answers:?}",
+        answers.len()
+    );
+}

@@ -1,10 +1,15 @@
 //! The job store: one record per day, persisted after every step of the state machine,
 //! plus a lease so two runs for one day never both act (DESIGN.md §1, §4).
 //!
-//! Backends: [`sqlite`] (the default, `sqlite://path`). A PostgreSQL store shared by many
-//! workers fits the same trait.
+//! Backends: [`sqlite`] (the default, `sqlite://path`) and [`postgres`]
+//! (`postgres://user@host:port/db`, shared by many workers; cargo feature `postgres`).
+//!
+//! The store also holds the tenant-wide rate governor ([`JobStore::take_request_slot`]):
+//! every worker that shares the store shares its request budget.
 
 pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use crate::exit::FailureKind;
@@ -211,4 +216,37 @@ pub trait JobStore: Send + Sync {
     async fn publishes(&self, key: &JobKey) -> Result<Vec<SinkPublish>, StateError>;
     /// Forgets the day's publish records (a new generation: every sink needs it again).
     async fn clear_publishes(&self, key: &JobKey) -> Result<(), StateError>;
+    /// Takes one request slot of `scope` (a tenant): `None` = go now (the slot is taken,
+    /// durably); `Some(wait)` = all `limit` slots of the last `window` are taken, ask again
+    /// after `wait`. Every store sharing the state shares the budget: together they never
+    /// take more than `limit` slots in any `window` (a sliding window on the store's clock).
+    async fn take_request_slot(
+        &self,
+        scope: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Option<Duration>, StateError>;
+}
+
+/// The sliding window of [`JobStore::take_request_slot`], on times in microseconds since
+/// the epoch: `times` are the slots taken so far. Drops those older than `window` before
+/// `now`; if fewer than `limit` remain, adds `now` and returns the new list (to store),
+/// else how long until the oldest leaves the window.
+pub fn slide_window(
+    mut times: Vec<i64>,
+    now: i64,
+    limit: u32,
+    window: Duration,
+) -> Result<Vec<i64>, Duration> {
+    let window = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+    times.retain(|&t| t > now.saturating_sub(window));
+    times.sort_unstable();
+    if times.len() < limit.max(1) as usize {
+        times.push(now);
+        return Ok(times);
+    }
+    // The oldest slot that must leave before one is free.
+    let oldest = times[times.len() - limit.max(1) as usize];
+    let wait = (oldest.saturating_add(window) - now).max(1);
+    Err(Duration::from_micros(wait as u64))
 }

@@ -16,6 +16,10 @@
 //! companions the database file's mode. `cdrsync status` opens the file read-only
 //! ([`SqliteJobStore::open_read_only`]): no migration, no WAL switch, nothing created.
 //!
+//! The rate governor's slots ([`JobStore::take_request_slot`]) are one row per scope,
+//! read and written in one `BEGIN IMMEDIATE` transaction, on this host's clock (every
+//! process sharing a SQLite file is on one host).
+//!
 //! Every [`StateError`] carries the [`FailureKind`] of its cause: a locked database is
 //! `Busy` (run again later), a file that cannot be opened or created (permissions, a
 //! read-only folder, not a database) is `Config`, a full disk or an I/O fault is
@@ -79,6 +83,11 @@ const MIGRATIONS: &[&str] = &[
         rows         INTEGER NOT NULL,
         published_at TEXT NOT NULL,
         PRIMARY KEY (report_type, report_id, date, sink)
+    );",
+    // 4: the rate governor's recent request times per scope (a JSON array of microseconds).
+    "CREATE TABLE request_slots (
+        scope TEXT PRIMARY KEY,
+        times TEXT NOT NULL
     );",
 ];
 
@@ -815,6 +824,53 @@ impl JobStore for SqliteJobStore {
         })
         .await
     }
+
+    async fn take_request_slot(
+        &self,
+        scope: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Option<Duration>, StateError> {
+        self.writable(format_args!("take a request slot of {scope}"))?;
+        let scope = scope.to_string();
+        self.with_conn(move |conn| {
+            let fail =
+                |e: rusqlite::Error| Fail::sql(format!("cannot take a request slot of {scope}"), e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            // Read under the write lock: a slot another process just took is seen.
+            let now = Utc::now().timestamp_micros();
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT times FROM request_slots WHERE scope = ?1",
+                    [&scope],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(fail)?;
+            let times: Vec<i64> = match stored {
+                None => Vec::new(),
+                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                    Fail::other(format!("the request slots of {scope} are damaged: {e}"))
+                })?,
+            };
+            match super::slide_window(times, now, limit, window) {
+                Ok(times) => {
+                    let text = serde_json::to_string(&times).expect("numbers serialise");
+                    tx.execute(
+                        "INSERT OR REPLACE INTO request_slots (scope, times) VALUES (?1, ?2)",
+                        params![scope, text],
+                    )
+                    .map_err(fail)?;
+                    tx.commit().map_err(fail)?;
+                    Ok(None)
+                }
+                Err(wait) => Ok(Some(wait)),
+            }
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -853,6 +909,23 @@ mod tests {
     async fn sqlite_a_publish_replaces_only_its_own_sinks_record() {
         let (_dir, store) = fresh();
         crate::state::conformance::a_publish_replaces_only_its_own_sinks_record(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_request_slots_hold_the_limit_per_scope() {
+        let (_dir, store) = fresh();
+        crate::state::conformance::request_slots_hold_the_limit_per_scope(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_racing_stores_share_leases_and_request_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let stores: Vec<Box<dyn JobStore>> = (0..4)
+            .map(|_| Box::new(SqliteJobStore::open(&path).unwrap()) as _)
+            .collect();
+        crate::state::conformance::racing_stores_for_one_lease_exactly_one_wins(&stores).await;
+        crate::state::conformance::racing_stores_never_exceed_the_request_limit(&stores).await;
     }
 
     #[tokio::test]

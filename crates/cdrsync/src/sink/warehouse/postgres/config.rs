@@ -27,14 +27,7 @@ raw_section! {
 const DEFAULT_TABLE: &str = "cdr";
 const DEFAULT_SCHEMA: &str = "public";
 
-/// Whether the connection uses TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// `sslmode=disable` or absent: plain TCP (loopback, a private network).
-    Disable,
-    /// `require`, `verify-ca`, `verify-full`: TLS, the certificate verified (rustls).
-    Verify,
-}
+pub use crate::pg::TlsMode;
 
 /// A validated `postgres` sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,58 +57,9 @@ impl RawPostgresSinkConfig {
                     .into(),
             );
         };
-        let mut url = url::Url::parse(&given)
-            .map_err(|e| format!("`url` is not a URL ({e}); write postgres://user@host:port/db"))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(format!(
-                "`url` has scheme `{}`; write postgres://user@host:port/db",
-                url.scheme()
-            ));
-        }
-        if url.password().is_some() {
-            // Never echo the URL: it holds the password.
-            return Err(
-                "`url` holds a password; remove it from the URL and set `password` to a secret reference (env:NAME or file:PATH)"
-                    .into(),
-            );
-        }
-        if url.query_pairs().any(|(k, _)| k == "password") {
-            return Err(
-                "`url` holds a password parameter; remove it and set `password` to a secret reference (env:NAME or file:PATH)"
-                    .into(),
-            );
-        }
-        let host = url.host_str().unwrap_or_default().to_string();
-        if host.is_empty() {
-            return Err("`url` names no host; write postgres://user@host:port/db".into());
-        }
-        let mut tls = TlsMode::Disable;
-        let mut kept: Vec<(String, String)> = Vec::new();
-        for (k, v) in url.query_pairs() {
-            if k == "sslmode" {
-                tls = match v.as_ref() {
-                    "disable" => TlsMode::Disable,
-                    "require" | "verify-ca" | "verify-full" => TlsMode::Verify,
-                    other => {
-                        return Err(format!(
-                            "`url` has sslmode={other}; use disable, require, verify-ca or verify-full"
-                        ));
-                    }
-                };
-            } else {
-                kept.push((k.into_owned(), v.into_owned()));
-            }
-        }
-        url.set_query(None);
-        if !kept.is_empty() {
-            url.query_pairs_mut().extend_pairs(kept);
-        }
-        let port = url.port().unwrap_or(5432);
-        let db = url.path().trim_start_matches('/');
-        let display = format!(
-            "postgres://{host}:{port}/{}",
-            if db.is_empty() { "postgres" } else { db }
-        );
+        let crate::pg::PgUrl {
+            url, display, tls, ..
+        } = crate::pg::parse_url(&given)?;
         let password = self
             .password
             .map(|r| SecretRef::parse(&r).map_err(|e| format!("`password`: {e}")))
@@ -132,7 +76,7 @@ impl RawPostgresSinkConfig {
             ));
         }
         Ok(PostgresSinkConfig {
-            url: url.to_string(),
+            url,
             display,
             tls,
             password,

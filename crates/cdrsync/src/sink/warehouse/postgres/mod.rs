@@ -26,13 +26,14 @@
 
 pub mod config;
 
-use self::config::{PostgresSinkConfig, TlsMode};
+use self::config::PostgresSinkConfig;
 use super::{
     CDR_DATE, ColumnRole, LEDGER_TABLE, LOADED_AT, LedgerEntry, REQUEST_ID, TableContract,
     WarehouseType, check_reconciled, widenings,
 };
 use crate::exit::FailureKind;
 use crate::manifest::Manifest;
+use crate::pg::chain;
 use crate::sink::{FileFormat, Sink, SinkError};
 use crate::state::JobKey;
 use async_trait::async_trait;
@@ -42,7 +43,6 @@ use futures_util::SinkExt;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio_postgres::Client;
 
@@ -56,8 +56,7 @@ pub struct PostgresSink {
     name: String,
     config: PostgresSinkConfig,
     contract: TableContract,
-    pg: tokio_postgres::Config,
-    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    connector: crate::pg::Connector,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -98,47 +97,20 @@ impl PostgresSink {
         types: &BTreeMap<String, ColumnType>,
         password: Option<cxone::Secret>,
     ) -> Result<PostgresSink, SinkError> {
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
-            SinkError::new(
-                name,
-                FailureKind::Config,
-                format!("url {} cannot be used: {e}", config.display),
-            )
-        })?;
-        if let Some(p) = &password {
-            pg.password(p.expose());
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name(APPLICATION_NAME);
-        }
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(Duration::from_secs(15));
-        }
-        let tls = match config.tls {
-            TlsMode::Disable => {
-                pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                None
-            }
-            TlsMode::Verify => {
-                pg.ssl_mode(tokio_postgres::config::SslMode::Require);
-                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-                let roots = rustls::RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                };
-                let tls = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| SinkError::new(name, FailureKind::Config, e.to_string()))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-            }
-        };
+        let connector =
+            crate::pg::Connector::new(&config.url, config.tls, password.as_ref(), APPLICATION_NAME)
+                .map_err(|e| {
+                    SinkError::new(
+                        name,
+                        FailureKind::Config,
+                        format!("url {} cannot be used: {e}", config.display),
+                    )
+                })?;
         Ok(PostgresSink {
             name: name.to_string(),
             contract: TableContract::new(columns, types),
             config,
-            pg,
-            tls,
+            connector,
         })
     }
 
@@ -148,19 +120,7 @@ impl PostgresSink {
 
     /// A PostgreSQL error while doing `what`, with its kind (see the module doc).
     fn pg_err(&self, what: &str, e: tokio_postgres::Error) -> SinkError {
-        let kind = match e.as_db_error().map(|d| d.code().code()) {
-            Some(code) if code.starts_with("28") => FailureKind::Refused,
-            Some("3D000" | "3F000" | "42501") => FailureKind::Config,
-            Some(code) if code.starts_with("22") || code.starts_with("23") => FailureKind::Data,
-            Some(code)
-                if code.starts_with("08") || code.starts_with("57") || code.starts_with("53") =>
-            {
-                FailureKind::Unavailable
-            }
-            Some(_) => FailureKind::Other,
-            None if chain(&e).contains("password missing") => FailureKind::Refused,
-            None => FailureKind::Unavailable,
-        };
+        let kind = crate::pg::kind_of(&e);
         let detail = match e.as_db_error() {
             Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
             None => chain(&e),
@@ -170,26 +130,10 @@ impl PostgresSink {
 
     /// A new session; its connection task ends when the client is dropped.
     async fn connect(&self) -> Result<Client, SinkError> {
-        match &self.tls {
-            None => {
-                let (client, conn) = self
-                    .pg
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| self.pg_err("connecting", e))?;
-                tokio::spawn(conn);
-                Ok(client)
-            }
-            Some(tls) => {
-                let (client, conn) = self
-                    .pg
-                    .connect(tls.clone())
-                    .await
-                    .map_err(|e| self.pg_err("connecting", e))?;
-                tokio::spawn(conn);
-                Ok(client)
-            }
-        }
+        self.connector
+            .connect()
+            .await
+            .map_err(|e| self.pg_err("connecting", e))
     }
 
     /// `"schema"."table"`.
@@ -540,22 +484,6 @@ impl Sink for PostgresSink {
         }
         Ok(())
     }
-}
-
-/// An error and its causes, `: `-separated (tokio-postgres keeps the reason in the source:
-/// "invalid configuration: password missing"). Never holds a password.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.ends_with(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// `name` as a quoted identifier.

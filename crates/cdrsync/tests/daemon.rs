@@ -452,7 +452,13 @@ async fn the_binary_serves_healthz_and_sigterm_stops_it_with_exit_0_and_the_leas
     );
     let (status, page) = get(&format!("http://{addr}/")).await;
     assert_eq!(status, 200);
-    assert!(page.contains("<td>cdr</td>"), "{page}");
+    // The status page (crate::status_page) of the job's days, read from its job store.
+    assert!(page.contains("<h1>cdrsync status</h1>"), "{page}");
+    assert!(
+        page.contains("data-job=\"cdr callDetailRecords\""),
+        "{page}"
+    );
+    assert!(page.contains("data-state=\"polling\""), "{page}");
 
     let newest = cdrsync::window::newest_closed(Utc::now(), Duration::from_secs(30 * 60));
     // SAFETY: kill(2) on the pid of our own child, not reaped yet.

@@ -207,7 +207,7 @@ pub async fn build_job(
     };
     let mut client = Client::new(client_config, tokens).map_err(|source| JobError::Api {
         date: chrono::Utc::now().date_naive(),
-        source,
+        source: source.into(),
     })?;
     // Retries reach the observer of the day being run (`Job::observer`).
     client.set_retry_hook(crate::observe::retry_hook());
@@ -216,9 +216,15 @@ pub async fn build_job(
     let sinks = open_sinks(&config).await?;
     let archive = open_archive(&config).await?;
     let alerter = Alerter::new(config.alert.webhook_url.clone());
+    let client = Arc::new(client);
+    let source: Arc<dyn crate::source::Source> = Arc::new(crate::source::DataDownloadSource::new(
+        client.clone(),
+        &config,
+    ));
     Ok(Job {
         config: Arc::new(config),
-        client: Arc::new(client),
+        client,
+        source,
         store,
         sinks,
         archive,

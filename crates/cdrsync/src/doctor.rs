@@ -376,7 +376,7 @@ async fn doctor_client(config: &Config) -> Result<cxone::Client, JobError> {
     };
     cxone::Client::new(client_config, tokens).map_err(|source| JobError::Api {
         date: chrono::Utc::now().date_naive(),
-        source,
+        source: source.into(),
     })
 }
 

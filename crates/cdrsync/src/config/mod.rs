@@ -379,6 +379,7 @@ struct RawConfig {
     archive: Option<crate::archive::RawArchiveConfig>,
     #[serde(default)]
     daemon: daemon::RawDaemon,
+    #[serde(default)]
     metrics: metrics::RawMetrics,
 }
 

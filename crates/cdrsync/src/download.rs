@@ -231,7 +231,8 @@ impl Downloader {
         part.path = self.data_path(index);
         let len = tokio::fs::metadata(&part.path).await.ok()?.len();
         let agrees = part.file_name == entry.file_name
-            && Some(part.bytes) == entry.file_size
+            // A part of unknown size (a Reporting API result file) is the marker's size.
+            && entry.file_size.is_none_or(|size| size == part.bytes)
             && len == part.bytes
             && entry
                 .sha256

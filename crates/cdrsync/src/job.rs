@@ -71,6 +71,10 @@ pub struct Hooks {
     pub stop_after: Option<JobState>,
     /// Told the 0-based index of each part as soon as the merge has consumed it.
     pub merged_part: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
+    /// Stop (as if killed) right after the source accepted the request, before its id is
+    /// saved: the one window where an API without an idempotency key (the Reporting API)
+    /// has only the job ledger to guard it. Stops as `StoppedAfter(Planned)`.
+    pub stop_before_saving_request: bool,
 }
 
 /// The signal that asked a run to stop.
@@ -137,8 +141,9 @@ impl Default for Shutdown {
 /// Everything one run needs.
 pub struct Job {
     pub config: Arc<Config>,
-    /// The API client (its token store); the state machine goes through `source`.
-    pub client: Arc<Client>,
+    /// The Data Download API client (its token store), `None` for the Reporting API; the
+    /// state machine goes through `source`.
+    pub client: Option<Arc<Client>>,
     /// Where the day's records come from ([`crate::source`]).
     pub source: Arc<dyn Source>,
     pub store: Arc<dyn JobStore>,
@@ -555,6 +560,9 @@ impl Job {
                         new: created.new,
                     },
                 );
+                if self.hooks.stop_before_saving_request {
+                    return Err(JobError::StoppedAfter(JobState::Planned));
+                }
                 rec.request_id = Some(created.request_id);
                 if rec.requested_at.is_none() || created.new {
                     rec.requested_at = Some(Utc::now());

@@ -10,13 +10,14 @@
 //! `crate::exit` maps to an exit code.
 //!
 //! Implementations: [`DataDownloadSource`] (the guide's Data Download API,
-//! `cxone::Client`).
+//! `cxone::Client`) and [`reporting::ReportingSource`] (the Reporting API's report jobs).
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
 pub use cxone::{FileEntry, PartResponse};
 
 pub mod data_download;
+pub mod reporting;
 
 pub use data_download::DataDownloadSource;
 

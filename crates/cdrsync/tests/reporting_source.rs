@@ -1,0 +1,330 @@
+//! `[cxone] api = "reporting"`: the job through the Reporting API source against
+//! `cxone-sim`'s Reporting API mode (the API and a second file origin, both on 127.0.0.1).
+//!
+//! Every case asserts what the simulator counted (jobs started, polls, grants, 401s, 429s,
+//! file requests and whether they carried the bearer), what was published, and the exit.
+
+mod common;
+
+use cdrsync::exit::JobError;
+use cdrsync::job::{Hooks, Job, Outcome};
+use cdrsync::state::JobState;
+use chrono::NaiveDate;
+use common::{COLUMNS, day, read_csv};
+use cxone_sim::{ReportingScenario, ReportingSimulator};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+const DATE: &str = "2024-05-15";
+
+/// A Reporting API simulator and a folder with a config for it.
+struct Reporting {
+    sim: ReportingSimulator,
+    dir: tempfile::TempDir,
+}
+
+impl Reporting {
+    async fn new(sc: ReportingScenario) -> Reporting {
+        let sim = ReportingSimulator::start(sc)
+            .await
+            .expect("simulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir_all(&secrets).unwrap();
+        let sc = sim.scenario();
+        for (name, value) in [
+            ("client_secret", sc.data.client_secret.expose()),
+            ("access_key_id", sc.access_key_id.as_str()),
+            ("access_key_secret", sc.access_key_secret.expose()),
+        ] {
+            let path = secrets.join(name);
+            std::fs::write(&path, value).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let config = format!(
+            r#"[cxone]
+api = "reporting"
+base_url = "{base}"
+client_id = "{client_id}"
+client_secret = "file:./secrets/client_secret"
+access_key_id = "file:./secrets/access_key_id"
+access_key_secret = "file:./secrets/access_key_secret"
+max_retries = 4
+
+[job]
+report_id = "1042"
+columns = {columns:?}
+critical = ["CallId", "StartTime"]
+
+[poll]
+initial = "20ms"
+max = "100ms"
+
+[state]
+url = "sqlite://./state.db"
+
+[sink]
+kind = "dir"
+path = "./out"
+"#,
+            base = sim.base_url(),
+            client_id = sc.data.client_id,
+            columns = COLUMNS,
+        );
+        std::fs::write(dir.path().join("cdrsync.toml"), config).unwrap();
+        Reporting { sim, dir }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("cdrsync.toml")
+    }
+
+    fn day_dir(&self, date: NaiveDate) -> PathBuf {
+        self.dir
+            .path()
+            .join("out/callDetailRecords")
+            .join(format!("date={date}"))
+    }
+
+    async fn job(&self, hooks: Hooks) -> Job {
+        let config = cdrsync::config::Config::load_default(&self.config_path()).unwrap();
+        cdrsync::app::build_job(config, indicatif::ProgressBar::hidden(), hooks)
+            .await
+            .expect("job builds")
+    }
+
+    async fn run(&self, date: NaiveDate) -> Result<Outcome, JobError> {
+        self.job(Hooks::default()).await.run(date, false).await
+    }
+
+    async fn stop_after(&self, date: NaiveDate, state: JobState) {
+        let hooks = Hooks {
+            stop_after: Some(state),
+            ..Hooks::default()
+        };
+        let stopped = self.job(hooks).await.run(date, false).await;
+        assert!(
+            matches!(stopped, Err(JobError::StoppedAfter(s)) if s == state),
+            "{stopped:?}"
+        );
+    }
+
+    fn manifest(&self, date: NaiveDate) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.day_dir(date).join("_manifest.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The day is published exactly once: every row of the simulator's day, each once, in
+    /// the configured columns, and the manifest agrees.
+    fn assert_published_exactly(&self, date: NaiveDate) {
+        let published: Vec<BTreeMap<String, String>> =
+            read_csv(&self.day_dir(date).join("cdr.csv"))
+                .into_iter()
+                .map(|mut r| {
+                    r.remove("extra_columns");
+                    r
+                })
+                .collect();
+        let expected: Vec<BTreeMap<String, String>> = self
+            .sim
+            .expected_rows(date)
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .filter(|(k, _)| COLUMNS.contains(&k.as_str()))
+                    .collect()
+            })
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(published.len(), expected.len(), "no row twice, none lost");
+        assert_eq!(published, expected);
+        assert_eq!(self.manifest(date)["rows"], expected.len() as u64);
+    }
+}
+
+fn quick() -> ReportingScenario {
+    ReportingScenario {
+        job_running_ms: 60,
+        ..ReportingScenario::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_job_lands_a_verified_day_fetched_without_the_bearer() {
+    let r = Reporting::new(quick()).await;
+    let date = day(DATE);
+    let outcome = r.run(date).await.expect("published");
+    assert!(matches!(outcome, Outcome::Published(_)));
+    r.assert_published_exactly(date);
+    let m = r.manifest(date);
+    assert_eq!(m["generation"], 1);
+    assert_eq!(
+        m["x_request_id"], "",
+        "the Reporting API has no X-Request-Id"
+    );
+    assert_eq!(m["request_id"], "1000", "the report job's id");
+    // The report has columns beyond the configured ones: kept in extra_columns (drift).
+    let seen: Vec<&str> = m["extra_columns_seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(seen.contains(&"SkillName"), "{seen:?}");
+    let rows = read_csv(&r.day_dir(date).join("cdr.csv"));
+    assert!(
+        rows[0]["extra_columns"].contains("SkillName"),
+        "{:?}",
+        rows[0]
+    );
+    let c = r.sim.counters();
+    assert_eq!(c.jobs_started, 1, "{c:?}");
+    assert_eq!(c.token_grants, 1, "{c:?}");
+    assert!(c.file_requests >= 1, "{c:?}");
+    assert_eq!(
+        c.file_requests_with_auth, 0,
+        "the bearer never reaches the file origin"
+    );
+    // The result file's digest is the published file's part.
+    let sha = cdrsync::digest::sha256_file(&r.day_dir(date).join("cdr.csv"))
+        .unwrap()
+        .1;
+    assert_eq!(m["sha256"], sha);
+
+    // Done is done: a second run asks nothing.
+    let again = r.run(date).await.unwrap();
+    assert!(matches!(again, Outcome::AlreadyDone(_)));
+    assert_eq!(r.sim.counters().jobs_started, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_report_job_is_followed_by_the_next_generation_published_once() {
+    let r = Reporting::new(ReportingScenario {
+        failing_jobs: 1,
+        ..quick()
+    })
+    .await;
+    let date = day(DATE);
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    assert_eq!(r.manifest(date)["generation"], 2);
+    let c = r.sim.counters();
+    assert_eq!(c.jobs_started, 2, "one new generation: {c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_jobs_failing_every_generation_exit_69() {
+    let r = Reporting::new(ReportingScenario {
+        failing_jobs: 10,
+        ..quick()
+    })
+    .await;
+    let date = day(DATE);
+    let e = r.run(date).await.unwrap_err();
+    assert!(matches!(e, JobError::GenerationsExhausted { .. }), "{e}");
+    assert_eq!(e.exit_code() as u8, 69);
+    assert_eq!(r.sim.counters().jobs_started, 3, "max_generations = 3");
+    assert!(!r.day_dir(date).join("_manifest.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_result_url_is_replaced_by_a_fresh_one_from_the_same_job() {
+    let r = Reporting::new(quick()).await;
+    let date = day(DATE);
+    r.stop_after(date, JobState::Downloading).await;
+    assert_eq!(r.sim.counters().file_requests, 0);
+    r.sim.control().expire_result_urls();
+
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    assert_eq!(c.jobs_started, 1, "the same job, a fresh URL: {c:?}");
+    assert!(c.file_expired >= 1, "the stale URL was refused: {c:?}");
+    assert_eq!(c.file_requests_with_auth, 0, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_mid_run_reauthenticates_once_and_publishes() {
+    let r = Reporting::new(ReportingScenario {
+        job_running_ms: 400,
+        ..ReportingScenario::default()
+    })
+    .await;
+    let date = day(DATE);
+    let control = r.sim.control();
+    let job = r.job(Hooks::default()).await;
+    // Once the job is started and polling, the token it holds is revoked.
+    let revoke = async {
+        for _ in 0..400 {
+            if r.sim.counters().job_polls >= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        control.revoke_access_tokens();
+    };
+    let (result, ()) = tokio::join!(job.run(date, false), revoke);
+    result.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    assert_eq!(c.token_grants, 2, "one re-authentication: {c:?}");
+    assert_eq!(c.unauthorized, 1, "{c:?}");
+    assert_eq!(c.jobs_started, 1, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_without_retry_after_is_retried_and_the_day_published() {
+    let r = Reporting::new(ReportingScenario {
+        throttle_first: 2,
+        ..quick()
+    })
+    .await;
+    let date = day(DATE);
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    assert_eq!(c.throttled, 2, "{c:?}");
+    assert_eq!(
+        c.jobs_started, 1,
+        "a throttled POST was not acted on: {c:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_access_keys_exit_77_before_any_job() {
+    let r = Reporting::new(quick()).await;
+    r.sim.control().refuse_all_tokens(true);
+    let date = day(DATE);
+    let e = r.run(date).await.unwrap_err();
+    assert_eq!(e.exit_code() as u8, 77, "{e}");
+    assert_eq!(r.sim.counters().jobs_started, 0);
+}
+
+/// No `X-Request-Id` here: a run killed after the POST and before the job id is saved
+/// leaves no trace in the ledger, so the next run starts a second report job — and the
+/// day is still published once, with no duplicate rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_post_and_its_save_starts_a_second_job_and_publishes_once() {
+    let r = Reporting::new(quick()).await;
+    let date = day(DATE);
+    let hooks = Hooks {
+        stop_before_saving_request: true,
+        ..Hooks::default()
+    };
+    let stopped = r.job(hooks).await.run(date, false).await;
+    assert!(
+        matches!(stopped, Err(JobError::StoppedAfter(JobState::Planned))),
+        "{stopped:?}"
+    );
+    assert_eq!(r.sim.counters().jobs_started, 1);
+
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    assert_eq!(
+        c.jobs_started, 2,
+        "the ledger had no id: a second job: {c:?}"
+    );
+    assert_eq!(r.manifest(date)["generation"], 1);
+}

@@ -328,3 +328,42 @@ async fn a_kill_between_the_post_and_its_save_starts_a_second_job_and_publishes_
     );
     assert_eq!(r.manifest(date)["generation"], 1);
 }
+
+#[test]
+fn demo_api_reporting_lands_a_verified_day_with_no_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args([
+            "demo",
+            "--api",
+            "reporting",
+            "--rows",
+            "3000",
+            "--date",
+            DATE,
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["outcome"], "published", "{summary}");
+    assert_eq!(summary["rows"], 3000);
+    assert_eq!(summary["rows_generated"], 3000);
+    assert_eq!(summary["report_jobs_started"], 1);
+    assert_eq!(summary["file_requests_with_auth"], 0);
+    let data = dir
+        .path()
+        .join("cdr-out/callDetailRecords/date=2024-05-15/cdr.csv");
+    assert_eq!(read_csv(&data).len(), 3000);
+    let sha = cdrsync::digest::sha256_file(&data).unwrap().1;
+    assert_eq!(summary["sha256"], sha);
+}

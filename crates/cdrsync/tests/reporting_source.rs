@@ -367,3 +367,136 @@ fn demo_api_reporting_lands_a_verified_day_with_no_setup() {
     let sha = cdrsync::digest::sha256_file(&data).unwrap().1;
     assert_eq!(summary["sha256"], sha);
 }
+
+/// Frees a killed run's lease (it would expire after `LEASE_TTL` anyway).
+async fn expire_lease(r: &Reporting, date: NaiveDate) {
+    use cdrsync::state::{JobKey, JobStore, Lease};
+    let store =
+        cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
+    let key = JobKey {
+        report_type: "callDetailRecords".into(),
+        report_id: "1042".into(),
+        date,
+    };
+    let me = "crash-test";
+    match store
+        .acquire_lease(&key, me, std::time::Duration::from_secs(1))
+        .await
+        .unwrap()
+    {
+        Lease::Acquired { .. } => store.release_lease(&key, me).await.unwrap(),
+        Lease::HeldBy { owner, .. } => store.release_lease(&key, &owner).await.unwrap(),
+    }
+}
+
+/// The day's state in the job store (`none` before its first save).
+async fn state_of(r: &Reporting, date: NaiveDate) -> String {
+    use cdrsync::state::{JobKey, JobStore};
+    let store =
+        cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
+    let key = JobKey {
+        report_type: "callDetailRecords".into(),
+        report_id: "1042".into(),
+        date,
+    };
+    match store.load(&key).await.unwrap() {
+        Some(rec) => rec.state.name().to_string(),
+        None => "none".into(),
+    }
+}
+
+/// `cdrsync run --date DATE` through the binary, SIGKILLed after `kill_after` unless it
+/// ended first; `Some(status)` when it ended on its own.
+fn run_binary(
+    r: &Reporting,
+    date: NaiveDate,
+    kill_after: Option<std::time::Duration>,
+) -> Option<std::process::ExitStatus> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args(["run", "--date", &date.to_string(), "--config"])
+        .arg(r.config_path())
+        .env("CDRSYNC_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let Some(after) = kill_after else {
+        return Some(child.wait().unwrap());
+    };
+    let deadline = std::time::Instant::now() + after;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    None
+}
+
+/// kill -9 at random moments of Reporting API runs (sign-in, the POST, polling, the
+/// result file, the merge, the publish): after every kill the day is absent or whole, and
+/// the final run publishes each day exactly once — no duplicate rows whatever number of
+/// report jobs the kills caused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_publishes_each_reporting_day_once_and_whole() {
+    let r = Reporting::new(ReportingScenario {
+        data: cxone_sim::Scenario {
+            rows_per_day: 80_000,
+            ..cxone_sim::Scenario::default()
+        },
+        job_running_ms: 150,
+        ..ReportingScenario::default()
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(0x5eed_2e90);
+    let first = day("2024-03-01");
+    let t0 = std::time::Instant::now();
+    let status = run_binary(&r, first, None).unwrap();
+    assert!(status.success(), "{status}");
+    let run_time = t0.elapsed();
+    r.assert_published_exactly(first);
+
+    let (mut kills, mut days) = (0u64, 1u64);
+    let mut killed_in = BTreeMap::new();
+    let mut date = first;
+    for _ in 0..4 {
+        date = date.succ_opt().unwrap();
+        days += 1;
+        // Killed up to three times, until a run finishes on its own.
+        let mut killed_today = 0;
+        while killed_today < 3 {
+            let after = run_time.mul_f64(rng.f64());
+            match run_binary(&r, date, Some(after)) {
+                None => {
+                    kills += 1;
+                    killed_today += 1;
+                    *killed_in.entry(state_of(&r, date).await).or_insert(0u32) += 1;
+                    expire_lease(&r, date).await;
+                    // Whatever the moment: nothing published, or the whole day.
+                    if r.day_dir(date).join("_manifest.json").exists() {
+                        r.assert_published_exactly(date);
+                    }
+                }
+                Some(status) => {
+                    assert!(status.success(), "{status}");
+                    break;
+                }
+            }
+        }
+        let status = run_binary(&r, date, None).unwrap();
+        assert!(status.success(), "{date}: {status}");
+        r.assert_published_exactly(date);
+    }
+    let c = r.sim.counters();
+    eprintln!(
+        "reporting crash test: {kills} kills over {days} days, killed in {killed_in:?}; {c:?}"
+    );
+    assert!(kills >= 4, "runs were killed: {kills}");
+    assert!(
+        c.jobs_started <= days + kills,
+        "at most one extra report job per kill: {c:?}"
+    );
+    assert_eq!(c.file_requests_with_auth, 0, "{c:?}");
+}

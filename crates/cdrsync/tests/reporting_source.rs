@@ -3,6 +3,8 @@
 //!
 //! Every case asserts what the simulator counted (jobs started, polls, grants, 401s, 429s,
 //! file requests and whether they carried the bearer), what was published, and the exit.
+//! The faults both APIs share (a failed generation, an expired download URL, a 401, a 429
+//! without `Retry-After`) run against both sources through one harness, [`Under`].
 
 mod common;
 
@@ -199,21 +201,6 @@ async fn a_report_job_lands_a_verified_day_fetched_without_the_bearer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_report_job_is_followed_by_the_next_generation_published_once() {
-    let r = Reporting::new(ReportingScenario {
-        failing_jobs: 1,
-        ..quick()
-    })
-    .await;
-    let date = day(DATE);
-    r.run(date).await.expect("published");
-    r.assert_published_exactly(date);
-    assert_eq!(r.manifest(date)["generation"], 2);
-    let c = r.sim.counters();
-    assert_eq!(c.jobs_started, 2, "one new generation: {c:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_jobs_failing_every_generation_exit_69() {
     let r = Reporting::new(ReportingScenario {
         failing_jobs: 10,
@@ -226,69 +213,6 @@ async fn report_jobs_failing_every_generation_exit_69() {
     assert_eq!(e.exit_code() as u8, 69);
     assert_eq!(r.sim.counters().jobs_started, 3, "max_generations = 3");
     assert!(!r.day_dir(date).join("_manifest.json").exists());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_result_url_is_replaced_by_a_fresh_one_from_the_same_job() {
-    let r = Reporting::new(quick()).await;
-    let date = day(DATE);
-    r.stop_after(date, JobState::Downloading).await;
-    assert_eq!(r.sim.counters().file_requests, 0);
-    r.sim.control().expire_result_urls();
-
-    r.run(date).await.expect("published");
-    r.assert_published_exactly(date);
-    let c = r.sim.counters();
-    assert_eq!(c.jobs_started, 1, "the same job, a fresh URL: {c:?}");
-    assert!(c.file_expired >= 1, "the stale URL was refused: {c:?}");
-    assert_eq!(c.file_requests_with_auth, 0, "{c:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_401_mid_run_reauthenticates_once_and_publishes() {
-    let r = Reporting::new(ReportingScenario {
-        job_running_ms: 400,
-        ..ReportingScenario::default()
-    })
-    .await;
-    let date = day(DATE);
-    let control = r.sim.control();
-    let job = r.job(Hooks::default()).await;
-    // Once the job is started and polling, the token it holds is revoked.
-    let revoke = async {
-        for _ in 0..400 {
-            if r.sim.counters().job_polls >= 1 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        control.revoke_access_tokens();
-    };
-    let (result, ()) = tokio::join!(job.run(date, false), revoke);
-    result.expect("published");
-    r.assert_published_exactly(date);
-    let c = r.sim.counters();
-    assert_eq!(c.token_grants, 2, "one re-authentication: {c:?}");
-    assert_eq!(c.unauthorized, 1, "{c:?}");
-    assert_eq!(c.jobs_started, 1, "{c:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_429_without_retry_after_is_retried_and_the_day_published() {
-    let r = Reporting::new(ReportingScenario {
-        throttle_first: 2,
-        ..quick()
-    })
-    .await;
-    let date = day(DATE);
-    r.run(date).await.expect("published");
-    r.assert_published_exactly(date);
-    let c = r.sim.counters();
-    assert_eq!(c.throttled, 2, "{c:?}");
-    assert_eq!(
-        c.jobs_started, 1,
-        "a throttled POST was not acted on: {c:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,4 +423,273 @@ async fn sigkill_at_random_moments_publishes_each_reporting_day_once_and_whole()
         "at most one extra report job per kill: {c:?}"
     );
     assert_eq!(c.file_requests_with_auth, 0, "{c:?}");
+}
+
+// ---- one harness for both sources ------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    DataDownload,
+    Reporting,
+}
+
+const BOTH: [Api; 2] = [Api::DataDownload, Api::Reporting];
+
+/// A fault both APIs can meet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    /// The first generation's export / report job FAILS.
+    FailFirstGeneration,
+    /// Two polls answer 429 without `Retry-After`.
+    Throttle,
+    /// A generation that runs long enough to revoke the token while it is polled.
+    Slow,
+}
+
+/// The job against one source's simulator.
+enum Under {
+    DataDownload(common::Harness),
+    Reporting(Reporting),
+}
+
+impl Under {
+    async fn start(api: Api, fault: Fault) -> Under {
+        match api {
+            Api::DataDownload => {
+                use cxone_sim::{Endpoint, Faults, HttpFault, Scenario};
+                let mut faults = Faults {
+                    other_origin: true,
+                    ..Faults::default()
+                };
+                match fault {
+                    Fault::FailFirstGeneration => faults.failed_generations = 1,
+                    Fault::Throttle => faults.http.push(HttpFault {
+                        endpoint: Endpoint::Status,
+                        status: 429,
+                        first: 2,
+                        after: 1,
+                        retry_after_secs: None,
+                    }),
+                    Fault::None | Fault::Slow => {}
+                }
+                let sc = Scenario {
+                    rows_per_day: 1_000,
+                    rows_per_part: 400,
+                    pending_ms: 0,
+                    processing_ms: if fault == Fault::Slow { 400 } else { 30 },
+                    faults,
+                    ..Scenario::default()
+                };
+                Under::DataDownload(common::Harness::new(sc).await)
+            }
+            Api::Reporting => {
+                let mut sc = quick();
+                match fault {
+                    Fault::FailFirstGeneration => sc.failing_jobs = 1,
+                    // The first call after sign-in and discovery is the POST; the two after
+                    // it are polls.
+                    Fault::Throttle => sc.throttle_first = 0,
+                    Fault::Slow => sc.job_running_ms = 400,
+                    Fault::None => {}
+                }
+                let r = Reporting::new(sc).await;
+                Under::Reporting(r)
+            }
+        }
+    }
+
+    async fn job(&self, hooks: Hooks) -> Job {
+        match self {
+            Under::DataDownload(h) => h.job(hooks).await,
+            Under::Reporting(r) => r.job(hooks).await,
+        }
+    }
+
+    async fn stop_after(&self, date: NaiveDate, state: JobState) {
+        match self {
+            Under::DataDownload(h) => h.stop_after(date, state).await,
+            Under::Reporting(r) => r.stop_after(date, state).await,
+        }
+    }
+
+    /// Requests made at the platform: creates, or report jobs started.
+    fn requests(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().creates,
+            Under::Reporting(r) => r.sim.counters().jobs_started,
+        }
+    }
+
+    fn unauthorized(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().unauthorized,
+            Under::Reporting(r) => r.sim.counters().unauthorized,
+        }
+    }
+
+    /// Download URLs refused as expired.
+    fn urls_refused(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().other_origin_bad_signature,
+            Under::Reporting(r) => r.sim.counters().file_expired,
+        }
+    }
+
+    /// Requests to the file origin that carried the bearer token (must be none).
+    fn bearer_to_files(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().other_origin_with_auth,
+            Under::Reporting(r) => r.sim.counters().file_requests_with_auth,
+        }
+    }
+
+    fn throttled(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h
+                .sim
+                .counters()
+                .injected_http
+                .get(&429)
+                .copied()
+                .unwrap_or(0),
+            Under::Reporting(r) => r.sim.counters().throttled,
+        }
+    }
+
+    /// Polls so far: status calls or report-job polls.
+    fn polls(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().status_polls,
+            Under::Reporting(r) => r.sim.counters().job_polls,
+        }
+    }
+
+    fn expire_urls(&self) {
+        match self {
+            Under::DataDownload(h) => h.sim.control().expire_presigned_urls(),
+            Under::Reporting(r) => r.sim.control().expire_result_urls(),
+        }
+    }
+
+    fn revoke_tokens(&self) {
+        match self {
+            Under::DataDownload(h) => h.sim.control().revoke_access_tokens(),
+            Under::Reporting(r) => r.sim.control().revoke_access_tokens(),
+        }
+    }
+
+    fn throttle_next_polls(&self) {
+        if let Under::Reporting(r) = self {
+            r.sim.control().throttle_next(2);
+        }
+    }
+
+    fn manifest(&self, date: NaiveDate) -> serde_json::Value {
+        match self {
+            Under::DataDownload(h) => h.manifest(date),
+            Under::Reporting(r) => r.manifest(date),
+        }
+    }
+
+    /// Every row of the simulator's day published once, in the configured columns.
+    fn assert_published_exactly(&self, date: NaiveDate) {
+        match self {
+            Under::DataDownload(h) => {
+                let published = common::without_extra(h.published_rows(date));
+                let expected = common::expected(&h.sim, date);
+                assert!(!expected.is_empty());
+                assert_eq!(published, expected, "no row twice, none lost");
+                assert_eq!(h.manifest(date)["rows"], expected.len() as u64);
+            }
+            Under::Reporting(r) => r.assert_published_exactly(date),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_follows_a_failed_generation_with_the_next_published_once() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::FailFirstGeneration).await;
+        let date = day(DATE);
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(u.manifest(date)["generation"], 2, "{api:?}");
+        assert_eq!(u.requests(), 2, "{api:?}: one new generation");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_replaces_an_expired_download_url_with_a_fresh_one_from_the_same_request() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::None).await;
+        let date = day(DATE);
+        // The URLs are stored, then the run dies; by the rerun they have expired.
+        u.stop_after(date, JobState::Downloading).await;
+        u.expire_urls();
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(
+            u.requests(),
+            1,
+            "{api:?}: fresh URLs come from the same request"
+        );
+        assert!(u.urls_refused() >= 1, "{api:?}: the stale URL was refused");
+        assert_eq!(u.bearer_to_files(), 0, "{api:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_reauthenticates_once_after_a_401_mid_run() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::Slow).await;
+        let date = day(DATE);
+        let job = u.job(Hooks::default()).await;
+        // Once the request is polled, the token the job holds is revoked.
+        let revoke = async {
+            for _ in 0..400 {
+                if u.polls() >= 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            u.revoke_tokens();
+        };
+        let (outcome, ()) = tokio::join!(job.run(date, false), revoke);
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(u.unauthorized(), 1, "{api:?}: one 401, then a new token");
+        assert_eq!(u.requests(), 1, "{api:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_retries_a_429_without_retry_after_and_publishes() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::Throttle).await;
+        let date = day(DATE);
+        // The Reporting simulator throttles the next calls: the POST then a poll, or two
+        // polls; the Data Download one two status polls (its fault is in the scenario).
+        u.stop_after(date, JobState::Requested).await;
+        u.throttle_next_polls();
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(u.throttled(), 2, "{api:?}");
+        assert_eq!(u.requests(), 1, "{api:?}: the request was made once");
+    }
 }

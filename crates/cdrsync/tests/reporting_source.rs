@@ -445,6 +445,8 @@ enum Fault {
     Throttle,
     /// A generation that runs long enough to revoke the token while it is polled.
     Slow,
+    /// A request that does not move for longer than `stale_after` (300 ms).
+    Stuck,
 }
 
 /// The job against one source's simulator.
@@ -471,6 +473,7 @@ impl Under {
                         after: 1,
                         retry_after_secs: None,
                     }),
+                    Fault::Stuck => faults.stuck = Some(cxone_sim::Stage::Processing),
                     Fault::None | Fault::Slow => {}
                 }
                 let sc = Scenario {
@@ -481,7 +484,11 @@ impl Under {
                     faults,
                     ..Scenario::default()
                 };
-                Under::DataDownload(common::Harness::new(sc).await)
+                let mut h = common::Harness::new(sc).await;
+                if fault == Fault::Stuck {
+                    h.set("poll", "stale_after = \"300ms\"");
+                }
+                Under::DataDownload(h)
             }
             Api::Reporting => {
                 let mut sc = quick();
@@ -491,9 +498,15 @@ impl Under {
                     // it are polls.
                     Fault::Throttle => sc.throttle_first = 0,
                     Fault::Slow => sc.job_running_ms = 400,
+                    Fault::Stuck => sc.job_running_ms = 1_500,
                     Fault::None => {}
                 }
                 let r = Reporting::new(sc).await;
+                if fault == Fault::Stuck {
+                    let text = std::fs::read_to_string(r.config_path()).unwrap();
+                    let text = text.replace("[poll]\n", "[poll]\nstale_after = \"300ms\"\n");
+                    std::fs::write(r.config_path(), text).unwrap();
+                }
                 Under::Reporting(r)
             }
         }
@@ -576,6 +589,16 @@ impl Under {
         match self {
             Under::DataDownload(h) => h.sim.control().revoke_access_tokens(),
             Under::Reporting(r) => r.sim.control().revoke_access_tokens(),
+        }
+    }
+
+    /// Lets a stuck request move on (the report job's running time passes).
+    async fn unstick(&self) {
+        match self {
+            Under::DataDownload(h) => h.sim.control().set_stuck(false),
+            Under::Reporting(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(1_500)).await
+            }
         }
     }
 
@@ -691,5 +714,29 @@ async fn each_source_retries_a_429_without_retry_after_and_publishes() {
         u.assert_published_exactly(date);
         assert_eq!(u.throttled(), 2, "{api:?}");
         assert_eq!(u.requests(), 1, "{api:?}: the request was made once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_parks_a_stale_request_as_waiting_75_and_the_next_run_resumes_it() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::Stuck).await;
+        let date = day(DATE);
+        let e = u
+            .job(Hooks::default())
+            .await
+            .run(date, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, JobError::Waiting { .. }), "{api:?}: {e}");
+        assert_eq!(e.exit_code() as u8, 75, "{api:?}");
+        u.unstick().await;
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(u.requests(), 1, "{api:?}: the same request, resumed");
     }
 }

@@ -163,6 +163,11 @@ pub async fn build_job(
     progress: ProgressBar,
     hooks: Hooks,
 ) -> Result<Job, JobError> {
+    if matches!(config.cxone.api, crate::config::CxoneApi::Reporting { .. }) {
+        let source = reporting_source(&config).await?;
+        let store = open_store(&config)?;
+        return assemble(config, None, source, store, progress, hooks).await;
+    }
     let cx = &config.cxone;
     let client_secret = secret("cxone.client_secret", &cx.client_secret, &config).await?;
     let password = match &cx.password {
@@ -170,8 +175,10 @@ pub async fn build_job(
         None => None,
     };
     const TOKEN_KEY: &str = "cxone.refresh_token";
-    let tokens = secrets::refresh_token_store(&cx.refresh_token.to_string(), &config.base_dir)
-        .map_err(|e| e.for_key(TOKEN_KEY))?;
+    let reference = cx.refresh_token.as_ref().map(|r| r.to_string());
+    let tokens =
+        secrets::refresh_token_store(reference.as_deref().unwrap_or_default(), &config.base_dir)
+            .map_err(|e| e.for_key(TOKEN_KEY))?;
     // Read once now (read-only) so an unreadable token file is a configuration error
     // naming its key before anything is requested, not a failure of the first call.
     if let Err(e) = tokens.load().await {
@@ -207,18 +214,81 @@ pub async fn build_job(
     };
     let mut client = Client::new(client_config, tokens).map_err(|source| JobError::Api {
         date: chrono::Utc::now().date_naive(),
-        source,
+        source: source.into(),
     })?;
     // Retries reach the observer of the day being run (`Job::observer`).
     client.set_retry_hook(crate::observe::retry_hook());
     let store = open_store(&config)?;
     let client = crate::governor::govern(client, &config, &store);
+    let client = Arc::new(client);
+    let source: Arc<dyn crate::source::Source> = Arc::new(crate::source::DataDownloadSource::new(
+        client.clone(),
+        &config,
+    ));
+    assemble(config, Some(client), source, store, progress, hooks).await
+}
+
+/// The Reporting API source of `config` (`[cxone] api = "reporting"`): its secrets resolved
+/// now (errors name their key); it signs in at its first call.
+async fn reporting_source(config: &Config) -> Result<Arc<dyn crate::source::Source>, JobError> {
+    let cx = &config.cxone;
+    let crate::config::CxoneApi::Reporting {
+        access_key_id,
+        access_key_secret,
+        issuer,
+        api_version,
+    } = &cx.api
+    else {
+        unreachable!("called for api = \"reporting\" only");
+    };
+    let key = cxone::access_key::AccessKey {
+        client_id: cx.client_id.clone(),
+        client_secret: secret("cxone.client_secret", &cx.client_secret, config).await?,
+        access_key_id: secret("cxone.access_key_id", access_key_id, config)
+            .await?
+            .expose()
+            .to_string(),
+        access_key_secret: secret("cxone.access_key_secret", access_key_secret, config).await?,
+    };
+    let http = cxone::http::build_client(cx.connect_timeout, cx.read_timeout).map_err(|e| {
+        JobError::Api {
+            date: chrono::Utc::now().date_naive(),
+            source: e.into(),
+        }
+    })?;
+    let setup = crate::source::reporting::ReportingSetup {
+        http,
+        issuer: issuer.clone(),
+        key,
+        margin: cx.refresh_margin,
+        retry: RetryPolicy {
+            max_retries: cx.max_retries,
+            ..RetryPolicy::default()
+        },
+        api_version: api_version.clone(),
+        report_id: config.job.report_id.clone(),
+    };
+    Ok(Arc::new(crate::source::reporting::ReportingSource::new(
+        setup,
+    )))
+}
+
+/// The job of `config` over `source`, with its store, sinks, archive and alerts.
+async fn assemble(
+    config: Config,
+    client: Option<Arc<Client>>,
+    source: Arc<dyn crate::source::Source>,
+    store: Arc<dyn JobStore>,
+    progress: ProgressBar,
+    hooks: Hooks,
+) -> Result<Job, JobError> {
     let sinks = open_sinks(&config).await?;
     let archive = open_archive(&config).await?;
     let alerter = Alerter::new(config.alert.webhook_url.clone());
     Ok(Job {
         config: Arc::new(config),
-        client: Arc::new(client),
+        client,
+        source,
         store,
         sinks,
         archive,

@@ -122,6 +122,10 @@ pub enum Command {
         /// The UTC day (default: the newest closed UTC day).
         #[arg(long, value_parser = date_arg)]
         date: Option<NaiveDate>,
+        /// Which CXone API the simulator speaks: the guide's Data Download API, or the
+        /// Reporting API (report jobs, access keys, discovery).
+        #[arg(long, default_value = "data-download", value_parser = ["data-download", "reporting"])]
+        api: String,
     },
     /// Check a local CSV/JSON export against the configured schema and print the diff.
     Schema {
@@ -283,9 +287,17 @@ async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressB
         }
         Command::Status { limit } => status(config, limit, out).await,
         Command::Doctor => return crate::doctor::run(config, out).await,
-        Command::Demo { dir, rows, date } => {
-            crate::demo::run(&dir, rows, date, progress, out).await
+        Command::Demo {
+            dir,
+            rows,
+            date,
+            api,
+        } if api == "reporting" => {
+            crate::demo::run_reporting(&dir, rows, date, progress, out).await
         }
+        Command::Demo {
+            dir, rows, date, ..
+        } => crate::demo::run(&dir, rows, date, progress, out).await,
         Command::Schema {
             command: SchemaCommand::Check { file },
         } => schema_check(&file, config, out),

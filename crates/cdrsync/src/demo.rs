@@ -5,6 +5,9 @@
 //! data is and a one-screen summary. The state store and output persist in `--dir`, so a
 //! second `demo` shows the idempotent no-op: nothing requested, nothing rewritten.
 //! With `--log-format json` the summary is one JSON object on stdout.
+//!
+//! `--api reporting` does the same against the simulator's Reporting API mode: a report
+//! job, access-key sign-in through discovery, the result file from a second origin.
 
 use crate::cli::Out;
 use crate::config::Config;
@@ -167,6 +170,137 @@ pub async fn run(
         "`cdrsync status --config {}` shows the day's history.",
         config_path.display()
     );
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// The demo's config for the Reporting API simulator at `base_url` (`--api reporting`).
+pub fn reporting_demo_toml(base_url: &str, client_id: &str) -> String {
+    format!(
+        r#"# Written by `cdrsync demo --api reporting`: the job against the built-in simulator's
+# Reporting API (report jobs; access-key sign-in; token endpoint and API host discovered).
+[cxone]
+api = "reporting"
+base_url = "{base_url}"   # also the discovery issuer
+client_id = "{client_id}"
+client_secret = "file:./secrets/client_secret"
+access_key_id = "file:./secrets/access_key_id"
+access_key_secret = "file:./secrets/access_key_secret"
+
+[job]
+report_id = "1042"   # the Reporting API's numeric report id
+columns = ["CallId", "StartTime", "EndTime", "Duration", "AgentName", "QueueName",
+           "Disposition", "CallDirection", "CustomerNumber", "AgentNumber",
+           "SkillName", "ContactId", "HoldTime", "Transferred", "CallDate"]
+critical = ["CallId", "StartTime"]
+types = {{ Duration = "int", StartTime = "timestamp", EndTime = "timestamp" }}
+
+[poll]
+initial = "100ms"   # loopback only; a real host is never polled faster than every 15 s
+max = "1s"
+stale_after = "1m"
+
+[state]
+url = "sqlite://./cdrsync-state.db"
+
+[sink]
+kind = "dir"
+path = "./cdr-out"
+"#
+    )
+}
+
+/// `cdrsync demo --api reporting`: [`run`] against the Reporting API simulator.
+pub async fn run_reporting(
+    dir: &Path,
+    rows: Option<u64>,
+    date: Option<chrono::NaiveDate>,
+    progress: ProgressBar,
+    out: Out,
+) -> Result<(), JobError> {
+    let scenario = cxone_sim::ReportingScenario {
+        data: cxone_sim::Scenario {
+            rows_per_day: rows.unwrap_or(DEFAULT_ROWS),
+            ..cxone_sim::Scenario::default()
+        },
+        ..cxone_sim::ReportingScenario::default()
+    };
+    let sim = cxone_sim::ReportingSimulator::start(scenario)
+        .await
+        .map_err(io("starting the simulator".into()))?;
+    let sc = sim.scenario();
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).map_err(io(format!("creating {}", secrets.display())))?;
+    write_secret_once(
+        &secrets.join("client_secret"),
+        sc.data.client_secret.expose(),
+    )?;
+    write_secret_once(&secrets.join("access_key_id"), &sc.access_key_id)?;
+    write_secret_once(
+        &secrets.join("access_key_secret"),
+        sc.access_key_secret.expose(),
+    )?;
+    let config_path = dir.join("cdrsync.toml");
+    let toml = reporting_demo_toml(&sim.base_url(), &sc.data.client_id);
+    std::fs::write(&config_path, toml).map_err(io(format!("writing {}", config_path.display())))?;
+    let config = Config::load_default(&config_path)?;
+    let date = crate::cli::resolve_date(date, config.job.lag)?;
+    let started = std::time::Instant::now();
+    let job = crate::app::build_job(config, progress.clone(), Hooks::default()).await?;
+    let outcome = job.run(date, false).await;
+    progress.finish_and_clear();
+    let outcome = outcome?;
+    let c = sim.counters();
+    let m = outcome.manifest();
+    let location = job.locations(&job.key(date));
+    let data_name = job.config.job.data_name();
+    let elapsed = cxone::fmt_duration(started.elapsed());
+    let generated = sim.expected_rows(date).len();
+    let event = match &outcome {
+        Outcome::Published(_) => "published",
+        Outcome::AlreadyDone(_) => "already_done",
+    };
+    if out.json() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "demo", "api": "reporting", "outcome": event,
+                "date": date.to_string(), "elapsed": elapsed,
+                "data": format!("{location}/{data_name}"),
+                "manifest": format!("{location}/_manifest.json"),
+                "report_job_id": m.request_id, "generation": m.generation,
+                "rows": m.rows, "rows_generated": generated, "bytes": m.bytes,
+                "sha256": m.sha256, "report_jobs_started": c.jobs_started,
+                "job_polls": c.job_polls, "file_requests": c.file_requests,
+                "file_requests_with_auth": c.file_requests_with_auth,
+                "token_grants": c.token_grants,
+                "config": config_path.display().to_string(),
+            })
+        );
+    } else {
+        println!();
+        match &outcome {
+            Outcome::Published(_) => {
+                println!("cdrsync demo (Reporting API): {date} landed and verified in {elapsed}")
+            }
+            Outcome::AlreadyDone(_) => println!(
+                "cdrsync demo (Reporting API): {date} was already done — an idempotent no-op"
+            ),
+        }
+        println!("  data        {location}/{data_name}");
+        println!("  manifest    {location}/_manifest.json");
+        println!(
+            "  report job  {} (generation {})",
+            m.request_id, m.generation
+        );
+        println!("  rows        {} (simulator generated {generated})", m.rows);
+        println!("  published   {} bytes, sha256 {}", m.bytes, m.sha256);
+        println!(
+            "  this run    {} report job(s), {} poll(s), {} file request(s) ({} with a bearer), {} token grant(s)",
+            c.jobs_started, c.job_polls, c.file_requests, c.file_requests_with_auth, c.token_grants
+        );
+        println!("  config      {}", config_path.display());
+    }
     sim.shutdown().await;
     Ok(())
 }

@@ -290,10 +290,20 @@ async fn token_store_check(config: &Config) -> (Check, bool) {
     const KEY: &str = "cxone.refresh_token";
     let name = format!("secret {KEY}");
     let fix = "make the token file readable and writable by this user only (chmod 600), or point cxone.refresh_token at a writable file:PATH";
-    let store = match crate::secrets::refresh_token_store(
-        &config.cxone.refresh_token.to_string(),
-        &config.base_dir,
-    ) {
+    let Some(reference) = &config.cxone.refresh_token else {
+        // `api = "reporting"`: access keys, no refresh token; not checked by doctor yet.
+        return (
+            Check::fail(
+                name,
+                ExitCode::Config,
+                "doctor does not check api = \"reporting\" yet (it has no refresh token)".into(),
+                "check the Reporting API with `cdrsync run` instead",
+            ),
+            false,
+        );
+    };
+    let store = match crate::secrets::refresh_token_store(&reference.to_string(), &config.base_dir)
+    {
         Ok(s) => s,
         Err(e) => {
             return (
@@ -352,9 +362,12 @@ async fn doctor_client(config: &Config) -> Result<cxone::Client, JobError> {
         ),
         None => None,
     };
-    let tokens =
-        crate::secrets::refresh_token_store(&cx.refresh_token.to_string(), &config.base_dir)
-            .map_err(|e| e.for_key("cxone.refresh_token"))?;
+    let reference = cx.refresh_token.as_ref().map(|r| r.to_string());
+    let tokens = crate::secrets::refresh_token_store(
+        reference.as_deref().unwrap_or_default(),
+        &config.base_dir,
+    )
+    .map_err(|e| e.for_key("cxone.refresh_token"))?;
     let client_config = cxone::ClientConfig {
         base_url: cx.base_url.clone(),
         token_url: cx.token_url.clone(),
@@ -376,7 +389,7 @@ async fn doctor_client(config: &Config) -> Result<cxone::Client, JobError> {
     };
     cxone::Client::new(client_config, tokens).map_err(|source| JobError::Api {
         date: chrono::Utc::now().date_naive(),
-        source,
+        source: source.into(),
     })
 }
 

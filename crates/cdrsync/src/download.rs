@@ -18,7 +18,7 @@
 //! part, marker and temp file 0600, whatever the umask.
 
 use crate::digest::{hex_lower, parse_hex_sha256};
-use cxone::{Client, FileEntry};
+use crate::source::{FileEntry, Source, SourceError};
 use futures_util::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ pub enum PartError {
     },
     /// A failure no retry can fix (authentication refused, bad URL).
     #[error(transparent)]
-    Fatal(cxone::Error),
+    Fatal(SourceError),
     #[error("staging {path}: {source}")]
     Io {
         path: PathBuf,
@@ -73,7 +73,7 @@ enum AttemptError {
     Resumable(String),
     /// Bytes are wrong: throw them away.
     Corrupt(String),
-    Fatal(cxone::Error),
+    Fatal(SourceError),
     Io(std::io::Error),
     /// Shutdown requested: what arrived is kept for a `Range` resume.
     Stopped(crate::job::Signal),
@@ -81,7 +81,7 @@ enum AttemptError {
 
 /// Downloads and verifies all parts of one request.
 pub struct Downloader {
-    pub client: Arc<Client>,
+    pub source: Arc<dyn Source>,
     /// The day's staging folder for this request.
     pub staging: PathBuf,
     pub attempts: u32,
@@ -231,7 +231,8 @@ impl Downloader {
         part.path = self.data_path(index);
         let len = tokio::fs::metadata(&part.path).await.ok()?.len();
         let agrees = part.file_name == entry.file_name
-            && Some(part.bytes) == entry.file_size
+            // A part of unknown size (a Reporting API result file) is the marker's size.
+            && entry.file_size.is_none_or(|size| size == part.bytes)
             && len == part.bytes
             && entry
                 .sha256
@@ -266,19 +267,12 @@ impl Downloader {
                 .map_err(AttemptError::Io)?;
             have = 0;
         }
-        let mut response = match self.client.download(&entry.download_url, have).await {
+        let mut response = match self.source.open_part(entry, have).await {
             Ok(r) => r,
             // 404/410: the part (or the whole request) is gone; 401/403: the URL is refused
             // (an expired pre-signed URL). Fetching the same URL again cannot help; the job
             // decides whether the request expired or fresh URLs are needed.
-            Err(
-                e @ (cxone::Error::Auth { .. }
-                | cxone::Error::BadUrl { .. }
-                | cxone::Error::Rejected {
-                    status: 401 | 403 | 404 | 410,
-                    ..
-                }),
-            ) => {
+            Err(e) if e.part_fatal() => {
                 return Err(AttemptError::Fatal(e));
             }
             Err(e) => return Err(AttemptError::Resumable(e.to_string())),

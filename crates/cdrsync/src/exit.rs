@@ -146,7 +146,7 @@ pub enum JobError {
     Api {
         date: chrono::NaiveDate,
         #[source]
-        source: cxone::Error,
+        source: crate::source::SourceError,
     },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
@@ -215,7 +215,7 @@ impl JobError {
             JobError::GenerationsExhausted { .. } | JobError::PartFailed { .. } => {
                 ExitCode::Unavailable
             }
-            JobError::Api { source, .. } => api_exit_code(source),
+            JobError::Api { source, .. } => source.kind().failure_kind().exit_code(),
             JobError::State(e) => e.kind.exit_code(),
             JobError::Sink(e) => e.kind.exit_code(),
             JobError::Archive(e) => e.exit_code(),

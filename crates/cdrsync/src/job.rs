@@ -29,12 +29,13 @@ use crate::config::Config;
 use crate::download::{Downloader, StagedPart};
 use crate::exit::JobError;
 use crate::manifest::{HeaderChange, Manifest, ManifestPart, ManifestWindow, SchemaOutcome};
-use crate::poll::{ManifestGuard, NotReady, PollBackoff, status_name};
+use crate::poll::PollBackoff;
 use crate::sink::{FileFormat, NamedSink};
+use crate::source::{Poll, Readiness, Source};
 use crate::state::{JobKey, JobRecord, JobState, JobStore, Lease, SinkPublish};
-use crate::window::{Window, x_request_id};
+use crate::window::Window;
 use chrono::{NaiveDate, Utc};
-use cxone::{Client, CreateRequest, FileEntry, RequestStatus};
+use cxone::{Client, FileEntry};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,6 +71,10 @@ pub struct Hooks {
     pub stop_after: Option<JobState>,
     /// Told the 0-based index of each part as soon as the merge has consumed it.
     pub merged_part: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
+    /// Stop (as if killed) right after the source accepted the request, before its id is
+    /// saved: the one window where an API without an idempotency key (the Reporting API)
+    /// has only the job ledger to guard it. Stops as `StoppedAfter(Planned)`.
+    pub stop_before_saving_request: bool,
 }
 
 /// The signal that asked a run to stop.
@@ -136,7 +141,11 @@ impl Default for Shutdown {
 /// Everything one run needs.
 pub struct Job {
     pub config: Arc<Config>,
-    pub client: Arc<Client>,
+    /// The Data Download API client (its token store), `None` for the Reporting API; the
+    /// state machine goes through `source`.
+    pub client: Option<Arc<Client>>,
+    /// Where the day's records come from ([`crate::source`]).
+    pub source: Arc<dyn Source>,
     pub store: Arc<dyn JobStore>,
     /// Every configured sink (at least one); a day is done when each has it.
     pub sinks: Vec<NamedSink>,
@@ -531,35 +540,17 @@ impl Job {
         }
         match rec.state {
             JobState::Planned => {
-                let cfg = &self.config;
-                let x_id = x_request_id(
-                    cfg.cxone.base_url.as_str(),
-                    &cfg.job.report_type,
-                    &cfg.job.report_id,
-                    date,
-                    cfg.job.format.as_str(),
-                    &cfg.job.columns,
-                    rec.generation,
-                )
-                .to_string();
-                rec.x_request_id = Some(x_id.clone());
-                let window = Window::for_date(date);
-                let body = CreateRequest {
-                    report_type: cfg.job.report_type.clone(),
-                    report_id: cfg.job.report_id.clone(),
-                    from_date: window.from_date(),
-                    to_date: window.to_date(),
-                    format: cfg.job.format.to_string(),
-                    columns: cfg.job.columns.clone(),
-                };
+                let x_id = self.source.idempotency_key(date, rec.generation);
+                rec.x_request_id = x_id.clone();
                 self.progress.set_message(format!("{date}: requesting"));
                 let created = self
-                    .client
-                    .create_request(&x_id, &body)
+                    .source
+                    .request(date, rec.generation, x_id.as_deref())
                     .await
                     .map_err(api)?;
                 tracing::info!(
-                    date = %date, request_id = %created.id, x_request_id = %x_id,
+                    date = %date, request_id = %created.request_id,
+                    x_request_id = x_id.as_deref().unwrap_or("-"),
                     generation = rec.generation, new = created.new, "export requested"
                 );
                 self.tell(
@@ -569,7 +560,10 @@ impl Job {
                         new: created.new,
                     },
                 );
-                rec.request_id = Some(created.id);
+                if self.hooks.stop_before_saving_request {
+                    return Err(JobError::StoppedAfter(JobState::Planned));
+                }
+                rec.request_id = Some(created.request_id);
                 if rec.requested_at.is_none() || created.new {
                     rec.requested_at = Some(Utc::now());
                 }
@@ -600,7 +594,7 @@ impl Job {
                     // after the merge would: every part verified, the day `Verified`.
                     budget.merged = Some(merged?);
                 }
-                Err(e) if budget.url_refreshes == 0 && refused(&e) => {
+                Err(e) if budget.url_refreshes == 0 && url_refused(&e) => {
                     // Pre-signed URLs expire (a rerun hours later, a slow download): the
                     // status call hands out freshly signed ones for the same parts. Once
                     // per run, so a store that refuses every signature cannot loop.
@@ -691,40 +685,34 @@ impl Job {
     /// under different download URLs — freshly signed ones.
     async fn fresh_download_urls(&self, rec: &JobRecord) -> Option<String> {
         let stored = Self::files(rec);
-        let status = self.client.status(rec.request_id.as_deref()?).await.ok()?;
-        let same_parts = status.status == RequestStatus::Completed
-            && status.files.len() == stored.len()
-            && status.files.iter().zip(&stored).all(|(a, b)| {
+        let files = self
+            .source
+            .list_parts(rec.request_id.as_deref()?)
+            .await
+            .ok()??;
+        let same_parts = files.len() == stored.len()
+            && files.iter().zip(&stored).all(|(a, b)| {
                 (&a.file_name, a.file_size, &a.sha256) == (&b.file_name, b.file_size, &b.sha256)
             });
-        let new_urls = status
-            .files
+        let new_urls = files
             .iter()
             .zip(&stored)
             .any(|(a, b)| a.download_url != b.download_url);
-        (same_parts && new_urls)
-            .then(|| serde_json::to_string(&status.files).expect("files serialise"))
+        (same_parts && new_urls).then(|| serde_json::to_string(&files).expect("files serialise"))
     }
 
     /// After a download failed: when a part answered 404 and the status call confirms the
     /// request itself has expired, why (so the day moves to the next generation instead
     /// of retrying a dead request on every run); otherwise `error` unchanged.
     async fn expired_or(&self, rec: &JobRecord, error: JobError) -> Result<String, JobError> {
-        let part_not_found = matches!(
-            &error,
-            JobError::Api {
-                source: cxone::Error::Rejected { status: 404, .. },
-                ..
-            }
-        );
+        let part_not_found =
+            matches!(&error, JobError::Api { source, .. } if source.part_not_found());
         let Some(request_id) = rec.request_id.as_deref().filter(|_| part_not_found) else {
             return Err(error);
         };
-        match self.client.status(request_id).await {
-            Err(cxone::Error::RequestNotFound { .. }) => Ok(format!(
-                "request {request_id} is no longer known to CXone (404 on its files: expired)"
-            )),
-            _ => Err(error),
+        match self.source.confirm_gone(request_id).await {
+            Some(why) => Ok(why),
+            None => Err(error),
         }
     }
 
@@ -754,52 +742,38 @@ impl Job {
             loopback,
             fastrand::u64(..),
         );
-        let mut guard = ManifestGuard::default();
+        let mut watch = self.source.watch(&request_id);
         let mut last: Option<(String, Vec<FileEntry>)> = None;
         let mut last_change = Instant::now();
         loop {
             // The status call itself is never abandoned: it may be in the middle of a
             // refresh-token exchange, which must finish and be saved.
-            let status = match self.client.status(&request_id).await {
-                Ok(s) => s,
-                Err(cxone::Error::RequestNotFound { .. }) => {
-                    return Ok(PollEnd::Gone(format!(
-                        "request {request_id} is no longer known to CXone (404: expired)"
-                    )));
-                }
+            let status = match watch.poll().await {
+                Ok(Poll::Seen(s)) => s,
+                Ok(Poll::Gone(why)) => return Ok(PollEnd::Gone(why)),
                 Err(source) => return Err(JobError::Api { date, source }),
             };
-            let name = status_name(&status.status);
+            let name = status.status.clone();
             self.tell(
                 key,
                 crate::observe::JobEvent::Polled {
                     status: name.clone(),
                 },
             );
-            if status.status == RequestStatus::Failed {
-                let detail = status
-                    .error
-                    .as_ref()
-                    .map(|e| match e {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .unwrap_or_else(|| "no error given".into());
-                return Ok(PollEnd::Gone(format!(
-                    "request {request_id} FAILED: {detail}"
-                )));
+            if let Readiness::Failed(why) = &status.readiness {
+                return Ok(PollEnd::Gone(why.clone()));
             }
-            let seen = (name.clone(), status.files.clone());
+            let seen = (name.clone(), status.listed.clone());
             if last.as_ref() != Some(&seen) {
-                tracing::info!(date = %date, request_id = %request_id, status = %name, files = status.files.len(), "status");
+                tracing::info!(date = %date, request_id = %request_id, status = %name, files = status.listed.len(), "status");
                 self.progress.set_message(format!(
                     "{date}: {name}, {} file(s) listed",
-                    status.files.len()
+                    status.listed.len()
                 ));
                 last = Some(seen);
                 last_change = Instant::now();
             }
-            if status.status == RequestStatus::Completed && rec.completed_at.is_none() {
+            if status.completed && rec.completed_at.is_none() {
                 let now = Utc::now();
                 rec.completed_at = Some(now);
                 if let Some(at) = rec.requested_at {
@@ -810,14 +784,13 @@ impl Job {
                 }
                 self.save(key, rec, JobState::Polling).await?;
             }
-            let interval = match guard.observe(&status) {
-                Ok(files) => return Ok(PollEnd::Ready(files)),
+            let interval = match status.readiness {
+                Readiness::Ready(files) => return Ok(PollEnd::Ready(files)),
                 // Completed but the list is not there yet or not confirmed: look again
                 // after the floor interval, not the grown one.
-                Err(NotReady::NoFiles | NotReady::Unconfirmed | NotReady::SizeMissing { .. }) => {
-                    cfg.initial
-                }
-                Err(NotReady::Running(_)) => backoff.next_interval(),
+                Readiness::Settling => cfg.initial,
+                Readiness::Running => backoff.next_interval(),
+                Readiness::Failed(why) => return Ok(PollEnd::Gone(why)),
             };
             let stalled = last_change.elapsed();
             if stalled >= cfg.stale_after {
@@ -876,7 +849,7 @@ impl Job {
         let date = key.date;
         let files = Self::files(rec);
         let downloader = Downloader {
-            client: self.client.clone(),
+            source: self.source.clone(),
             staging: self.staging_dir(key, rec),
             attempts: self.config.poll.download_attempts,
             concurrency: self.config.job.concurrency,
@@ -1576,17 +1549,8 @@ struct RunBudget {
 }
 
 /// A part download refused as unauthorised: an expired pre-signed URL, most often.
-fn refused(error: &JobError) -> bool {
-    matches!(
-        error,
-        JobError::Api {
-            source: cxone::Error::Rejected {
-                status: 401 | 403,
-                ..
-            },
-            ..
-        }
-    )
+fn url_refused(error: &JobError) -> bool {
+    matches!(error, JobError::Api { source, .. } if source.url_refused())
 }
 
 /// Starts the next generation: a new `X-Request-Id`, nothing of the old request kept.

@@ -55,6 +55,7 @@ pub mod reextract;
 pub mod replay;
 pub mod secrets;
 pub mod sink;
+pub mod source;
 pub mod state;
 pub mod status_page;
 pub mod window;

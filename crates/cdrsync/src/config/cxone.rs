@@ -21,6 +21,11 @@ raw_section! {
         read_timeout: String = Duration,
         max_retries: u32 = UInt,
         max_requests_per_minute: u32 = UInt,
+        api: String = Str,
+        access_key_id: String = Str,
+        access_key_secret: String = Str,
+        issuer: String = Str,
+        api_version: String = Str,
     }
 }
 
@@ -41,8 +46,8 @@ pub struct CxoneConfig {
     pub username: Option<String>,
     pub password: Option<SecretRef>,
     /// A writable reference: where the rotating refresh token lives. Always a `file:`
-    /// with an absolute path after validation.
-    pub refresh_token: SecretRef,
+    /// with an absolute path after validation. Required by the Data Download API only.
+    pub refresh_token: Option<SecretRef>,
     pub refresh_margin: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -51,6 +56,25 @@ pub struct CxoneConfig {
     /// The tenant-wide rate governor: at most this many requests to CXone (token, create,
     /// status, part) in any 60 s, all workers sharing the job store together. None: no limit.
     pub max_requests_per_minute: Option<u32>,
+    /// Which CXone API the day comes from (`api`).
+    pub api: CxoneApi,
+}
+
+/// `[cxone] api`: the guide's Data Download API (the default) or the Reporting API.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per configuration
+pub enum CxoneApi {
+    DataDownload,
+    /// Report jobs (`[job] report_id` is the Reporting API's report id), signed in with an
+    /// access key (password grant, Basic client auth with `client_id`/`client_secret`).
+    Reporting {
+        access_key_id: SecretRef,
+        access_key_secret: SecretRef,
+        /// The discovery base (`/.well-known/…`); default `base_url`.
+        issuer: url::Url,
+        /// `vNN.0` without the `v`.
+        api_version: String,
+    },
 }
 
 /// Checks a secret reference's shape and makes a relative `file:` absolute.
@@ -104,12 +128,61 @@ impl RawCxone {
             (None, Some(_)) => return Err(origins.missing("cxone.username")),
             _ => {}
         }
-        let refresh_token = raw
-            .refresh_token
-            .ok_or_else(|| origins.missing("cxone.refresh_token"))?;
-        let refresh_token = secrets::check_token_store_reference(&refresh_token)
-            .map_err(|e| origins.invalid("cxone.refresh_token", format!("is wrong: {e}")))?
-            .resolved_against(base_dir);
+        let api = match raw.api.as_deref().unwrap_or("data-download") {
+            "data-download" => CxoneApi::DataDownload,
+            "reporting" => {
+                let reference = |key: &str, value: Option<String>| {
+                    let value = value.ok_or_else(|| origins.missing(key))?;
+                    secret_reference(key, &value, base_dir, origins)
+                };
+                let api_version = raw
+                    .api_version
+                    .clone()
+                    .unwrap_or_else(|| ::cxone::reporting::DEFAULT_VERSION.to_string());
+                let version = api_version.trim_start_matches('v');
+                if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                    return Err(origins.invalid("cxone.api_version", "must be like \"32.0\""));
+                }
+                CxoneApi::Reporting {
+                    access_key_id: reference("cxone.access_key_id", raw.access_key_id.clone())?,
+                    access_key_secret: reference(
+                        "cxone.access_key_secret",
+                        raw.access_key_secret.clone(),
+                    )?,
+                    issuer: match &raw.issuer {
+                        Some(i) => parse_http_url("cxone.issuer", i, origins)?,
+                        None => base_url.clone(),
+                    },
+                    api_version: version.to_string(),
+                }
+            }
+            _ => {
+                return Err(
+                    origins.invalid("cxone.api", "must be \"data-download\" or \"reporting\"")
+                );
+            }
+        };
+        if matches!(api, CxoneApi::DataDownload) {
+            for (key, given) in [
+                ("cxone.access_key_id", raw.access_key_id.is_some()),
+                ("cxone.access_key_secret", raw.access_key_secret.is_some()),
+                ("cxone.issuer", raw.issuer.is_some()),
+                ("cxone.api_version", raw.api_version.is_some()),
+            ] {
+                if given {
+                    return Err(origins.invalid(key, "is for api = \"reporting\" only"));
+                }
+            }
+        }
+        let refresh_token = match (&api, raw.refresh_token) {
+            (_, Some(t)) => Some(
+                secrets::check_token_store_reference(&t)
+                    .map_err(|e| origins.invalid("cxone.refresh_token", format!("is wrong: {e}")))?
+                    .resolved_against(base_dir),
+            ),
+            (CxoneApi::DataDownload, None) => return Err(origins.missing("cxone.refresh_token")),
+            (CxoneApi::Reporting { .. }, None) => None,
+        };
         let connect_timeout = duration(
             "cxone.connect_timeout",
             raw.connect_timeout,
@@ -154,6 +227,7 @@ impl RawCxone {
             read_timeout,
             max_retries: raw.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             max_requests_per_minute: raw.max_requests_per_minute,
+            api,
         })
     }
 }
@@ -184,6 +258,59 @@ mod tests {
             (
                 &[("cxone.max_requests_per_minute", "0")],
                 "`cxone.max_requests_per_minute` must be at least 1 (leave it out for no limit)",
+            ),
+            (
+                &[("cxone.api", "\"soap\"")],
+                "`cxone.api` must be \"data-download\" or \"reporting\"",
+            ),
+            (
+                &[("cxone.api", "\"reporting\"")],
+                "`cxone.access_key_id` is required",
+            ),
+            (
+                &[
+                    ("cxone.api", "\"reporting\""),
+                    ("cxone.access_key_id", "\"env:AK\""),
+                ],
+                "`cxone.access_key_secret` is required",
+            ),
+            (
+                &[
+                    ("cxone.api", "\"reporting\""),
+                    ("cxone.access_key_id", "\"AKPLAIN\""),
+                ],
+                "`cxone.access_key_id` is wrong: the value is not a secret reference",
+            ),
+            (
+                &[
+                    ("cxone.api", "\"reporting\""),
+                    ("cxone.access_key_id", "\"env:AK\""),
+                    ("cxone.access_key_secret", "\"env:AKS\""),
+                    ("cxone.api_version", "\"latest\""),
+                ],
+                "`cxone.api_version` must be like \"32.0\"",
+            ),
+            (
+                &[
+                    ("cxone.api", "\"reporting\""),
+                    ("cxone.access_key_id", "\"env:AK\""),
+                    ("cxone.access_key_secret", "\"env:AKS\""),
+                    ("cxone.issuer", "\"ftp://x\""),
+                ],
+                "`cxone.issuer`",
+            ),
+            (
+                &[
+                    ("cxone.api", "\"reporting\""),
+                    ("cxone.access_key_id", "\"env:AK\""),
+                    ("cxone.access_key_secret", "\"env:AKS\""),
+                    ("job.report_id", "\"default\""),
+                ],
+                "`job.report_id` must be the Reporting API's numeric report id when cxone.api = \"reporting\"",
+            ),
+            (
+                &[("cxone.issuer", "\"https://example.com\"")],
+                "`cxone.issuer` is for api = \"reporting\" only",
             ),
         ]);
     }

@@ -41,7 +41,7 @@ pub mod sink;
 pub mod state;
 
 pub use alert::AlertConfig;
-pub use cxone::CxoneConfig;
+pub use cxone::{CxoneApi, CxoneConfig};
 pub use daemon::{DaemonConfig, Schedule};
 pub use job::{ColumnType, DEFAULT_COLUMNS, EXTRA_COLUMNS, Format, JobConfig};
 pub use metrics::MetricsConfig;
@@ -781,6 +781,14 @@ fn non_empty(
 fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config, ConfigError> {
     let cxone = raw.cxone.validate(base_dir, origins)?;
     let job = raw.job.validate(base_dir, origins)?;
+    if matches!(cxone.api, CxoneApi::Reporting { .. })
+        && (job.report_id.is_empty() || !job.report_id.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(origins.invalid(
+            "job.report_id",
+            "must be the Reporting API's numeric report id when cxone.api = \"reporting\"",
+        ));
+    }
     let poll = raw.poll.validate(is_loopback(&cxone.base_url), origins)?;
     let state = raw.state.validate(base_dir, origins)?;
     let sinks = sink::validate(raw.sink, base_dir, job.format, origins)?;
@@ -876,7 +884,7 @@ mod tests {
         );
         assert_eq!(c.cxone.client_secret.to_string(), "env:CXONE_CLIENT_SECRET");
         assert_eq!(
-            c.cxone.refresh_token.to_string(),
+            c.cxone.refresh_token.as_ref().unwrap().to_string(),
             "file:/etc/cdrsync/secrets/refresh_token"
         );
         assert_eq!(c.cxone.refresh_margin, Duration::from_secs(300));
@@ -1104,7 +1112,7 @@ webhook_url = "https://hooks.example.com/x"
         };
         assert_eq!(db, &dir.path().join("state/db.sqlite"));
         assert_eq!(
-            c.cxone.refresh_token.to_string(),
+            c.cxone.refresh_token.as_ref().unwrap().to_string(),
             format!(
                 "file:{}",
                 dir.path().join("secrets/refresh_token").display()

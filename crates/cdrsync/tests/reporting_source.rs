@@ -1,0 +1,742 @@
+//! `[cxone] api = "reporting"`: the job through the Reporting API source against
+//! `cxone-sim`'s Reporting API mode (the API and a second file origin, both on 127.0.0.1).
+//!
+//! Every case asserts what the simulator counted (jobs started, polls, grants, 401s, 429s,
+//! file requests and whether they carried the bearer), what was published, and the exit.
+//! The faults both APIs share (a failed generation, an expired download URL, a 401, a 429
+//! without `Retry-After`) run against both sources through one harness, [`Under`].
+
+mod common;
+
+use cdrsync::exit::JobError;
+use cdrsync::job::{Hooks, Job, Outcome};
+use cdrsync::state::JobState;
+use chrono::NaiveDate;
+use common::{COLUMNS, day, read_csv};
+use cxone_sim::{ReportingScenario, ReportingSimulator};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+const DATE: &str = "2024-05-15";
+
+/// A Reporting API simulator and a folder with a config for it.
+struct Reporting {
+    sim: ReportingSimulator,
+    dir: tempfile::TempDir,
+}
+
+impl Reporting {
+    async fn new(sc: ReportingScenario) -> Reporting {
+        let sim = ReportingSimulator::start(sc)
+            .await
+            .expect("simulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir_all(&secrets).unwrap();
+        let sc = sim.scenario();
+        for (name, value) in [
+            ("client_secret", sc.data.client_secret.expose()),
+            ("access_key_id", sc.access_key_id.as_str()),
+            ("access_key_secret", sc.access_key_secret.expose()),
+        ] {
+            let path = secrets.join(name);
+            std::fs::write(&path, value).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let config = format!(
+            r#"[cxone]
+api = "reporting"
+base_url = "{base}"
+client_id = "{client_id}"
+client_secret = "file:./secrets/client_secret"
+access_key_id = "file:./secrets/access_key_id"
+access_key_secret = "file:./secrets/access_key_secret"
+max_retries = 4
+
+[job]
+report_id = "1042"
+columns = {columns:?}
+critical = ["CallId", "StartTime"]
+
+[poll]
+initial = "20ms"
+max = "100ms"
+
+[state]
+url = "sqlite://./state.db"
+
+[sink]
+kind = "dir"
+path = "./out"
+"#,
+            base = sim.base_url(),
+            client_id = sc.data.client_id,
+            columns = COLUMNS,
+        );
+        std::fs::write(dir.path().join("cdrsync.toml"), config).unwrap();
+        Reporting { sim, dir }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("cdrsync.toml")
+    }
+
+    fn day_dir(&self, date: NaiveDate) -> PathBuf {
+        self.dir
+            .path()
+            .join("out/callDetailRecords")
+            .join(format!("date={date}"))
+    }
+
+    async fn job(&self, hooks: Hooks) -> Job {
+        let config = cdrsync::config::Config::load_default(&self.config_path()).unwrap();
+        cdrsync::app::build_job(config, indicatif::ProgressBar::hidden(), hooks)
+            .await
+            .expect("job builds")
+    }
+
+    async fn run(&self, date: NaiveDate) -> Result<Outcome, JobError> {
+        self.job(Hooks::default()).await.run(date, false).await
+    }
+
+    async fn stop_after(&self, date: NaiveDate, state: JobState) {
+        let hooks = Hooks {
+            stop_after: Some(state),
+            ..Hooks::default()
+        };
+        let stopped = self.job(hooks).await.run(date, false).await;
+        assert!(
+            matches!(stopped, Err(JobError::StoppedAfter(s)) if s == state),
+            "{stopped:?}"
+        );
+    }
+
+    fn manifest(&self, date: NaiveDate) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.day_dir(date).join("_manifest.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The day is published exactly once: every row of the simulator's day, each once, in
+    /// the configured columns, and the manifest agrees.
+    fn assert_published_exactly(&self, date: NaiveDate) {
+        let published: Vec<BTreeMap<String, String>> =
+            read_csv(&self.day_dir(date).join("cdr.csv"))
+                .into_iter()
+                .map(|mut r| {
+                    r.remove("extra_columns");
+                    r
+                })
+                .collect();
+        let expected: Vec<BTreeMap<String, String>> = self
+            .sim
+            .expected_rows(date)
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .filter(|(k, _)| COLUMNS.contains(&k.as_str()))
+                    .collect()
+            })
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(published.len(), expected.len(), "no row twice, none lost");
+        assert_eq!(published, expected);
+        assert_eq!(self.manifest(date)["rows"], expected.len() as u64);
+    }
+}
+
+fn quick() -> ReportingScenario {
+    ReportingScenario {
+        job_running_ms: 60,
+        ..ReportingScenario::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_job_lands_a_verified_day_fetched_without_the_bearer() {
+    let r = Reporting::new(quick()).await;
+    let date = day(DATE);
+    let outcome = r.run(date).await.expect("published");
+    assert!(matches!(outcome, Outcome::Published(_)));
+    r.assert_published_exactly(date);
+    let m = r.manifest(date);
+    assert_eq!(m["generation"], 1);
+    assert_eq!(
+        m["x_request_id"], "",
+        "the Reporting API has no X-Request-Id"
+    );
+    assert_eq!(m["request_id"], "1000", "the report job's id");
+    // The report has columns beyond the configured ones: kept in extra_columns (drift).
+    let seen: Vec<&str> = m["extra_columns_seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(seen.contains(&"SkillName"), "{seen:?}");
+    let rows = read_csv(&r.day_dir(date).join("cdr.csv"));
+    assert!(
+        rows[0]["extra_columns"].contains("SkillName"),
+        "{:?}",
+        rows[0]
+    );
+    let c = r.sim.counters();
+    assert_eq!(c.jobs_started, 1, "{c:?}");
+    assert_eq!(c.token_grants, 1, "{c:?}");
+    assert!(c.file_requests >= 1, "{c:?}");
+    assert_eq!(
+        c.file_requests_with_auth, 0,
+        "the bearer never reaches the file origin"
+    );
+    // The result file's digest is the published file's part.
+    let sha = cdrsync::digest::sha256_file(&r.day_dir(date).join("cdr.csv"))
+        .unwrap()
+        .1;
+    assert_eq!(m["sha256"], sha);
+
+    // Done is done: a second run asks nothing.
+    let again = r.run(date).await.unwrap();
+    assert!(matches!(again, Outcome::AlreadyDone(_)));
+    assert_eq!(r.sim.counters().jobs_started, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_jobs_failing_every_generation_exit_69() {
+    let r = Reporting::new(ReportingScenario {
+        failing_jobs: 10,
+        ..quick()
+    })
+    .await;
+    let date = day(DATE);
+    let e = r.run(date).await.unwrap_err();
+    assert!(matches!(e, JobError::GenerationsExhausted { .. }), "{e}");
+    assert_eq!(e.exit_code() as u8, 69);
+    assert_eq!(r.sim.counters().jobs_started, 3, "max_generations = 3");
+    assert!(!r.day_dir(date).join("_manifest.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_access_keys_exit_77_before_any_job() {
+    let r = Reporting::new(quick()).await;
+    r.sim.control().refuse_all_tokens(true);
+    let date = day(DATE);
+    let e = r.run(date).await.unwrap_err();
+    assert_eq!(e.exit_code() as u8, 77, "{e}");
+    assert_eq!(r.sim.counters().jobs_started, 0);
+}
+
+/// No `X-Request-Id` here: a run killed after the POST and before the job id is saved
+/// leaves no trace in the ledger, so the next run starts a second report job — and the
+/// day is still published once, with no duplicate rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_post_and_its_save_starts_a_second_job_and_publishes_once() {
+    let r = Reporting::new(quick()).await;
+    let date = day(DATE);
+    let hooks = Hooks {
+        stop_before_saving_request: true,
+        ..Hooks::default()
+    };
+    let stopped = r.job(hooks).await.run(date, false).await;
+    assert!(
+        matches!(stopped, Err(JobError::StoppedAfter(JobState::Planned))),
+        "{stopped:?}"
+    );
+    assert_eq!(r.sim.counters().jobs_started, 1);
+
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    assert_eq!(
+        c.jobs_started, 2,
+        "the ledger had no id: a second job: {c:?}"
+    );
+    assert_eq!(r.manifest(date)["generation"], 1);
+}
+
+#[test]
+fn demo_api_reporting_lands_a_verified_day_with_no_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args([
+            "demo",
+            "--api",
+            "reporting",
+            "--rows",
+            "3000",
+            "--date",
+            DATE,
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["outcome"], "published", "{summary}");
+    assert_eq!(summary["rows"], 3000);
+    assert_eq!(summary["rows_generated"], 3000);
+    assert_eq!(summary["report_jobs_started"], 1);
+    assert_eq!(summary["file_requests_with_auth"], 0);
+    let data = dir
+        .path()
+        .join("cdr-out/callDetailRecords/date=2024-05-15/cdr.csv");
+    assert_eq!(read_csv(&data).len(), 3000);
+    let sha = cdrsync::digest::sha256_file(&data).unwrap().1;
+    assert_eq!(summary["sha256"], sha);
+}
+
+/// Frees a killed run's lease (it would expire after `LEASE_TTL` anyway).
+async fn expire_lease(r: &Reporting, date: NaiveDate) {
+    use cdrsync::state::{JobKey, JobStore, Lease};
+    let store =
+        cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
+    let key = JobKey {
+        report_type: "callDetailRecords".into(),
+        report_id: "1042".into(),
+        date,
+    };
+    let me = "crash-test";
+    match store
+        .acquire_lease(&key, me, std::time::Duration::from_secs(1))
+        .await
+        .unwrap()
+    {
+        Lease::Acquired { .. } => store.release_lease(&key, me).await.unwrap(),
+        Lease::HeldBy { owner, .. } => store.release_lease(&key, &owner).await.unwrap(),
+    }
+}
+
+/// The day's state in the job store (`none` before its first save).
+async fn state_of(r: &Reporting, date: NaiveDate) -> String {
+    use cdrsync::state::{JobKey, JobStore};
+    let store =
+        cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
+    let key = JobKey {
+        report_type: "callDetailRecords".into(),
+        report_id: "1042".into(),
+        date,
+    };
+    match store.load(&key).await.unwrap() {
+        Some(rec) => rec.state.name().to_string(),
+        None => "none".into(),
+    }
+}
+
+/// `cdrsync run --date DATE` through the binary, SIGKILLed after `kill_after` unless it
+/// ended first; `Some(status)` when it ended on its own.
+fn run_binary(
+    r: &Reporting,
+    date: NaiveDate,
+    kill_after: Option<std::time::Duration>,
+) -> Option<std::process::ExitStatus> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args(["run", "--date", &date.to_string(), "--config"])
+        .arg(r.config_path())
+        .env("CDRSYNC_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let Some(after) = kill_after else {
+        return Some(child.wait().unwrap());
+    };
+    let deadline = std::time::Instant::now() + after;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    None
+}
+
+/// kill -9 at random moments of Reporting API runs (sign-in, the POST, polling, the
+/// result file, the merge, the publish): after every kill the day is absent or whole, and
+/// the final run publishes each day exactly once — no duplicate rows whatever number of
+/// report jobs the kills caused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_publishes_each_reporting_day_once_and_whole() {
+    let r = Reporting::new(ReportingScenario {
+        data: cxone_sim::Scenario {
+            rows_per_day: 80_000,
+            ..cxone_sim::Scenario::default()
+        },
+        job_running_ms: 150,
+        ..ReportingScenario::default()
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(0x5eed_2e90);
+    let first = day("2024-03-01");
+    let t0 = std::time::Instant::now();
+    let status = run_binary(&r, first, None).unwrap();
+    assert!(status.success(), "{status}");
+    let run_time = t0.elapsed();
+    r.assert_published_exactly(first);
+
+    let (mut kills, mut days) = (0u64, 1u64);
+    let mut killed_in = BTreeMap::new();
+    let mut date = first;
+    for _ in 0..4 {
+        date = date.succ_opt().unwrap();
+        days += 1;
+        // Killed up to three times, until a run finishes on its own.
+        let mut killed_today = 0;
+        while killed_today < 3 {
+            let after = run_time.mul_f64(rng.f64());
+            match run_binary(&r, date, Some(after)) {
+                None => {
+                    kills += 1;
+                    killed_today += 1;
+                    *killed_in.entry(state_of(&r, date).await).or_insert(0u32) += 1;
+                    expire_lease(&r, date).await;
+                    // Whatever the moment: nothing published, or the whole day.
+                    if r.day_dir(date).join("_manifest.json").exists() {
+                        r.assert_published_exactly(date);
+                    }
+                }
+                Some(status) => {
+                    assert!(status.success(), "{status}");
+                    break;
+                }
+            }
+        }
+        let status = run_binary(&r, date, None).unwrap();
+        assert!(status.success(), "{date}: {status}");
+        r.assert_published_exactly(date);
+    }
+    let c = r.sim.counters();
+    eprintln!(
+        "reporting crash test: {kills} kills over {days} days, killed in {killed_in:?}; {c:?}"
+    );
+    assert!(kills >= 4, "runs were killed: {kills}");
+    assert!(
+        c.jobs_started <= days + kills,
+        "at most one extra report job per kill: {c:?}"
+    );
+    assert_eq!(c.file_requests_with_auth, 0, "{c:?}");
+}
+
+// ---- one harness for both sources ------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    DataDownload,
+    Reporting,
+}
+
+const BOTH: [Api; 2] = [Api::DataDownload, Api::Reporting];
+
+/// A fault both APIs can meet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    /// The first generation's export / report job FAILS.
+    FailFirstGeneration,
+    /// Two polls answer 429 without `Retry-After`.
+    Throttle,
+    /// A generation that runs long enough to revoke the token while it is polled.
+    Slow,
+    /// A request that does not move for longer than `stale_after` (300 ms).
+    Stuck,
+}
+
+/// The job against one source's simulator.
+enum Under {
+    DataDownload(common::Harness),
+    Reporting(Reporting),
+}
+
+impl Under {
+    async fn start(api: Api, fault: Fault) -> Under {
+        match api {
+            Api::DataDownload => {
+                use cxone_sim::{Endpoint, Faults, HttpFault, Scenario};
+                let mut faults = Faults {
+                    other_origin: true,
+                    ..Faults::default()
+                };
+                match fault {
+                    Fault::FailFirstGeneration => faults.failed_generations = 1,
+                    Fault::Throttle => faults.http.push(HttpFault {
+                        endpoint: Endpoint::Status,
+                        status: 429,
+                        first: 2,
+                        after: 1,
+                        retry_after_secs: None,
+                    }),
+                    Fault::Stuck => faults.stuck = Some(cxone_sim::Stage::Processing),
+                    Fault::None | Fault::Slow => {}
+                }
+                let sc = Scenario {
+                    rows_per_day: 1_000,
+                    rows_per_part: 400,
+                    pending_ms: 0,
+                    processing_ms: if fault == Fault::Slow { 400 } else { 30 },
+                    faults,
+                    ..Scenario::default()
+                };
+                let mut h = common::Harness::new(sc).await;
+                if fault == Fault::Stuck {
+                    h.set("poll", "stale_after = \"300ms\"");
+                }
+                Under::DataDownload(h)
+            }
+            Api::Reporting => {
+                let mut sc = quick();
+                match fault {
+                    Fault::FailFirstGeneration => sc.failing_jobs = 1,
+                    // The first call after sign-in and discovery is the POST; the two after
+                    // it are polls.
+                    Fault::Throttle => sc.throttle_first = 0,
+                    Fault::Slow => sc.job_running_ms = 400,
+                    Fault::Stuck => sc.job_running_ms = 1_500,
+                    Fault::None => {}
+                }
+                let r = Reporting::new(sc).await;
+                if fault == Fault::Stuck {
+                    let text = std::fs::read_to_string(r.config_path()).unwrap();
+                    let text = text.replace("[poll]\n", "[poll]\nstale_after = \"300ms\"\n");
+                    std::fs::write(r.config_path(), text).unwrap();
+                }
+                Under::Reporting(r)
+            }
+        }
+    }
+
+    async fn job(&self, hooks: Hooks) -> Job {
+        match self {
+            Under::DataDownload(h) => h.job(hooks).await,
+            Under::Reporting(r) => r.job(hooks).await,
+        }
+    }
+
+    async fn stop_after(&self, date: NaiveDate, state: JobState) {
+        match self {
+            Under::DataDownload(h) => h.stop_after(date, state).await,
+            Under::Reporting(r) => r.stop_after(date, state).await,
+        }
+    }
+
+    /// Requests made at the platform: creates, or report jobs started.
+    fn requests(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().creates,
+            Under::Reporting(r) => r.sim.counters().jobs_started,
+        }
+    }
+
+    fn unauthorized(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().unauthorized,
+            Under::Reporting(r) => r.sim.counters().unauthorized,
+        }
+    }
+
+    /// Download URLs refused as expired.
+    fn urls_refused(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().other_origin_bad_signature,
+            Under::Reporting(r) => r.sim.counters().file_expired,
+        }
+    }
+
+    /// Requests to the file origin that carried the bearer token (must be none).
+    fn bearer_to_files(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().other_origin_with_auth,
+            Under::Reporting(r) => r.sim.counters().file_requests_with_auth,
+        }
+    }
+
+    fn throttled(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h
+                .sim
+                .counters()
+                .injected_http
+                .get(&429)
+                .copied()
+                .unwrap_or(0),
+            Under::Reporting(r) => r.sim.counters().throttled,
+        }
+    }
+
+    /// Polls so far: status calls or report-job polls.
+    fn polls(&self) -> u64 {
+        match self {
+            Under::DataDownload(h) => h.sim.counters().status_polls,
+            Under::Reporting(r) => r.sim.counters().job_polls,
+        }
+    }
+
+    fn expire_urls(&self) {
+        match self {
+            Under::DataDownload(h) => h.sim.control().expire_presigned_urls(),
+            Under::Reporting(r) => r.sim.control().expire_result_urls(),
+        }
+    }
+
+    fn revoke_tokens(&self) {
+        match self {
+            Under::DataDownload(h) => h.sim.control().revoke_access_tokens(),
+            Under::Reporting(r) => r.sim.control().revoke_access_tokens(),
+        }
+    }
+
+    /// Lets a stuck request move on (the report job's running time passes).
+    async fn unstick(&self) {
+        match self {
+            Under::DataDownload(h) => h.sim.control().set_stuck(false),
+            Under::Reporting(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(1_500)).await
+            }
+        }
+    }
+
+    fn throttle_next_polls(&self) {
+        if let Under::Reporting(r) = self {
+            r.sim.control().throttle_next(2);
+        }
+    }
+
+    fn manifest(&self, date: NaiveDate) -> serde_json::Value {
+        match self {
+            Under::DataDownload(h) => h.manifest(date),
+            Under::Reporting(r) => r.manifest(date),
+        }
+    }
+
+    /// Every row of the simulator's day published once, in the configured columns.
+    fn assert_published_exactly(&self, date: NaiveDate) {
+        match self {
+            Under::DataDownload(h) => {
+                let published = common::without_extra(h.published_rows(date));
+                let expected = common::expected(&h.sim, date);
+                assert!(!expected.is_empty());
+                assert_eq!(published, expected, "no row twice, none lost");
+                assert_eq!(h.manifest(date)["rows"], expected.len() as u64);
+            }
+            Under::Reporting(r) => r.assert_published_exactly(date),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_follows_a_failed_generation_with_the_next_published_once() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::FailFirstGeneration).await;
+        let date = day(DATE);
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(u.manifest(date)["generation"], 2, "{api:?}");
+        assert_eq!(u.requests(), 2, "{api:?}: one new generation");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_replaces_an_expired_download_url_with_a_fresh_one_from_the_same_request() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::None).await;
+        let date = day(DATE);
+        // The URLs are stored, then the run dies; by the rerun they have expired.
+        u.stop_after(date, JobState::Downloading).await;
+        u.expire_urls();
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(
+            u.requests(),
+            1,
+            "{api:?}: fresh URLs come from the same request"
+        );
+        assert!(u.urls_refused() >= 1, "{api:?}: the stale URL was refused");
+        assert_eq!(u.bearer_to_files(), 0, "{api:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_reauthenticates_once_after_a_401_mid_run() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::Slow).await;
+        let date = day(DATE);
+        let job = u.job(Hooks::default()).await;
+        // Once the request is polled, the token the job holds is revoked.
+        let revoke = async {
+            for _ in 0..400 {
+                if u.polls() >= 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            u.revoke_tokens();
+        };
+        let (outcome, ()) = tokio::join!(job.run(date, false), revoke);
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(u.unauthorized(), 1, "{api:?}: one 401, then a new token");
+        assert_eq!(u.requests(), 1, "{api:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_retries_a_429_without_retry_after_and_publishes() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::Throttle).await;
+        let date = day(DATE);
+        // The Reporting simulator throttles the next calls: the POST then a poll, or two
+        // polls; the Data Download one two status polls (its fault is in the scenario).
+        u.stop_after(date, JobState::Requested).await;
+        u.throttle_next_polls();
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(u.throttled(), 2, "{api:?}");
+        assert_eq!(u.requests(), 1, "{api:?}: the request was made once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_parks_a_stale_request_as_waiting_75_and_the_next_run_resumes_it() {
+    for api in BOTH {
+        let u = Under::start(api, Fault::Stuck).await;
+        let date = day(DATE);
+        let e = u
+            .job(Hooks::default())
+            .await
+            .run(date, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, JobError::Waiting { .. }), "{api:?}: {e}");
+        assert_eq!(e.exit_code() as u8, 75, "{api:?}");
+        u.unstick().await;
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        assert_eq!(u.requests(), 1, "{api:?}: the same request, resumed");
+    }
+}

@@ -447,6 +447,25 @@ enum Fault {
     Slow,
     /// A request that does not move for longer than `stale_after` (300 ms).
     Stuck,
+    /// The file carries a column nobody configured (`Campaign`).
+    AddedColumn,
+    /// The file lacks the critical column `CallId`.
+    MissingCritical,
+}
+
+/// The simulator's schema drift for `fault` (the same knob drives both simulators).
+fn drift_for(fault: Fault) -> cxone_sim::SchemaDrift {
+    match fault {
+        Fault::AddedColumn => cxone_sim::SchemaDrift {
+            extra_columns: vec!["Campaign".into()],
+            ..cxone_sim::SchemaDrift::default()
+        },
+        Fault::MissingCritical => cxone_sim::SchemaDrift {
+            drop_columns: vec!["CallId".into()],
+            ..cxone_sim::SchemaDrift::default()
+        },
+        _ => cxone_sim::SchemaDrift::default(),
+    }
 }
 
 /// The job against one source's simulator.
@@ -474,7 +493,7 @@ impl Under {
                         retry_after_secs: None,
                     }),
                     Fault::Stuck => faults.stuck = Some(cxone_sim::Stage::Processing),
-                    Fault::None | Fault::Slow => {}
+                    Fault::None | Fault::Slow | Fault::AddedColumn | Fault::MissingCritical => {}
                 }
                 let sc = Scenario {
                     rows_per_day: 1_000,
@@ -482,6 +501,7 @@ impl Under {
                     pending_ms: 0,
                     processing_ms: if fault == Fault::Slow { 400 } else { 30 },
                     faults,
+                    schema: drift_for(fault),
                     ..Scenario::default()
                 };
                 let mut h = common::Harness::new(sc).await;
@@ -499,6 +519,9 @@ impl Under {
                     Fault::Throttle => sc.throttle_first = 0,
                     Fault::Slow => sc.job_running_ms = 400,
                     Fault::Stuck => sc.job_running_ms = 1_500,
+                    Fault::AddedColumn | Fault::MissingCritical => {
+                        sc.data.schema = drift_for(fault)
+                    }
                     Fault::None => {}
                 }
                 let r = Reporting::new(sc).await;
@@ -509,6 +532,27 @@ impl Under {
                 }
                 Under::Reporting(r)
             }
+        }
+    }
+
+    /// Sends the job's alerts to `url` (`[alert] webhook_url`).
+    fn alert_to(&mut self, url: &str) {
+        match self {
+            Under::DataDownload(h) => {
+                h.set("alert", &format!("webhook_url = \"{url}\""));
+            }
+            Under::Reporting(r) => {
+                let mut text = std::fs::read_to_string(r.config_path()).unwrap();
+                text.push_str(&format!("\n[alert]\nwebhook_url = \"{url}\"\n"));
+                std::fs::write(r.config_path(), text).unwrap();
+            }
+        }
+    }
+
+    fn day_dir(&self, date: NaiveDate) -> PathBuf {
+        match self {
+            Under::DataDownload(h) => h.day_dir(date),
+            Under::Reporting(r) => r.day_dir(date),
         }
     }
 
@@ -620,7 +664,15 @@ impl Under {
         match self {
             Under::DataDownload(h) => {
                 let published = common::without_extra(h.published_rows(date));
-                let expected = common::expected(&h.sim, date);
+                // Only the configured columns (a drifted file has more).
+                let expected: Vec<BTreeMap<String, String>> = common::expected(&h.sim, date)
+                    .into_iter()
+                    .map(|r| {
+                        r.into_iter()
+                            .filter(|(k, _)| COLUMNS.contains(&k.as_str()))
+                            .collect()
+                    })
+                    .collect();
                 assert!(!expected.is_empty());
                 assert_eq!(published, expected, "no row twice, none lost");
                 assert_eq!(h.manifest(date)["rows"], expected.len() as u64);
@@ -738,5 +790,75 @@ async fn each_source_parks_a_stale_request_as_waiting_75_and_the_next_run_resume
         );
         u.assert_published_exactly(date);
         assert_eq!(u.requests(), 1, "{api:?}: the same request, resumed");
+    }
+}
+
+/// Schema drift, for both sources: an added column lands in `extra_columns`, is named in
+/// the manifest and in one `drift` alert (severity `warning`), and the day publishes (exit
+/// 0); a missing critical column halts the day with exit 65, one `halted` alert, and
+/// nothing published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_keeps_an_added_column_with_a_drift_alert_and_halts_65_on_a_missing_critical_one()
+ {
+    use common::webhook::Webhook;
+    for api in BOTH {
+        let date = day(DATE);
+
+        let hook = Webhook::start().await;
+        let mut u = Under::start(api, Fault::AddedColumn).await;
+        u.alert_to(hook.url());
+        let outcome = u.job(Hooks::default()).await.run(date, false).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        u.assert_published_exactly(date);
+        let seen = u.manifest(date)["extra_columns_seen"].clone();
+        assert!(
+            seen.as_array().unwrap().iter().any(|c| c == "Campaign"),
+            "{api:?}: {seen}"
+        );
+        let rows = read_csv(&u.day_dir(date).join("cdr.csv"));
+        let extra: serde_json::Value = serde_json::from_str(&rows[0]["extra_columns"]).unwrap();
+        assert!(extra["Campaign"].is_string(), "{api:?}: {extra}");
+        let alerts = hook.alerts();
+        let drift: Vec<&serde_json::Value> =
+            alerts.iter().filter(|a| a["event"] == "drift").collect();
+        assert_eq!(drift.len(), 1, "{api:?}: one drift alert: {alerts:?}");
+        assert_eq!(drift[0]["severity"], "warning", "{api:?}");
+        assert_eq!(drift[0]["date"], DATE, "{api:?}");
+        assert!(
+            drift[0]["message"].as_str().unwrap().contains("Campaign"),
+            "{api:?}: {}",
+            drift[0]
+        );
+        assert!(
+            !alerts.iter().any(|a| a["event"] == "halted"),
+            "{api:?}: {alerts:?}"
+        );
+
+        let hook = Webhook::start().await;
+        let mut u = Under::start(api, Fault::MissingCritical).await;
+        u.alert_to(hook.url());
+        let e = u
+            .job(Hooks::default())
+            .await
+            .run(date, false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code() as u8, 65, "{api:?}: {e}");
+        assert!(e.to_string().contains("CallId"), "{api:?}: {e}");
+        let alerts = hook.alerts();
+        assert_eq!(alerts.len(), 1, "{api:?}: {alerts:?}");
+        assert_eq!(alerts[0]["event"], "halted", "{api:?}");
+        assert_eq!(alerts[0]["severity"], "critical", "{api:?}");
+        let dir = u.day_dir(date);
+        assert!(!dir.join("cdr.csv").exists(), "{api:?}: nothing published");
+        assert!(!dir.join("_manifest.json").exists(), "{api:?}: no manifest");
+        assert_eq!(
+            u.requests(),
+            1,
+            "{api:?}: a halt asks for no new generation"
+        );
     }
 }

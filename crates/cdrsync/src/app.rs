@@ -164,8 +164,8 @@ pub async fn build_job(
     hooks: Hooks,
 ) -> Result<Job, JobError> {
     if matches!(config.cxone.api, crate::config::CxoneApi::Reporting { .. }) {
-        let source = reporting_source(&config).await?;
         let store = open_store(&config)?;
+        let source = reporting_source(&config, &store).await?;
         return assemble(config, None, source, store, progress, hooks).await;
     }
     let cx = &config.cxone;
@@ -230,7 +230,10 @@ pub async fn build_job(
 
 /// The Reporting API source of `config` (`[cxone] api = "reporting"`): its secrets resolved
 /// now (errors name their key); it signs in at its first call.
-async fn reporting_source(config: &Config) -> Result<Arc<dyn crate::source::Source>, JobError> {
+async fn reporting_source(
+    config: &Config,
+    store: &Arc<dyn JobStore>,
+) -> Result<Arc<dyn crate::source::Source>, JobError> {
     let cx = &config.cxone;
     let crate::config::CxoneApi::Reporting {
         access_key_id,
@@ -267,6 +270,8 @@ async fn reporting_source(config: &Config) -> Result<Arc<dyn crate::source::Sour
         },
         api_version: api_version.clone(),
         report_id: config.job.report_id.clone(),
+        gate: crate::governor::gate(config, store),
+        on_retry: Some(crate::observe::retry_hook()),
     };
     Ok(Arc::new(crate::source::reporting::ReportingSource::new(
         setup,

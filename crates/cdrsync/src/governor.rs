@@ -64,6 +64,18 @@ pub fn govern(client: cxone::Client, config: &Config, store: &Arc<dyn JobStore>)
     client.with_gate(Arc::new(gate))
 }
 
+/// The governor's gate when `[cxone] max_requests_per_minute` is set (the Reporting API
+/// source passes it before each of its calls).
+pub fn gate(config: &Config, store: &Arc<dyn JobStore>) -> Option<Arc<dyn cxone::RequestGate>> {
+    let limit = config.cxone.max_requests_per_minute?;
+    Some(Arc::new(StoreGate::new(
+        store.clone(),
+        scope(config),
+        limit,
+        window(),
+    )))
+}
+
 fn window() -> Duration {
     #[cfg(feature = "test-hooks")]
     if let Some(ms) = std::env::var("CDRSYNC_TEST_RATE_WINDOW_MS")

@@ -862,3 +862,94 @@ async fn each_source_keeps_an_added_column_with_a_drift_alert_and_halts_65_on_a_
         );
     }
 }
+
+/// The most requests `times` (ms) put in any `span` ms.
+fn busiest(times: &[u64], span: u64) -> usize {
+    let mut t = times.to_vec();
+    t.sort_unstable();
+    (0..t.len())
+        .map(|i| t[i..].iter().take_while(|&&x| x < t[i] + span).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// `[cxone] max_requests_per_minute` holds for the Reporting API source too: with a limit
+/// of 2 per window (shortened to 600 ms by `CDRSYNC_TEST_RATE_WINDOW_MS`), the report-job
+/// calls and the result-file request the simulator received never put more than 2 in any
+/// window, and the run took the windows that needs. (Sign-in and discovery — three calls
+/// per sign-in — are not governed yet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_governor_holds_for_the_reporting_source() {
+    // A job that runs 1 s: polled every 20 ms it would make ~50 calls without the limit.
+    let r = Reporting::new(ReportingScenario {
+        job_running_ms: 1_000,
+        ..ReportingScenario::default()
+    })
+    .await;
+    let mut text = std::fs::read_to_string(r.config_path()).unwrap();
+    text = text.replace(
+        "max_retries = 4\n",
+        "max_retries = 4\nmax_requests_per_minute = 2\n",
+    );
+    std::fs::write(r.config_path(), text).unwrap();
+    let (limit, window_ms) = (2usize, 600u64);
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args(["run", "--date", DATE, "--config"])
+        .arg(r.config_path())
+        .env("CDRSYNC_LOG", "warn")
+        .env("CDRSYNC_TEST_RATE_WINDOW_MS", window_ms.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    r.assert_published_exactly(day(DATE));
+    let c = r.sim.counters();
+    let times = &c.call_times_ms;
+    assert_eq!(times.len() as u64, c.api_calls + c.file_requests, "{c:?}");
+    assert!(
+        times.len() > 2 * limit,
+        "needs more than two windows: {c:?}"
+    );
+    // A request arrives a little after its slot is taken (more on a busy machine): 150 ms
+    // of the window are left for that. Unlimited, the 20 ms polls put ~5 calls in it.
+    let busiest = busiest(times, window_ms - 150);
+    assert!(
+        busiest <= limit,
+        "{busiest} calls within a window: {times:?}"
+    );
+    let windows = (times.len().div_ceil(limit) - 1) as u64;
+    assert!(
+        took.as_millis() as u64 >= windows * window_ms - 150,
+        "{took:?} for {} calls",
+        times.len()
+    );
+}
+
+/// Each retry of a Reporting API call reaches the run's observer (and so
+/// `cdrsync_http_retries_total{operation="reporting"}`): two 429s, two retries told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_reporting_retry_is_told_to_the_observer() {
+    use cdrsync::observe::{JobEvent, Recorder};
+    let r = Reporting::new(ReportingScenario {
+        throttle_first: 2,
+        ..quick()
+    })
+    .await;
+    let mut job = r.job(Hooks::default()).await;
+    let recorder = std::sync::Arc::new(Recorder::default());
+    job.observer = recorder.clone();
+    let outcome = job.run(day(DATE), false).await;
+    assert!(matches!(outcome, Ok(Outcome::Published(_))), "{outcome:?}");
+    assert_eq!(r.sim.counters().throttled, 2);
+    let retries: Vec<&str> = recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            JobEvent::HttpRetry { operation } => Some(operation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries, vec!["reporting", "reporting"]);
+}

@@ -114,6 +114,16 @@ pub struct ReportingCounters {
     pub file_requests_with_auth: u64,
     pub file_range_requests: u64,
     pub file_expired: u64,
+    /// When each `/inContactAPI/` call and each file request arrived (sign-in and discovery
+    /// not included), milliseconds since the Unix epoch, in arrival order.
+    pub call_times_ms: Vec<u64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 struct Job {
@@ -493,6 +503,7 @@ async fn cxone_configuration(
 fn gate(inner: &Inner, headers: &HeaderMap, version: &str) -> Option<Response> {
     let mut st = inner.lock();
     st.counters.api_calls += 1;
+    st.counters.call_times_ms.push(now_ms());
     if st.throttle_left > 0 {
         st.throttle_left -= 1;
         st.counters.throttled += 1;
@@ -721,6 +732,7 @@ async fn result_file(
 ) -> Response {
     let mut st = inner.lock();
     st.counters.file_requests += 1;
+    st.counters.call_times_ms.push(now_ms());
     if headers.contains_key(header::AUTHORIZATION) {
         st.counters.file_requests_with_auth += 1;
         return error(

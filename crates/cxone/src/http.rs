@@ -15,6 +15,11 @@
 //! first 429. The bearer token goes only to the authorised origin; any other origin (a
 //! `resultFileURL`, a file URI) is fetched without `Authorization`, its query string never
 //! appears in a message and its error bodies are not quoted.
+//!
+//! Like the Data Download client, an [`Http`] may pass a [`crate::RequestGate`] before
+//! every request ([`Http::with_gate`], a shared rate budget) and tell a
+//! [`RetryHook`](crate::RetryHook) of each retry ([`Http::set_retry_hook`], operation
+//! `reporting`).
 
 use crate::client::{classify, content_digest, excerpt, parse_content_range, redirect_policy};
 use crate::retry::{Attempt, Backoff, Failure, Idempotency};
@@ -75,6 +80,10 @@ pub struct Http {
     retry: RetryPolicy,
     /// The only origin that sees the bearer token.
     origin: url::Origin,
+    /// Passed before every request (`with_gate`).
+    gate: Option<Arc<dyn crate::RequestGate>>,
+    /// Told of each retry (`set_retry_hook`).
+    on_retry: Option<crate::RetryHook>,
 }
 
 impl std::fmt::Debug for Http {
@@ -100,7 +109,20 @@ impl Http {
             tokens,
             retry,
             origin: api_base.origin(),
+            gate: None,
+            on_retry: None,
         })
+    }
+
+    /// Passes `gate` before every request (each try of each call, any origin).
+    pub fn with_gate(mut self, gate: Arc<dyn crate::RequestGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Tells `hook` of each retry, with the operation `reporting`.
+    pub fn set_retry_hook(&mut self, hook: crate::RetryHook) {
+        self.on_retry = Some(hook);
     }
 
     /// The connection pool (for calls that need no token, e.g. discovery).
@@ -133,12 +155,20 @@ impl Http {
     {
         let authorised = self.is_authorised(url);
         let (build, http, tokens) = (&build, &self.client, &self.tokens);
+        let (gate, on_retry) = (&self.gate, self.on_retry.as_ref());
         let mut reauthenticated = false;
         loop {
             let mut backoff = Backoff::new(&self.retry);
+            let tries = std::sync::atomic::AtomicU32::new(0);
+            let tries = &tries;
             let (response, used) = self
                 .retry
                 .run(call, idempotency, &mut backoff, || async move {
+                    if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0
+                        && let Some(hook) = on_retry
+                    {
+                        hook("reporting");
+                    }
                     let token = match authorised {
                         true => Some(tokens.bearer().await?),
                         false => None,
@@ -146,6 +176,9 @@ impl Http {
                     let mut request = build(http);
                     if let Some(token) = &token {
                         request = request.bearer_auth(token.expose());
+                    }
+                    if let Some(gate) = gate {
+                        gate.acquire().await?;
                     }
                     let response = request.send().await.map_err(classify)?;
                     match Failure::from_response(&response) {

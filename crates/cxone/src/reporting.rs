@@ -180,6 +180,17 @@ impl ReportingClient {
         Ok(ReportingClient { http, base })
     }
 
+    /// Passes `gate` before every request ([`Http::with_gate`]).
+    pub fn with_gate(mut self, gate: Arc<dyn crate::RequestGate>) -> Self {
+        self.http = self.http.with_gate(gate);
+        self
+    }
+
+    /// Tells `hook` of each retry ([`Http::set_retry_hook`]).
+    pub fn set_retry_hook(&mut self, hook: crate::RetryHook) {
+        self.http.set_retry_hook(hook);
+    }
+
     /// `…/inContactAPI/services/vNN.0/`.
     pub fn base_url(&self) -> &Url {
         &self.base

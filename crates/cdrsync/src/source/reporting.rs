@@ -38,6 +38,11 @@ pub struct ReportingSetup {
     pub api_version: String,
     /// The report whose jobs are started (`[job] report_id`).
     pub report_id: String,
+    /// The rate governor's gate (`[cxone] max_requests_per_minute`), passed before every
+    /// Reporting API call and result-file request.
+    pub gate: Option<Arc<dyn cxone::RequestGate>>,
+    /// Told of each retry of those calls (`cdrsync_http_retries_total`).
+    pub on_retry: Option<cxone::RetryHook>,
 }
 
 /// The Reporting API for one configured job.
@@ -88,13 +93,19 @@ impl Inner {
                         message: "the access token carries no tenant id, so the API host cannot be discovered".into(),
                     })?;
                 let api = discovery.api_endpoint(&tenant).await?;
-                let client = ReportingClient::new(
+                let mut client = ReportingClient::new(
                     s.http.clone(),
                     &api,
                     &s.api_version,
                     tokens,
                     s.retry.clone(),
                 )?;
+                if let Some(hook) = &s.on_retry {
+                    client.set_retry_hook(hook.clone());
+                }
+                if let Some(gate) = &s.gate {
+                    client = client.with_gate(gate.clone());
+                }
                 Ok::<_, cxone::Error>(Arc::new(client))
             })
             .await?;

@@ -160,22 +160,32 @@ pub async fn run(config_path: &Path, out: Out) -> ExitCode {
     for check in secret_checks(&config).await {
         emit(&mut checks, check);
     }
-    let (token_check, store_ok) = token_store_check(&config).await;
-    emit(&mut checks, token_check);
-    let secrets_ok = !checks
-        .iter()
-        .any(|c| c.name.starts_with("secret cxone.") && matches!(c.verdict, Verdict::Fail(_)));
-    emit(
-        &mut checks,
-        if secrets_ok && store_ok {
-            token_check_grant(&config).await
-        } else {
-            Check::skipped(
-                "token endpoint",
-                "the cxone secrets and the refresh-token store",
-            )
-        },
-    );
+    if matches!(config.cxone.api, crate::config::CxoneApi::Reporting { .. }) {
+        // Access keys and discovery instead of a refresh-token store.
+        let secrets_ok = !checks
+            .iter()
+            .any(|c| c.name.starts_with("secret cxone.") && matches!(c.verdict, Verdict::Fail(_)));
+        for check in reporting_checks(&config, secrets_ok).await {
+            emit(&mut checks, check);
+        }
+    } else {
+        let (token_check, store_ok) = token_store_check(&config).await;
+        emit(&mut checks, token_check);
+        let secrets_ok = !checks
+            .iter()
+            .any(|c| c.name.starts_with("secret cxone.") && matches!(c.verdict, Verdict::Fail(_)));
+        emit(
+            &mut checks,
+            if secrets_ok && store_ok {
+                token_check_grant(&config).await
+            } else {
+                Check::skipped(
+                    "token endpoint",
+                    "the cxone secrets and the refresh-token store",
+                )
+            },
+        );
+    }
     emit(&mut checks, clock_check(&config).await);
     let store = match crate::app::open_store(&config) {
         Ok(store) => match probe_store(&config, store.as_ref()).await {
@@ -234,6 +244,15 @@ async fn secret_checks(config: &Config) -> Vec<Check> {
     let mut refs = vec![("cxone.client_secret", &cx.client_secret)];
     if let Some(p) = &cx.password {
         refs.push(("cxone.password", p));
+    }
+    if let crate::config::CxoneApi::Reporting {
+        access_key_id,
+        access_key_secret,
+        ..
+    } = &cx.api
+    {
+        refs.push(("cxone.access_key_id", access_key_id));
+        refs.push(("cxone.access_key_secret", access_key_secret));
     }
     let mut checks: Vec<Check> = Vec::new();
     for (key, reference) in refs {
@@ -437,6 +456,137 @@ async fn token_check_grant(config: &Config) -> Check {
             Check::fail(name, code, e.to_string(), fix)
         }
     }
+}
+
+/// `api = "reporting"`: one access-key sign-in (the password grant at the token endpoint
+/// discovery names) and the discovery of the tenant's API host — what a run does before its
+/// first report job, with few retries. No report job is started.
+async fn reporting_checks(config: &Config, secrets_ok: bool) -> Vec<Check> {
+    const SIGN_IN: &str = "access-key sign-in";
+    const DISCOVERY: &str = "discovery";
+    if !secrets_ok {
+        return vec![
+            Check::skipped(SIGN_IN, "the cxone secrets"),
+            Check::skipped(DISCOVERY, "the access-key sign-in"),
+        ];
+    }
+    let cx = &config.cxone;
+    let crate::config::CxoneApi::Reporting {
+        access_key_id,
+        access_key_secret,
+        issuer,
+        ..
+    } = &cx.api
+    else {
+        return Vec::new();
+    };
+    let resolve = |key: &'static str, reference: String| async move {
+        crate::secrets::resolve_key(key, &reference, &config.base_dir).await
+    };
+    let key = match (
+        resolve("cxone.client_secret", cx.client_secret.to_string()).await,
+        resolve("cxone.access_key_id", access_key_id.to_string()).await,
+        resolve("cxone.access_key_secret", access_key_secret.to_string()).await,
+    ) {
+        (Ok(client_secret), Ok(id), Ok(secret)) => cxone::access_key::AccessKey {
+            client_id: cx.client_id.clone(),
+            client_secret,
+            access_key_id: id.expose().to_string(),
+            access_key_secret: secret,
+        },
+        // Reported by the secret checks above.
+        _ => {
+            return vec![
+                Check::skipped(SIGN_IN, "the cxone secrets"),
+                Check::skipped(DISCOVERY, "the access-key sign-in"),
+            ];
+        }
+    };
+    let retry = cxone::RetryPolicy {
+        max_retries: cx.max_retries.min(1),
+        retry_timeout: Duration::from_secs(30),
+        ..cxone::RetryPolicy::default()
+    };
+    let failed = |name: &str, e: cxone::Error, fix: &str| {
+        let code = crate::exit::api_exit_code(&e);
+        let fix = match code {
+            ExitCode::NoPerm => {
+                "check cxone.client_id, the client secret and the access key (cxone.access_key_id / cxone.access_key_secret) with your CXone administrator"
+            }
+            ExitCode::Unavailable => {
+                "check that cxone.issuer and the hosts it names are reachable from this host (DNS, proxy, firewall) and that CXone is up"
+            }
+            _ => fix,
+        };
+        Check::fail(name, code, e.to_string(), fix)
+    };
+    let setup = cxone::http::build_client(cx.connect_timeout, cx.read_timeout).and_then(|http| {
+        cxone::Discovery::new(http.clone(), issuer.clone(), retry.clone()).map(|d| (http, d))
+    });
+    let (http, discovery) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            return vec![
+                failed(SIGN_IN, e, "correct cxone.issuer"),
+                Check::skipped(DISCOVERY, "the access-key sign-in"),
+            ];
+        }
+    };
+    let signed_in = async {
+        let token_url = discovery.token_endpoint().await?;
+        let tokens = cxone::access_key::AccessKeySource::password_grant(
+            http,
+            token_url.clone(),
+            key,
+            cx.refresh_margin,
+            retry,
+        )?;
+        Ok::<_, cxone::Error>((token_url, tokens.tenant_id().await?))
+    };
+    let tenant = match signed_in.await {
+        Ok((token_url, Some(tenant))) => {
+            let passed = Check::pass(
+                SIGN_IN,
+                format!(
+                    "{} accepted the access key (one password grant)",
+                    cxone::client::redact(&token_url)
+                ),
+            );
+            (passed, tenant)
+        }
+        Ok((token_url, None)) => {
+            return vec![
+                Check::fail(
+                    SIGN_IN,
+                    ExitCode::NoPerm,
+                    format!(
+                        "{} issued a token without a tenant id, so the API host cannot be discovered",
+                        cxone::client::redact(&token_url)
+                    ),
+                    "ask your CXone administrator for an access key of a user of the tenant",
+                ),
+                Check::skipped(DISCOVERY, "a tenant id in the token"),
+            ];
+        }
+        Err(e) => {
+            return vec![
+                failed(SIGN_IN, e, "correct the cxone section of the config"),
+                Check::skipped(DISCOVERY, "the access-key sign-in"),
+            ];
+        }
+    };
+    let (passed, tenant) = tenant;
+    let discovered = match discovery.api_endpoint(&tenant).await {
+        Ok(api) => Check::pass(
+            DISCOVERY,
+            format!(
+                "tenant {tenant}: the Reporting API is at {}",
+                cxone::client::redact(&api)
+            ),
+        ),
+        Err(e) => failed(DISCOVERY, e, "correct cxone.issuer"),
+    };
+    vec![passed, discovered]
 }
 
 /// The local clock against the `Date` header of CXone's answer to a plain GET.

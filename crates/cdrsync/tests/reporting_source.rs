@@ -953,3 +953,74 @@ async fn each_reporting_retry_is_told_to_the_observer() {
         .collect();
     assert_eq!(retries, vec!["reporting", "reporting"]);
 }
+
+/// `cdrsync doctor --log-format json` on this config: (exit code, the doctor checks by name).
+fn doctor(r: &Reporting) -> (i32, BTreeMap<String, serde_json::Value>) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args(["doctor", "--log-format", "json", "--config"])
+        .arg(r.config_path())
+        .env("CDRSYNC_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let checks = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|o| o["event"] == "doctor")
+        .map(|o| (o["check"].as_str().unwrap().to_string(), o))
+        .collect();
+    (out.status.code().unwrap_or(-1), checks)
+}
+
+/// `doctor` with `api = "reporting"` checks the access keys, one sign-in and discovery
+/// (instead of a refresh-token store), starts no report job, and says a wrong access key
+/// secret as exit 77 with discovery skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_access_key_sign_in_and_discovery_for_the_reporting_api() {
+    let r = Reporting::new(quick()).await;
+    let (code, checks) = doctor(&r);
+    assert_eq!(code, 0, "{checks:#?}");
+    for name in [
+        "secret cxone.access_key_id",
+        "secret cxone.access_key_secret",
+        "access-key sign-in",
+        "discovery",
+    ] {
+        assert_eq!(checks[name]["status"], "ok", "{name}: {checks:#?}");
+    }
+    assert!(
+        !checks.contains_key("secret cxone.refresh_token"),
+        "{checks:#?}"
+    );
+    let tenant = &r.sim.scenario().tenant_id;
+    let found = checks["discovery"]["message"].as_str().unwrap();
+    assert!(found.contains(tenant.as_str()), "{found}");
+    assert!(found.contains(&r.sim.base_url()), "{found}");
+    let c = r.sim.counters();
+    assert_eq!(c.token_grants, 1, "one sign-in: {c:?}");
+    assert_eq!(c.discovery_cxone, 1, "{c:?}");
+    assert_eq!(c.jobs_started, 0, "doctor starts no report job: {c:?}");
+    let shown = serde_json::to_string(&checks).unwrap();
+    assert!(
+        !shown.contains(r.sim.scenario().access_key_secret.expose()),
+        "no secret in the report"
+    );
+
+    // A wrong access key secret: the grant is refused.
+    std::fs::write(
+        r.dir.path().join("secrets/access_key_secret"),
+        "not-the-secret",
+    )
+    .unwrap();
+    let (code, checks) = doctor(&r);
+    assert_eq!(code, 77, "{checks:#?}");
+    assert_eq!(checks["access-key sign-in"]["status"], "failed");
+    assert_eq!(checks["access-key sign-in"]["exit_code"], 77);
+    assert_eq!(checks["discovery"]["status"], "skipped");
+    assert!(
+        !serde_json::to_string(&checks)
+            .unwrap()
+            .contains("not-the-secret")
+    );
+    assert_eq!(r.sim.counters().jobs_started, 0);
+}

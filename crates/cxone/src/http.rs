@@ -265,6 +265,14 @@ impl Http {
                 }
                 range
             }
+            // Asked from where our copy ends, and nothing is left: the copy may already be
+            // the whole file (a run killed after its last byte, before the part was marked
+            // verified). A result file announces no size to tell, so take it again from the
+            // start rather than fail the day.
+            416 if offset > 0 => {
+                drop(response);
+                return Box::pin(self.open_part(url, 0)).await;
+            }
             403 | 404 | 410 if !self.is_authorised(url) => {
                 return Err(Error::UrlExpired {
                     url: shown,

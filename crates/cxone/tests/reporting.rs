@@ -169,6 +169,27 @@ async fn a_result_file_resumes_with_range_at_the_offset() {
     s.sim.shutdown().await;
 }
 
+/// A run killed after the file's last byte but before the part was marked verified resumes
+/// at the file's length: the file origin answers 416, and the file is taken again from the
+/// start (offset 0) instead of failing the day.
+#[tokio::test]
+async fn a_resume_at_the_files_end_takes_the_file_again_from_the_start() {
+    let s = setup(ReportingScenario::default()).await;
+    let job = s
+        .client
+        .start_report_job("1234", &Window::utc_day(DAY).unwrap())
+        .await
+        .unwrap();
+    let url = finished_url(&s.client, &job).await;
+    let whole = s.sim.expected_csv(date());
+    let mut part = s.client.open_file(&url, whole.len() as u64).await.unwrap();
+    assert_eq!(part.offset, 0, "from the start");
+    assert_eq!(read_all(&mut part).await, whole.to_vec());
+    let c = s.sim.counters();
+    assert_eq!((c.file_requests, c.file_range_requests), (2, 1));
+    s.sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_failed_job_is_job_failed_and_nothing_is_restarted() {
     let s = setup(ReportingScenario {

@@ -145,7 +145,10 @@ impl TokenEndpoint for PasswordGrant {
         })?;
         let wire: WireToken = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
             call: call.clone(),
-            message: format!("token answer is not the documented JSON: {e}"),
+            message: format!(
+                "token answer is not the documented JSON: {}",
+                crate::error::json_shape_error(&e)
+            ),
         })?;
         if wire.access_token.is_empty() {
             return Err(Error::Protocol {

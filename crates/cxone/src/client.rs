@@ -590,7 +590,10 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     })?;
     serde_json::from_slice(&body).map_err(|e| Error::Protocol {
         call: call.to_string(),
-        message: format!("not the documented JSON: {e}"),
+        message: format!(
+            "not the documented JSON: {}",
+            crate::error::json_shape_error(&e)
+        ),
     })
 }
 

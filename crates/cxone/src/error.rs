@@ -49,3 +49,38 @@ pub enum Error {
     #[error("{call} answered with errorMessage: {message}")]
     Reported { call: String, message: String },
 }
+
+/// Why a JSON answer could not be read, without any of its values: serde's own message
+/// quotes the offending value (`invalid type: string "…"`), which in a token answer or a
+/// files list may be an access token or a pre-signed URL.
+pub(crate) fn json_shape_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Data => "has a field of the wrong type or a missing field",
+        Category::Eof => "ends too early",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod json_tests {
+    #[test]
+    fn a_json_error_never_quotes_a_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Answer {
+            expires_in: u64,
+        }
+        let e =
+            serde_json::from_str::<Answer>(r#"{"expires_in": "secret-token-value"}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("secret-token-value"),
+            "serde quotes it"
+        );
+        let shown = super::json_shape_error(&e);
+        assert!(!shown.contains("secret-token-value"), "{shown}");
+        assert!(shown.contains("wrong type"), "{shown}");
+    }
+}

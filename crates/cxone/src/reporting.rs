@@ -370,7 +370,10 @@ impl ReportingClient {
                 let wire: ContactsWire =
                     serde_json::from_slice(&body).map_err(|e| Error::Protocol {
                         call: call.clone(),
-                        message: format!("not the documented JSON: {e}"),
+                        message: format!(
+                            "not the documented JSON: {}",
+                            crate::error::json_shape_error(&e)
+                        ),
                     })?;
                 Ok(Some(ContactsPage {
                     skip,

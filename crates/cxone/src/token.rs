@@ -400,7 +400,10 @@ impl TokenManager {
                 serde_json::from_slice(&body).map_err(|e| Error::Protocol {
                     call: call.clone(),
                     // serde's message names the field and position, never the value.
-                    message: format!("token answer is not the documented JSON: {e}"),
+                    message: format!(
+                        "token answer is not the documented JSON: {}",
+                        crate::error::json_shape_error(&e)
+                    ),
                 })?;
             if answer.access_token.is_empty() {
                 return Err(Error::Protocol {

@@ -15,9 +15,10 @@ use std::fmt::Write as _;
 
 /// Days shown per job.
 pub const DAYS: usize = 30;
-/// The trailing window of the median band, and how many done days it needs.
-pub const MEDIAN_WINDOW: i64 = 7;
-pub const MEDIAN_MIN_DONE: usize = 3;
+/// The trailing window of the median band, and how many done days it needs: the
+/// completeness check's (the band is drawn from [`crate::completeness::trailing_median`]).
+pub const MEDIAN_WINDOW: i64 = crate::completeness::TRAILING_DAYS;
+pub const MEDIAN_MIN_DONE: usize = crate::completeness::MIN_DONE_DAYS;
 
 /// One job's recent days, as the daemon hands them to [`render`].
 #[derive(Debug, Clone)]
@@ -52,25 +53,16 @@ pub struct Band {
 }
 
 /// The band of `date`, from the rows of done days in `done_rows`; `None` while fewer than
-/// [`MEDIAN_MIN_DONE`] of the previous [`MEDIAN_WINDOW`] days are done.
+/// [`MEDIAN_MIN_DONE`] of the previous [`MEDIAN_WINDOW`] days are done. The median is
+/// [`crate::completeness::trailing_median`] (an even count: the middle mean, rounded down).
 pub fn band(
     done_rows: &BTreeMap<NaiveDate, u64>,
     date: NaiveDate,
     min_fraction: f64,
 ) -> Option<Band> {
-    let mut rows: Vec<u64> = (1..=MEDIAN_WINDOW)
-        .filter_map(|back| done_rows.get(&(date - Duration::days(back))).copied())
-        .collect();
-    if rows.len() < MEDIAN_MIN_DONE {
-        return None;
-    }
-    rows.sort_unstable();
-    let n = rows.len();
-    let median = if n % 2 == 1 {
-        rows[n / 2] as f64
-    } else {
-        (rows[n / 2 - 1] as f64 + rows[n / 2] as f64) / 2.0
-    };
+    // The completeness check's median, so a day marked below the band is one it would halt.
+    let history: Vec<(NaiveDate, u64)> = done_rows.iter().map(|(d, r)| (*d, *r)).collect();
+    let median = crate::completeness::trailing_median(&history, date)? as f64;
     // A fraction outside (0, 1] would make an inverted or infinite band: show the median only.
     let f = if min_fraction > 0.0 && min_fraction <= 1.0 {
         min_fraction
@@ -440,6 +432,29 @@ mod tests {
         let b = band(&done, d("2024-05-05"), 0.25).unwrap();
         assert_eq!(b.median, 250.0);
         assert_eq!((b.low, b.high), (62.5, 1000.0));
+    }
+
+    /// The band's median is the completeness check's: with an odd middle sum (101 + 200)
+    /// both say 150, so a day of 75 rows at min_fraction 0.5 is inside the band and complete.
+    #[test]
+    fn the_band_is_drawn_from_the_completeness_checks_median() {
+        let done: BTreeMap<_, _> = [("2024-05-01", 100), ("2024-05-02", 101)]
+            .into_iter()
+            .chain([("2024-05-03", 200), ("2024-05-04", 201)])
+            .map(|(day, rows)| (d(day), rows))
+            .collect();
+        let date = d("2024-05-05");
+        let history: Vec<_> = done.iter().map(|(d, r)| (*d, *r)).collect();
+        let median = crate::completeness::trailing_median(&history, date);
+        assert_eq!(median, Some(150));
+        let b = band(&done, date, 0.5).unwrap();
+        assert_eq!((b.median, b.low, b.high), (150.0, 75.0, 300.0));
+        assert_eq!(
+            crate::completeness::judge(75, median, 0.5),
+            crate::completeness::Verdict::Complete
+        );
+        assert!(75_f64 >= b.low, "75 rows: inside the band");
+        assert!(74_f64 < b.low, "74 rows: below the band");
     }
 
     #[test]

@@ -646,25 +646,8 @@ pub fn severity(code: ExitCode) -> u8 {
     }
 }
 
-/// The one word naming how a day ended.
-pub(crate) fn outcome_word(result: &Result<Outcome, JobError>) -> &'static str {
-    match result {
-        Ok(Outcome::Published(_)) => "published",
-        Ok(Outcome::AlreadyDone(_)) => "already_done",
-        Err(JobError::NotClosed(_)) => "not_closed",
-        Err(JobError::Waiting { .. }) => "waiting",
-        Err(JobError::LeaseHeld { .. }) => "lease_held",
-        Err(JobError::Incomplete { .. }) => "incomplete",
-        Err(e) => match e.exit_code() {
-            ExitCode::DataHalt => "halted",
-            ExitCode::Unavailable => "unavailable",
-            ExitCode::NoPerm => "auth_failed",
-            ExitCode::Config => "config_error",
-            ExitCode::TempFail => "busy",
-            _ => "failed",
-        },
-    }
-}
+/// The one word naming how a day ended (one function for the CLI, the daemon and metrics).
+pub(crate) use crate::observe::outcome_word;
 
 async fn backfill(
     config_path: &Path,

@@ -90,7 +90,10 @@ pub fn none() -> Arc<dyn Observer> {
     Arc::new(NoObserver)
 }
 
-/// The one word naming how a run of a day ended (the CLI's summary `event`).
+/// The one word naming how a run of a day ended: the CLI's summary `event`, the daemon's
+/// day outcome and the `outcome` label of `cdrsync_runs_total`. A stop by a signal is
+/// `stopped`, a day another run holds is `lease_held` (both exit 75); `busy` is any other
+/// temporary failure (exit 75).
 pub fn outcome_word(result: &Result<Outcome, JobError>) -> &'static str {
     match result {
         Ok(Outcome::Published(_)) => "published",
@@ -98,6 +101,7 @@ pub fn outcome_word(result: &Result<Outcome, JobError>) -> &'static str {
         Err(JobError::NotClosed(_)) => "not_closed",
         Err(JobError::Waiting { .. }) => "waiting",
         Err(JobError::LeaseHeld { .. }) => "lease_held",
+        Err(JobError::Incomplete { .. }) => "incomplete",
         Err(JobError::Stopped { .. }) => "stopped",
         Err(e) => error_word(e.exit_code()),
     }
@@ -175,6 +179,35 @@ mod tests {
             report_id: "default".into(),
             date: chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap(),
         }
+    }
+
+    /// One word for every view: a signal stop is `stopped` and a held lease `lease_held`
+    /// (both exit 75, neither `busy`); an incomplete day is `incomplete`, not `halted`.
+    #[test]
+    fn a_signal_stop_is_stopped_and_a_held_lease_is_lease_held() {
+        let date = key().date;
+        let word = |e: JobError| outcome_word(&Err(e));
+        let stopped = JobError::Stopped {
+            date,
+            signal: crate::job::Signal::Term,
+            state: "polling".into(),
+            request_id: None,
+        };
+        assert_eq!(stopped.exit_code(), ExitCode::TempFail);
+        assert_eq!(word(stopped), "stopped");
+        let held = JobError::LeaseHeld {
+            date,
+            owner: "host-a".into(),
+        };
+        assert_eq!(held.exit_code(), ExitCode::TempFail);
+        assert_eq!(word(held), "lease_held");
+        let incomplete = JobError::Incomplete {
+            date,
+            rows: 0,
+            median: None,
+            min_fraction: 0.5,
+        };
+        assert_eq!(word(incomplete), "incomplete");
     }
 
     #[test]

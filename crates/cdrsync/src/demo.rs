@@ -21,17 +21,30 @@ pub const DEFAULT_ROWS: u64 = 150_000;
 
 /// The demo's config file, pointing at a simulator at `base_url`.
 pub fn demo_toml(base_url: &str) -> String {
-    format!(
-        r#"# Written by `cdrsync demo`: the job against the built-in simulator.
-[cxone]
+    demo_config(
+        "# Written by `cdrsync demo`: the job against the built-in simulator.",
+        &format!(
+            r#"[cxone]
 base_url = "{base_url}"
 client_id = "demo-client"
 client_secret = "file:./secrets/client_secret"
 refresh_token = "file:./secrets/refresh_token"
+"#
+        ),
+        r#"columns = ["CallId", "StartTime", "EndTime", "Duration", "AgentName", "QueueName",
+           "Disposition", "CallDirection", "CustomerNumber", "AgentNumber"]"#,
+    )
+}
 
+/// A demo config: the `comment` line(s), the `[cxone]` block, the `[job]` lines that differ
+/// between the APIs (`job`), then what both share (critical columns, types, loopback
+/// polling, SQLite state, a `dir` sink in `./cdr-out`).
+fn demo_config(comment: &str, cxone: &str, job: &str) -> String {
+    format!(
+        r#"{comment}
+{cxone}
 [job]
-columns = ["CallId", "StartTime", "EndTime", "Duration", "AgentName", "QueueName",
-           "Disposition", "CallDirection", "CustomerNumber", "AgentNumber"]
+{job}
 critical = ["CallId", "StartTime"]
 types = {{ Duration = "int", StartTime = "timestamp", EndTime = "timestamp" }}
 
@@ -176,39 +189,45 @@ pub async fn run(
 
 /// The demo's config for the Reporting API simulator at `base_url` (`--api reporting`).
 pub fn reporting_demo_toml(base_url: &str, client_id: &str) -> String {
+    demo_config(
+        "# Written by `cdrsync demo --api reporting`: the job against the built-in simulator's
+# Reporting API (report jobs; access-key sign-in; token endpoint and API host discovered).",
+        &reporting_cxone(
+            base_url,
+            client_id,
+            [
+                "file:./secrets/client_secret",
+                "file:./secrets/access_key_id",
+                "file:./secrets/access_key_secret",
+            ],
+        ),
+        REPORTING_JOB,
+    )
+}
+
+/// The `[cxone]` block of a config for the Reporting API simulator at `base_url`, with the
+/// secret references `[client_secret, access_key_id, access_key_secret]` (also printed by
+/// `cdrsync sim --api reporting`).
+pub fn reporting_cxone(base_url: &str, client_id: &str, refs: [&str; 3]) -> String {
+    let [client_secret, access_key_id, access_key_secret] = refs;
     format!(
-        r#"# Written by `cdrsync demo --api reporting`: the job against the built-in simulator's
-# Reporting API (report jobs; access-key sign-in; token endpoint and API host discovered).
-[cxone]
+        r#"[cxone]
 api = "reporting"
 base_url = "{base_url}"   # also the discovery issuer
 client_id = "{client_id}"
-client_secret = "file:./secrets/client_secret"
-access_key_id = "file:./secrets/access_key_id"
-access_key_secret = "file:./secrets/access_key_secret"
-
-[job]
-report_id = "1042"   # the Reporting API's numeric report id
-columns = ["CallId", "StartTime", "EndTime", "Duration", "AgentName", "QueueName",
-           "Disposition", "CallDirection", "CustomerNumber", "AgentNumber",
-           "SkillName", "ContactId", "HoldTime", "Transferred", "CallDate"]
-critical = ["CallId", "StartTime"]
-types = {{ Duration = "int", StartTime = "timestamp", EndTime = "timestamp" }}
-
-[poll]
-initial = "100ms"   # loopback only; a real host is never polled faster than every 15 s
-max = "1s"
-stale_after = "1m"
-
-[state]
-url = "sqlite://./cdrsync-state.db"
-
-[sink]
-kind = "dir"
-path = "./cdr-out"
+client_secret = "{client_secret}"
+access_key_id = "{access_key_id}"
+access_key_secret = "{access_key_secret}"
 "#
     )
 }
+
+/// The `[job]` lines of a Reporting API config for the simulator: its report id and every
+/// column it serves.
+pub const REPORTING_JOB: &str = r#"report_id = "1042"   # the Reporting API's numeric report id
+columns = ["CallId", "StartTime", "EndTime", "Duration", "AgentName", "QueueName",
+           "Disposition", "CallDirection", "CustomerNumber", "AgentNumber",
+           "SkillName", "ContactId", "HoldTime", "Transferred", "CallDate"]"#;
 
 /// `cdrsync demo --api reporting`: [`run`] against the Reporting API simulator.
 pub async fn run_reporting(

@@ -147,6 +147,14 @@ pub enum Command {
         /// A scenario TOML file (see cxone-sim's docs).
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// Which CXone API the simulator speaks: the guide's Data Download API, or the
+        /// Reporting API (report jobs, access keys, discovery, result files on a second origin).
+        #[arg(long, default_value = "data-download", value_parser = ["data-download", "reporting"])]
+        api: String,
+        /// With `--api reporting`: where the result-file origin listens [default: a free
+        /// port on the `--listen` IP; its URLs reach the client in each `resultFileURL`].
+        #[arg(long, value_name = "ADDR")]
+        file_listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -301,7 +309,15 @@ async fn dispatch(command: Command, config: &Path, out: Out, progress: ProgressB
         Command::Schema {
             command: SchemaCommand::Check { file },
         } => schema_check(&file, config, out),
-        Command::Sim { listen, scenario } => sim(listen, scenario, out).await,
+        Command::Sim {
+            listen,
+            scenario,
+            api,
+            file_listen,
+        } if api == "reporting" => sim_reporting(listen, file_listen, scenario, out).await,
+        Command::Sim {
+            listen, scenario, ..
+        } => sim(listen, scenario, out).await,
         Command::Daemon { .. } => unreachable!("handled in main"),
     };
     match result {
@@ -913,6 +929,86 @@ async fn sim(
     out.line(
         || format!("cxone-sim listening on {url}"),
         || json!({"event": "listening", "url": url.to_string()}),
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// The environment variables `sim --api reporting` tells a config to read its secrets from.
+pub const SIM_REPORTING_ENV: [&str; 3] = [
+    "CXONE_CLIENT_SECRET",
+    "CXONE_ACCESS_KEY_ID",
+    "CXONE_ACCESS_KEY_SECRET",
+];
+
+/// `sim --api reporting`: the Reporting API simulator on `listen` (its file origin on
+/// `file_listen`, or a free port on the same IP) until Ctrl-C; prints the `[cxone]` and
+/// `[job]` lines of a config that uses it and the environment variables to set.
+async fn sim_reporting(
+    listen: std::net::SocketAddr,
+    file_listen: Option<std::net::SocketAddr>,
+    scenario: Option<PathBuf>,
+    out: Out,
+) -> Result<(), JobError> {
+    let mut sc = cxone_sim::ReportingScenario::default();
+    if let Some(p) = &scenario {
+        sc.data = cxone_sim::Scenario::from_file(p).map_err(|e| JobError::Io {
+            what: format!("scenario {}", p.display()),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    let files = file_listen.unwrap_or(std::net::SocketAddr::new(listen.ip(), 0));
+    let sim = cxone_sim::ReportingSimulator::start_on(listen, files, sc)
+        .await
+        .map_err(|source| JobError::Io {
+            what: format!("listening on {listen} and {files}"),
+            source,
+        })?;
+    let sc = sim.scenario();
+    let (url, files_url) = (sim.base_url(), sim.files_url());
+    let refs = SIM_REPORTING_ENV.map(|name| format!("env:{name}"));
+    let config = format!(
+        "{}\n[job]\n{}\n",
+        crate::demo::reporting_cxone(
+            &url,
+            &sc.data.client_id,
+            refs.each_ref().map(|r| r.as_str())
+        ),
+        crate::demo::REPORTING_JOB
+    );
+    // The built-in access key and client secret are the simulator's public demo values; a
+    // client secret from a scenario file is not echoed.
+    let client_secret = if scenario.is_none() {
+        sc.data.client_secret.expose().to_owned()
+    } else {
+        "(as set in the scenario file)".to_owned()
+    };
+    let env = [
+        client_secret,
+        sc.access_key_id.clone(),
+        sc.access_key_secret.expose().to_owned(),
+    ];
+    out.line(
+        || {
+            let mut text = format!(
+                "cxone-sim (Reporting API) listening on {url}, result files on {files_url}\n\
+                 A config for it (with [poll], [state] and [sink] of your own):\n\n{config}\n\
+                 Set:\n"
+            );
+            for (name, value) in SIM_REPORTING_ENV.iter().zip(&env) {
+                text.push_str(&format!("  export {name}='{value}'\n"));
+            }
+            text.push_str("Ctrl-C to stop.");
+            text
+        },
+        || {
+            json!({
+                "event": "listening", "api": "reporting", "url": url,
+                "token_url": sim.token_url(), "files_url": files_url, "config": config,
+                "env": SIM_REPORTING_ENV,
+            })
+        },
     );
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;

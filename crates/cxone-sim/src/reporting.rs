@@ -223,11 +223,21 @@ impl std::fmt::Debug for ReportingSimulator {
 impl ReportingSimulator {
     /// Starts both listeners on 127.0.0.1 with free ports.
     pub async fn start(sc: ReportingScenario) -> std::io::Result<ReportingSimulator> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(loopback, loopback, sc).await
+    }
+
+    /// Starts the API origin on `api` and the file origin on `files` (port 0: a free one).
+    pub async fn start_on(
+        api: SocketAddr,
+        files: SocketAddr,
+        sc: ReportingScenario,
+    ) -> std::io::Result<ReportingSimulator> {
         sc.data
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let api = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let files = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let api = TcpListener::bind(api).await?;
+        let files = TcpListener::bind(files).await?;
         let inner = Arc::new(Inner {
             tenant: Tenant::new(sc.data.clone()),
             state: Mutex::new(State_ {

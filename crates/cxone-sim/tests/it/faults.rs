@@ -23,6 +23,29 @@ async fn ready(api: &Api, token: &str) -> (String, Vec<Value>) {
     (id, status["files"].as_array().unwrap().clone())
 }
 
+/// A simulator on `scenario`, a client for it, an access token, and the files of one
+/// finished request.
+async fn ready_on(scenario: Scenario) -> (Simulator, Api, String, Vec<Value>) {
+    let sim = Simulator::start(scenario).await.unwrap();
+    let api = Api::new(&sim);
+    let token = api.access().await;
+    let (_, files) = ready(&api, &token).await;
+    (sim, api, token, files)
+}
+
+/// The quick scenario with one fault on part `part` for its first `attempts` downloads.
+fn part_fault(part: u32, kind: PartFaultKind, attempts: u64, at_byte: Option<u64>) -> Scenario {
+    with_faults(Faults {
+        parts: vec![PartFault {
+            part,
+            kind,
+            attempts,
+            at_byte,
+        }],
+        ..Faults::default()
+    })
+}
+
 /// Reads a body to its end; `Err` carries the bytes received before the transport failed.
 async fn read_all(resp: reqwest::Response) -> Result<Vec<u8>, Vec<u8>> {
     let mut out = Vec::new();
@@ -133,20 +156,8 @@ async fn bursts_of_5xx_hit_the_first_calls_of_an_endpoint() {
 
 #[tokio::test]
 async fn a_reset_part_fails_its_first_attempt_then_downloads_whole() {
-    let sim = Simulator::start(with_faults(Faults {
-        parts: vec![PartFault {
-            part: 2,
-            kind: PartFaultKind::Reset,
-            attempts: 1,
-            at_byte: Some(1000),
-        }],
-        ..Faults::default()
-    }))
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
-    let token = api.access().await;
-    let (_, files) = ready(&api, &token).await;
+    let (sim, api, token, files) =
+        ready_on(part_fault(2, PartFaultKind::Reset, 1, Some(1000))).await;
     let url = files[1]["downloadUrl"].as_str().unwrap();
     let got = read_all(api.get_file(Some(&token), url).await).await;
     let partial = got.expect_err("the connection must drop mid-body");
@@ -162,20 +173,8 @@ async fn a_reset_part_fails_its_first_attempt_then_downloads_whole() {
 
 #[tokio::test]
 async fn a_short_body_ends_before_content_length() {
-    let sim = Simulator::start(with_faults(Faults {
-        parts: vec![PartFault {
-            part: 1,
-            kind: PartFaultKind::Short,
-            attempts: 2,
-            at_byte: Some(500),
-        }],
-        ..Faults::default()
-    }))
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
-    let token = api.access().await;
-    let (_, files) = ready(&api, &token).await;
+    let (sim, api, token, files) =
+        ready_on(part_fault(1, PartFaultKind::Short, 2, Some(500))).await;
     let url = files[0]["downloadUrl"].as_str().unwrap();
     for _ in 0..2 {
         let resp = api.get_file(Some(&token), url).await;
@@ -195,20 +194,7 @@ async fn a_short_body_ends_before_content_length() {
 
 #[tokio::test]
 async fn a_flipped_byte_breaks_the_digest_on_the_first_attempt_only() {
-    let sim = Simulator::start(with_faults(Faults {
-        parts: vec![PartFault {
-            part: 3,
-            kind: PartFaultKind::Flip,
-            attempts: 1,
-            at_byte: None,
-        }],
-        ..Faults::default()
-    }))
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
-    let token = api.access().await;
-    let (_, files) = ready(&api, &token).await;
+    let (sim, api, token, files) = ready_on(part_fault(3, PartFaultKind::Flip, 1, None)).await;
     let url = files[2]["downloadUrl"].as_str().unwrap();
     let (headers, bad) = api.download(&token, url).await;
     assert_eq!(bad.len() as u64, files[2]["fileSize"].as_u64().unwrap());
@@ -432,15 +418,11 @@ async fn the_manifest_grows_between_polls() {
 
 #[tokio::test]
 async fn parts_can_live_on_another_origin_behind_presigned_urls() {
-    let sim = Simulator::start(with_faults(Faults {
+    let (sim, api, token, files) = ready_on(with_faults(Faults {
         other_origin: true,
         ..Faults::default()
     }))
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
-    let token = api.access().await;
-    let (_, files) = ready(&api, &token).await;
+    .await;
     let url = files[0]["downloadUrl"].as_str().unwrap();
     let other = sim.other_origin_url().unwrap();
     assert!(url.starts_with(&other) && url.contains("?sig="), "{url}");
@@ -466,22 +448,18 @@ async fn parts_can_live_on_another_origin_behind_presigned_urls() {
 
 #[tokio::test]
 async fn file_names_can_carry_path_traversal() {
-    let sim = Simulator::start(with_faults(Faults {
+    let (sim, _, _, files) = ready_on(with_faults(Faults {
         traversal_file_names: true,
         ..Faults::default()
     }))
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
-    let token = api.access().await;
-    let (_, files) = ready(&api, &token).await;
+    .await;
     assert!(files[0]["fileName"].as_str().unwrap().starts_with("../"));
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn bandwidth_is_capped_per_response() {
-    let sim = Simulator::start(Scenario {
+    let (sim, api, token, files) = ready_on(Scenario {
         rows_per_day: 40,
         faults: Faults {
             bandwidth_bytes_per_sec: Some(20_000),
@@ -489,11 +467,7 @@ async fn bandwidth_is_capped_per_response() {
         },
         ..quick()
     })
-    .await
-    .unwrap();
-    let api = Api::new(&sim);
-    let token = api.access().await;
-    let (_, files) = ready(&api, &token).await;
+    .await;
     let size = files[0]["fileSize"].as_u64().unwrap();
     assert!(size > 4000, "{size}");
     let started = Instant::now();
@@ -513,15 +487,11 @@ async fn bandwidth_is_capped_per_response() {
 #[tokio::test]
 async fn ranges_resume_a_part_unless_disabled() {
     for range_support in [true, false] {
-        let sim = Simulator::start(with_faults(Faults {
+        let (sim, api, token, files) = ready_on(with_faults(Faults {
             range_support,
             ..Faults::default()
         }))
-        .await
-        .unwrap();
-        let api = Api::new(&sim);
-        let token = api.access().await;
-        let (_, files) = ready(&api, &token).await;
+        .await;
         let url = api.url(files[0]["downloadUrl"].as_str().unwrap());
         let (_, whole) = api
             .download(&token, files[0]["downloadUrl"].as_str().unwrap())

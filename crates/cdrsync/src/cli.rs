@@ -913,10 +913,7 @@ async fn sim(
     out: Out,
 ) -> Result<(), JobError> {
     let scenario = match scenario {
-        Some(p) => cxone_sim::Scenario::from_file(&p).map_err(|e| JobError::Io {
-            what: format!("scenario {}", p.display()),
-            source: std::io::Error::other(e.to_string()),
-        })?,
+        Some(p) => sim_scenario(&p)?,
         None => cxone_sim::Scenario::default(),
     };
     let sim = cxone_sim::Simulator::start_on(listen, scenario)
@@ -933,6 +930,14 @@ async fn sim(
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;
     Ok(())
+}
+
+/// `sim --scenario FILE`, read.
+fn sim_scenario(path: &Path) -> Result<cxone_sim::Scenario, JobError> {
+    cxone_sim::Scenario::from_file(path).map_err(|e| JobError::Io {
+        what: format!("scenario {}", path.display()),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// The environment variables `sim --api reporting` tells a config to read its secrets from.
@@ -953,10 +958,7 @@ async fn sim_reporting(
 ) -> Result<(), JobError> {
     let mut sc = cxone_sim::ReportingScenario::default();
     if let Some(p) = &scenario {
-        sc.data = cxone_sim::Scenario::from_file(p).map_err(|e| JobError::Io {
-            what: format!("scenario {}", p.display()),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        sc.data = sim_scenario(p)?;
     }
     let files = file_listen.unwrap_or(std::net::SocketAddr::new(listen.ip(), 0));
     let sim = cxone_sim::ReportingSimulator::start_on(listen, files, sc)

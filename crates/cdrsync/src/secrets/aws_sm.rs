@@ -426,15 +426,8 @@ impl CasDocs for AwsDocs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(vars: &[(&str, &str)]) -> Env {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Arc::new(move |name| map.get(name).map(Into::into))
-    }
+    use crate::secrets::map_env as env;
 
     #[test]
     fn without_explicit_credentials_the_missing_variables_are_named() {

@@ -47,6 +47,16 @@ pub fn process_env() -> Env {
     Arc::new(|name| std::env::var_os(name))
 }
 
+/// A map as an [`Env`], for the backends' tests.
+#[cfg(test)]
+pub(crate) fn map_env(vars: &[(&str, &str)]) -> Env {
+    let map: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Arc::new(move |name| map.get(name).map(Into::into))
+}
+
 /// One scheme of secret reference: reads a secret, and where the scheme can hold a
 /// rotating refresh token, opens a store for it.
 #[async_trait]

@@ -397,15 +397,8 @@ impl CasDocs for VaultDocs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(vars: &[(&str, &str)]) -> Env {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Arc::new(move |name| map.get(name).map(Into::into))
-    }
+    use crate::secrets::map_env as env;
 
     #[test]
     fn missing_settings_are_one_sentence_naming_the_variables() {

@@ -23,6 +23,7 @@
 //! A page is staged as a JSON array of its contacts (`[job] format = "json"`).
 
 use super::datadownload::day_of;
+use super::held::Held;
 use super::{
     FileEntry, Observation, PartResponse, Poll, Readiness, Requested, Source, SourceError, Watch,
 };
@@ -32,7 +33,7 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use cxone::reporting::{ContactsPage, Window};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// `downloadUrl` scheme of a page: `contacts:{date}?skip=…&top=…&rows=…`.
 const SCHEME: &str = "contacts:";
@@ -46,7 +47,7 @@ struct Shared {
     reporting: ReportingSource,
     page_size: u64,
     /// Pages the watcher read in this process, by `downloadUrl`, until they are staged.
-    read: Mutex<HashMap<String, Bytes>>,
+    read: Held,
 }
 
 impl ContactsSource {
@@ -55,7 +56,7 @@ impl ContactsSource {
             shared: Arc::new(Shared {
                 reporting: ReportingSource::new(setup),
                 page_size: u64::from(page_size.max(1)),
-                read: Mutex::new(HashMap::new()),
+                read: Held::default(),
             }),
         }
     }
@@ -177,8 +178,7 @@ impl Source for ContactsSource {
                 message: format!("{:?} is not a contacts/completed page", part.file_name),
             })
         })?;
-        let held = self.shared.read.lock().unwrap().remove(&part.download_url);
-        let body = match held {
+        let body = match self.shared.read.take(&part.download_url) {
             Some(body) => body,
             None => {
                 let client = self.shared.reporting.client().await?;
@@ -235,11 +235,7 @@ impl PageWatch {
                 top,
                 rows: got.contacts.len() as u64,
             };
-            self.shared
-                .read
-                .lock()
-                .unwrap()
-                .insert(page.url(), staged(Some(&got)));
+            self.shared.read.put(page.url(), staged(Some(&got)));
             pages.push(page);
             skip += top;
             next = client.contacts_completed(window, skip, top).await?;
@@ -259,11 +255,7 @@ impl Watch for PageWatch {
             // The 204 on the first page: a zero-row day, its one page already read.
             None => {
                 let pages = pages(date, 0, top);
-                self.shared
-                    .read
-                    .lock()
-                    .unwrap()
-                    .insert(pages[0].url(), staged(None));
+                self.shared.read.put(pages[0].url(), staged(None));
                 pages
             }
             Some(first) => match first.total_records {
@@ -273,11 +265,7 @@ impl Watch for PageWatch {
                     if count as u64 != pages[0].rows {
                         return Err(changed(&pages[0], count));
                     }
-                    self.shared
-                        .read
-                        .lock()
-                        .unwrap()
-                        .insert(pages[0].url(), staged(Some(&first)));
+                    self.shared.read.put(pages[0].url(), staged(Some(&first)));
                     pages
                 }
                 None => self.page_through(&client, &window, date, first).await?,

@@ -19,16 +19,15 @@
 //! own generation and published once, after verification, so a repeated call never
 //! duplicates rows.
 
+use super::held::Held;
 use super::{
     FileEntry, Observation, PartResponse, Poll, Readiness, Requested, Source, SourceError, Watch,
 };
 use crate::source::reporting::{ReportingSetup, ReportingSource};
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::NaiveDate;
 use cxone::reporting::{DataDownload, Window, unique_file_name};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// `downloadUrl` of a part answered inline: `inline:{request id}`.
 const INLINE: &str = "inline:";
@@ -43,7 +42,7 @@ struct Shared {
     /// `saveAsFile=true`: a file URI instead of the CSV in the answer.
     save_as_file: bool,
     /// Inline answers of this process, by request id, until their part is staged.
-    inline: Mutex<HashMap<String, Bytes>>,
+    inline: Held,
 }
 
 impl DatadownloadSource {
@@ -52,7 +51,7 @@ impl DatadownloadSource {
             shared: Arc::new(Shared {
                 reporting: ReportingSource::new(setup),
                 save_as_file,
-                inline: Mutex::new(HashMap::new()),
+                inline: Held::default(),
             }),
         }
     }
@@ -141,8 +140,7 @@ impl Source for DatadownloadSource {
                 other => Ok(other?),
             };
         };
-        let held = self.shared.inline.lock().unwrap().get(request_id).cloned();
-        let csv = match held {
+        let csv = match self.shared.inline.take(request_id) {
             Some(csv) => csv,
             // A run that stopped before the part was staged: the same inline read again.
             None => match self.shared.call(request_id, false).await? {
@@ -157,9 +155,7 @@ impl Source for DatadownloadSource {
         };
         // Always the whole part (offset 0): the downloader starts it again from its start.
         let _ = offset;
-        let response = PartResponse::in_memory(part.download_url.clone(), csv);
-        self.shared.inline.lock().unwrap().remove(request_id);
-        Ok(response)
+        Ok(PartResponse::in_memory(part.download_url.clone(), csv))
     }
 
     async fn list_parts(&self, _request_id: &str) -> Result<Option<Vec<FileEntry>>, SourceError> {
@@ -218,11 +214,7 @@ impl Watch for CallWatch {
                 }]),
             ),
             Ok(DataDownload::Inline { csv, .. }) => {
-                self.shared
-                    .inline
-                    .lock()
-                    .unwrap()
-                    .insert(self.request_id.clone(), csv);
+                self.shared.inline.put(self.request_id.clone(), csv);
                 seen(
                     "INLINE",
                     Readiness::Ready(vec![FileEntry {

@@ -21,6 +21,7 @@ pub use cxone::{FileEntry, PartResponse};
 pub mod contacts;
 pub mod data_download;
 pub mod datadownload;
+mod held;
 pub mod reporting;
 
 pub use data_download::DataDownloadSource;

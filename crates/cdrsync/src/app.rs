@@ -273,9 +273,16 @@ async fn reporting_source(
         gate: crate::governor::gate(config, store),
         on_retry: Some(crate::observe::retry_hook()),
     };
-    Ok(Arc::new(crate::source::reporting::ReportingSource::new(
-        setup,
-    )))
+    use crate::config::cxone::ReportingCall;
+    Ok(match config.cxone.reporting_call {
+        ReportingCall::ReportJob => Arc::new(crate::source::reporting::ReportingSource::new(setup)),
+        ReportingCall::Datadownload { save_as_file } => Arc::new(
+            crate::source::datadownload::DatadownloadSource::new(setup, save_as_file),
+        ),
+        ReportingCall::ContactsCompleted { page_size } => Arc::new(
+            crate::source::contacts::ContactsSource::new(setup, page_size),
+        ),
+    })
 }
 
 /// The job of `config` over `source`, with its store, sinks, archive and alerts.

@@ -20,14 +20,51 @@ use std::path::PathBuf;
 
 const DATE: &str = "2024-05-15";
 
+/// Which Reporting API call a day comes from (`[cxone] reporting_call`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Call {
+    ReportJob,
+    /// `datadownload`; `file`: `datadownload_save_as_file` (a file URI, else inline CSV).
+    Datadownload {
+        file: bool,
+    },
+    /// `contacts/completed`, 150 contacts a page, one page at a time (`concurrency = 1`).
+    Contacts,
+}
+
+impl Call {
+    /// The config lines of `[cxone]` and `[job]` for this call.
+    fn config(self) -> (&'static str, &'static str) {
+        match self {
+            Call::ReportJob => ("", ""),
+            Call::Datadownload { file: true } => ("reporting_call = \"datadownload\"\n", ""),
+            Call::Datadownload { file: false } => (
+                "reporting_call = \"datadownload\"\ndatadownload_save_as_file = false\n",
+                "",
+            ),
+            Call::Contacts => (
+                "reporting_call = \"contacts-completed\"\ncontacts_page_size = 150\n",
+                "format = \"json\"\nconcurrency = 1\n",
+            ),
+        }
+    }
+}
+
 /// A Reporting API simulator and a folder with a config for it.
 struct Reporting {
     sim: ReportingSimulator,
     dir: tempfile::TempDir,
+    call: Call,
+    /// The day's first contact was taken away while it was paged (`shift_contacts_after`).
+    first_row_gone: bool,
 }
 
 impl Reporting {
     async fn new(sc: ReportingScenario) -> Reporting {
+        Reporting::with_call(sc, Call::ReportJob).await
+    }
+
+    async fn with_call(sc: ReportingScenario, call: Call) -> Reporting {
         let sim = ReportingSimulator::start(sc)
             .await
             .expect("simulator starts");
@@ -53,10 +90,10 @@ client_secret = "file:./secrets/client_secret"
 access_key_id = "file:./secrets/access_key_id"
 access_key_secret = "file:./secrets/access_key_secret"
 max_retries = 4
-
+{cxone_call}
 [job]
 report_id = "1042"
-columns = {columns:?}
+{job_call}columns = {columns:?}
 critical = ["CallId", "StartTime"]
 
 [poll]
@@ -73,9 +110,40 @@ path = "./out"
             base = sim.base_url(),
             client_id = sc.data.client_id,
             columns = COLUMNS,
+            cxone_call = call.config().0,
+            job_call = call.config().1,
         );
         std::fs::write(dir.path().join("cdrsync.toml"), config).unwrap();
-        Reporting { sim, dir }
+        Reporting {
+            sim,
+            dir,
+            call,
+            first_row_gone: false,
+        }
+    }
+
+    /// The published rows, from `cdr.csv` or (contacts) `cdr.ndjson`, every value a string.
+    fn published_rows(&self, date: NaiveDate) -> Vec<BTreeMap<String, String>> {
+        if self.call != Call::Contacts {
+            return read_csv(&self.day_dir(date).join("cdr.csv"));
+        }
+        let text = std::fs::read_to_string(self.day_dir(date).join("cdr.ndjson")).unwrap();
+        text.lines()
+            .map(|line| {
+                let row: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(line).unwrap();
+                row.into_iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            serde_json::Value::String(s) => s,
+                            serde_json::Value::Null => String::new(),
+                            other => other.to_string(),
+                        };
+                        (k, v)
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn config_path(&self) -> PathBuf {
@@ -120,18 +188,19 @@ path = "./out"
     /// The day is published exactly once: every row of the simulator's day, each once, in
     /// the configured columns, and the manifest agrees.
     fn assert_published_exactly(&self, date: NaiveDate) {
-        let published: Vec<BTreeMap<String, String>> =
-            read_csv(&self.day_dir(date).join("cdr.csv"))
-                .into_iter()
-                .map(|mut r| {
-                    r.remove("extra_columns");
-                    r
-                })
-                .collect();
+        let published: Vec<BTreeMap<String, String>> = self
+            .published_rows(date)
+            .into_iter()
+            .map(|mut r| {
+                r.remove("extra_columns");
+                r
+            })
+            .collect();
         let expected: Vec<BTreeMap<String, String>> = self
             .sim
             .expected_rows(date)
             .into_iter()
+            .skip(usize::from(self.first_row_gone))
             .map(|r| {
                 r.into_iter()
                     .filter(|(k, _)| COLUMNS.contains(&k.as_str()))
@@ -433,15 +502,27 @@ async fn sigkill_at_random_moments_publishes_each_reporting_day_once_and_whole()
 enum Api {
     DataDownload,
     Reporting,
+    /// The Reporting API's `datadownload` call (a file URI).
+    Datadownload,
+    /// The Reporting API's `contacts/completed` pages.
+    Contacts,
 }
 
 const BOTH: [Api; 2] = [Api::DataDownload, Api::Reporting];
+/// Every source, for the faults all of them can meet.
+const ALL: [Api; 4] = [
+    Api::DataDownload,
+    Api::Reporting,
+    Api::Datadownload,
+    Api::Contacts,
+];
 
 /// A fault both APIs can meet.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
     None,
-    /// The first generation's export / report job FAILS.
+    /// The first generation's export / report job FAILS (`datadownload`: its call answers
+    /// an `errorMessage`; contacts: the day changes while its pages are read).
     FailFirstGeneration,
     /// Two polls answer 429 without `Retry-After`.
     Throttle,
@@ -534,6 +615,30 @@ impl Under {
                 }
                 Under::Reporting(r)
             }
+            Api::Datadownload | Api::Contacts => {
+                let call = match api {
+                    Api::Datadownload => Call::Datadownload { file: true },
+                    _ => Call::Contacts,
+                };
+                let mut sc = quick();
+                if matches!(fault, Fault::AddedColumn | Fault::MissingCritical) {
+                    sc.data.schema = drift_for(fault);
+                }
+                let mut r = Reporting::with_call(sc, call).await;
+                let control = r.sim.control();
+                match (fault, call) {
+                    (Fault::FailFirstGeneration, Call::Contacts) => {
+                        // Page 1 is read by the count; the day changes after it.
+                        control.shift_contacts_after(1);
+                        r.first_row_gone = true;
+                    }
+                    (Fault::FailFirstGeneration, _) => control.fail_next_datadownloads(1),
+                    // Pages slow enough for a token to be revoked between them.
+                    (Fault::Slow, Call::Contacts) => control.delay_contacts_pages(60),
+                    _ => {}
+                }
+                Under::Reporting(r)
+            }
         }
     }
 
@@ -576,7 +681,15 @@ impl Under {
     fn requests(&self) -> u64 {
         match self {
             Under::DataDownload(h) => h.sim.counters().creates,
-            Under::Reporting(r) => r.sim.counters().jobs_started,
+            Under::Reporting(r) => {
+                let c = r.sim.counters();
+                match r.call {
+                    Call::ReportJob => c.jobs_started,
+                    Call::Datadownload { .. } => c.datadownloads,
+                    // Each generation counts the day from its first page.
+                    Call::Contacts => c.contacts_first_pages,
+                }
+            }
         }
     }
 
@@ -620,7 +733,14 @@ impl Under {
     fn polls(&self) -> u64 {
         match self {
             Under::DataDownload(h) => h.sim.counters().status_polls,
-            Under::Reporting(r) => r.sim.counters().job_polls,
+            Under::Reporting(r) => {
+                let c = r.sim.counters();
+                match r.call {
+                    Call::ReportJob => c.job_polls,
+                    Call::Datadownload { .. } => c.datadownloads,
+                    Call::Contacts => c.contacts_pages,
+                }
+            }
         }
     }
 
@@ -661,6 +781,14 @@ impl Under {
         }
     }
 
+    /// The published rows (CSV or NDJSON), every value a string.
+    fn published_rows(&self, date: NaiveDate) -> Vec<BTreeMap<String, String>> {
+        match self {
+            Under::DataDownload(h) => h.published_rows(date),
+            Under::Reporting(r) => r.published_rows(date),
+        }
+    }
+
     /// Every row of the simulator's day published once, in the configured columns.
     fn assert_published_exactly(&self, date: NaiveDate) {
         match self {
@@ -686,7 +814,7 @@ impl Under {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_source_follows_a_failed_generation_with_the_next_published_once() {
-    for api in BOTH {
+    for api in ALL {
         let u = Under::start(api, Fault::FailFirstGeneration).await;
         let date = day(DATE);
         let outcome = u.job(Hooks::default()).await.run(date, false).await;
@@ -726,7 +854,9 @@ async fn each_source_replaces_an_expired_download_url_with_a_fresh_one_from_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_source_reauthenticates_once_after_a_401_mid_run() {
-    for api in BOTH {
+    // `datadownload` makes one API call a day: its 401 case is
+    // `datadownload_reauthenticates_once_after_a_401_between_days`.
+    for api in [Api::DataDownload, Api::Reporting, Api::Contacts] {
         let u = Under::start(api, Fault::Slow).await;
         let date = day(DATE);
         let job = u.job(Hooks::default()).await;
@@ -753,7 +883,7 @@ async fn each_source_reauthenticates_once_after_a_401_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_source_retries_a_429_without_retry_after_and_publishes() {
-    for api in BOTH {
+    for api in ALL {
         let u = Under::start(api, Fault::Throttle).await;
         let date = day(DATE);
         // The Reporting simulator throttles the next calls: the POST then a poll, or two
@@ -803,7 +933,7 @@ async fn each_source_parks_a_stale_request_as_waiting_75_and_the_next_run_resume
 async fn each_source_keeps_an_added_column_with_a_drift_alert_and_halts_65_on_a_missing_critical_one()
  {
     use common::webhook::Webhook;
-    for api in BOTH {
+    for api in ALL {
         let date = day(DATE);
 
         let hook = Webhook::start().await;
@@ -820,7 +950,7 @@ async fn each_source_keeps_an_added_column_with_a_drift_alert_and_halts_65_on_a_
             seen.as_array().unwrap().iter().any(|c| c == "Campaign"),
             "{api:?}: {seen}"
         );
-        let rows = read_csv(&u.day_dir(date).join("cdr.csv"));
+        let rows = u.published_rows(date);
         let extra: serde_json::Value = serde_json::from_str(&rows[0]["extra_columns"]).unwrap();
         assert!(extra["Campaign"].is_string(), "{api:?}: {extra}");
         let alerts = hook.alerts();
@@ -856,6 +986,10 @@ async fn each_source_keeps_an_added_column_with_a_drift_alert_and_halts_65_on_a_
         assert_eq!(alerts[0]["severity"], "critical", "{api:?}");
         let dir = u.day_dir(date);
         assert!(!dir.join("cdr.csv").exists(), "{api:?}: nothing published");
+        assert!(
+            !dir.join("cdr.ndjson").exists(),
+            "{api:?}: nothing published"
+        );
         assert!(!dir.join("_manifest.json").exists(), "{api:?}: no manifest");
         assert_eq!(
             u.requests(),
@@ -1025,4 +1159,218 @@ async fn doctor_checks_the_access_key_sign_in_and_discovery_for_the_reporting_ap
             .contains("not-the-secret")
     );
     assert_eq!(r.sim.counters().jobs_started, 0);
+}
+
+// ---- the `datadownload` call and `contacts/completed` pages ------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datadownload_lands_a_verified_day_from_a_file_uri_or_the_inline_csv() {
+    for file in [true, false] {
+        let r = Reporting::with_call(quick(), Call::Datadownload { file }).await;
+        let date = day(DATE);
+        let outcome = r.run(date).await.expect("published");
+        assert!(matches!(outcome, Outcome::Published(_)), "{file}");
+        r.assert_published_exactly(date);
+        let m = r.manifest(date);
+        assert_eq!(
+            m["request_id"], "2024-05-15/1042-2024-05-15-g1.csv",
+            "{file}"
+        );
+        assert_eq!(m["generation"], 1);
+        let sha = cdrsync::digest::sha256_file(&r.day_dir(date).join("cdr.csv"))
+            .unwrap()
+            .1;
+        assert_eq!(m["sha256"], sha, "{file}");
+        let c = r.sim.counters();
+        assert_eq!(c.datadownloads, 1, "{file}: one call: {c:?}");
+        assert_eq!((c.jobs_started, c.job_polls), (0, 0), "{c:?}");
+        assert_eq!(c.token_grants, 1, "{c:?}");
+        assert_eq!(c.file_requests_with_auth, 0, "{c:?}");
+        // A file URI is fetched from the file origin; the inline CSV needs no request.
+        assert_eq!(c.file_requests, u64::from(file), "{file}: {c:?}");
+
+        let again = r.run(date).await.unwrap();
+        assert!(matches!(again, Outcome::AlreadyDone(_)));
+        assert_eq!(r.sim.counters().datadownloads, 1, "done is done");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datadownload_answering_error_message_every_generation_exits_69_and_publishes_nothing() {
+    let r = Reporting::with_call(quick(), Call::Datadownload { file: true }).await;
+    r.sim
+        .control()
+        .set_datadownload_error(Some("Report has no data source".into()));
+    let date = day(DATE);
+    let e = r.run(date).await.unwrap_err();
+    assert!(matches!(e, JobError::GenerationsExhausted { .. }), "{e}");
+    assert_eq!(e.exit_code() as u8, 69);
+    assert!(e.to_string().contains("errorMessage"), "{e}");
+    let c = r.sim.counters();
+    assert_eq!(c.datadownloads, 3, "max_generations = 3: {c:?}");
+    assert_eq!(c.datadownload_errors, 3, "{c:?}");
+    assert!(!r.day_dir(date).join("_manifest.json").exists());
+}
+
+/// A file URI belongs to one call: once expired, the next generation calls again (with a
+/// new file name) and the day is published once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_datadownload_file_uri_is_called_again_as_the_next_generation() {
+    let r = Reporting::with_call(quick(), Call::Datadownload { file: true }).await;
+    let date = day(DATE);
+    r.stop_after(date, JobState::Downloading).await;
+    r.sim.control().expire_result_urls();
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    assert_eq!(c.datadownloads, 2, "{c:?}");
+    assert!(c.file_expired >= 1, "the stale URI was refused: {c:?}");
+    assert_eq!(
+        c.datadownload_errors, 0,
+        "the new call has a new file name: {c:?}"
+    );
+    let m = r.manifest(date);
+    assert_eq!(m["generation"], 2);
+    assert_eq!(m["request_id"], "2024-05-15/1042-2024-05-15-g2.csv");
+}
+
+/// No idempotency key: the ledger is the guard. A run stopped after the inline answer was
+/// recorded (Downloading) but before its part was staged loses the answer with the
+/// process; the next run calls again for the same generation and publishes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datadownload_retried_in_the_same_generation_publishes_no_row_twice() {
+    let r = Reporting::with_call(quick(), Call::Datadownload { file: false }).await;
+    let date = day(DATE);
+    r.stop_after(date, JobState::Downloading).await;
+    assert_eq!(r.sim.counters().datadownloads, 1);
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    assert_eq!(r.sim.counters().datadownloads, 2, "called again");
+    assert_eq!(r.manifest(date)["generation"], 1, "the same generation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datadownload_reauthenticates_once_after_a_401_between_days() {
+    let r = Reporting::with_call(quick(), Call::Datadownload { file: true }).await;
+    let (first, second) = (day("2024-05-14"), day(DATE));
+    let job = r.job(Hooks::default()).await;
+    job.run(first, false).await.expect("first day published");
+    r.sim.control().revoke_access_tokens();
+    job.run(second, false).await.expect("second day published");
+    r.assert_published_exactly(first);
+    r.assert_published_exactly(second);
+    let c = r.sim.counters();
+    assert_eq!(c.unauthorized, 1, "one 401, then a new token: {c:?}");
+    assert_eq!(c.token_grants, 2, "{c:?}");
+    assert_eq!(c.datadownloads, 2, "one call a day: {c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_pages_land_a_verified_day_each_page_fetched_once() {
+    let r = Reporting::with_call(quick(), Call::Contacts).await;
+    let date = day(DATE);
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    // 500 contacts, 150 a page: 4 pages, the first read by the count and kept.
+    assert_eq!(c.contacts_pages, 4, "{c:?}");
+    assert_eq!(c.contacts_first_pages, 1, "{c:?}");
+    assert_eq!(
+        c.contacts_empty, 0,
+        "totalRecords said where the day ends: {c:?}"
+    );
+    let m = r.manifest(date);
+    let parts = m["parts"].as_array().unwrap();
+    let rows: Vec<u64> = parts.iter().map(|p| p["rows"].as_u64().unwrap()).collect();
+    assert_eq!(rows, vec![150, 150, 150, 50], "{m}");
+    assert!(
+        parts
+            .iter()
+            .all(|p| p["sha256"].as_str().unwrap().len() == 64),
+        "{m}"
+    );
+    assert_eq!(m["request_id"], "2024-05-15/contacts-completed-g1");
+
+    let again = r.run(date).await.unwrap();
+    assert!(matches!(again, Outcome::AlreadyDone(_)));
+    assert_eq!(r.sim.counters().contacts_pages, 4, "done is done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_without_total_records_are_paged_to_the_204_once() {
+    let r = Reporting::with_call(quick(), Call::Contacts).await;
+    r.sim.control().omit_contacts_total(true);
+    let date = day(DATE);
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    assert_eq!(c.contacts_pages, 5, "4 pages and the 204: {c:?}");
+    assert_eq!(c.contacts_empty, 1, "{c:?}");
+    assert_eq!(c.contacts_first_pages, 1, "{c:?}");
+}
+
+/// A 204 on the first page is a day of zero rows: the completeness rule halts it (65)
+/// unless `--accept-incomplete`, which publishes it empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_contacts_day_is_zero_rows_and_halts_without_accept_incomplete() {
+    let date = day(DATE);
+    let mut sc = quick();
+    sc.data.rows_per_date.insert(date, 0);
+    let r = Reporting::with_call(sc, Call::Contacts).await;
+    let e = r.run(date).await.unwrap_err();
+    assert_eq!(e.exit_code() as u8, 65, "{e}");
+    assert!(!r.day_dir(date).join("_manifest.json").exists());
+    assert_eq!(state_of(&r, date).await, "halted");
+    let c = r.sim.counters();
+    assert_eq!((c.contacts_pages, c.contacts_empty), (1, 1), "{c:?}");
+
+    let mut job = r.job(Hooks::default()).await;
+    job.accept_incomplete = true;
+    job.run(date, false).await.expect("published when accepted");
+    let m = r.manifest(date);
+    assert_eq!(m["rows"], 0, "{m}");
+    assert_eq!(
+        r.sim.counters().contacts_pages,
+        1,
+        "the halted day resumes its staged page"
+    );
+}
+
+/// kill -9 between pages: the rerun fetches only the pages not yet verified — no count
+/// again, no earlier page again — and publishes every contact once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_run_killed_after_page_k_resumes_at_page_k_plus_1() {
+    let r = Reporting::with_call(quick(), Call::Contacts).await;
+    r.sim.control().delay_contacts_pages(300);
+    let date = day(DATE);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args(["run", "--date", DATE, "--config"])
+        .arg(r.config_path())
+        .env("CDRSYNC_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Pages 1..3 answered (the count's page 1, then 2 and 3 one at a time); page 4 is
+    // still waiting for its answer when the run is killed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while r.sim.counters().contacts_pages < 3 {
+        assert!(std::time::Instant::now() < deadline, "pages never came");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(r.sim.counters().contacts_pages, 3);
+    assert!(!r.day_dir(date).join("_manifest.json").exists());
+    assert_eq!(state_of(&r, date).await, "downloading");
+    expire_lease(&r, date).await;
+
+    r.sim.control().delay_contacts_pages(0);
+    r.run(date).await.expect("published");
+    r.assert_published_exactly(date);
+    let c = r.sim.counters();
+    assert_eq!(c.contacts_pages, 4, "only page 4 again: {c:?}");
+    assert_eq!(c.contacts_first_pages, 1, "no second count: {c:?}");
 }

@@ -108,6 +108,8 @@ pub struct ReportingCounters {
     pub contacts_pages: u64,
     /// `contacts/completed` answers that were 204.
     pub contacts_empty: u64,
+    /// `contacts/completed` pages asked for at `skip=0` (one per counting of a day).
+    pub contacts_first_pages: u64,
     /// Requests to the file origin; those carrying `Authorization` (refused); with `Range`;
     /// refused as expired.
     pub file_requests: u64,
@@ -152,6 +154,22 @@ struct State_ {
     signed: HashMap<String, Signed>,
     epoch: u64,
     refuse_all_tokens: bool,
+    /// Run-time knobs of the `datadownload` and `contacts/completed` calls.
+    calls: CallKnobs,
+}
+
+/// Knobs of the synchronous calls ([`ReportingControl`]).
+#[derive(Default)]
+struct CallKnobs {
+    /// The next N `datadownload` calls answer 200 with an `errorMessage`.
+    datadownload_errors_left: u32,
+    /// Each `contacts/completed` page answers after this long.
+    contacts_page_delay_ms: u64,
+    /// `contacts/completed` answers carry no `totalRecords`.
+    contacts_without_total: bool,
+    /// After this many pages were answered, the day's first contact is gone (the day
+    /// changed while it was paged: every later `skip` shifts by one).
+    contacts_shift_after: Option<u64>,
 }
 
 struct Inner {
@@ -253,6 +271,7 @@ impl ReportingSimulator {
                 signed: HashMap::new(),
                 epoch: 0,
                 refuse_all_tokens: false,
+                calls: CallKnobs::default(),
             }),
             api: format!("http://{}", api.local_addr()?),
             files: format!("http://{}", files.local_addr()?),
@@ -367,6 +386,28 @@ impl ReportingControl {
     /// `datadownload` answers with this `errorMessage` (None: normally).
     pub fn set_datadownload_error(&self, message: Option<String>) {
         self.inner.lock().datadownload_error = message;
+    }
+
+    /// The next `n` `datadownload` calls answer 200 with an `errorMessage`.
+    pub fn fail_next_datadownloads(&self, n: u32) {
+        self.inner.lock().calls.datadownload_errors_left = n;
+    }
+
+    /// Each `contacts/completed` page answers after `ms` milliseconds.
+    pub fn delay_contacts_pages(&self, ms: u64) {
+        self.inner.lock().calls.contacts_page_delay_ms = ms;
+    }
+
+    /// `contacts/completed` answers without `totalRecords` (while true).
+    pub fn omit_contacts_total(&self, omit: bool) {
+        self.inner.lock().calls.contacts_without_total = omit;
+    }
+
+    /// After `pages` more page answers, the day's first contact disappears (every later
+    /// `skip` shifts by one row).
+    pub fn shift_contacts_after(&self, pages: u64) {
+        let mut st = self.inner.lock();
+        st.calls.contacts_shift_after = Some(st.counters.contacts_pages + pages);
     }
 }
 
@@ -674,6 +715,11 @@ async fn datadownload(
             drop(st);
             return answer_error(message);
         }
+        if st.calls.datadownload_errors_left > 0 {
+            st.calls.datadownload_errors_left -= 1;
+            drop(st);
+            return answer_error("simulated datadownload failure".into());
+        }
         if save_as_file && !st.file_names.insert(file_name.clone()) {
             drop(st);
             return answer_error(format!("A file named {file_name} already exists"));
@@ -710,7 +756,24 @@ async fn contacts(
             .unwrap_or(default)
     };
     let (skip, top) = (num("skip", 0), num("top", 10_000).clamp(1, 10_000));
-    let rows = inner.day_rows(date);
+    let (delay, without_total, shifted) = {
+        let st = inner.lock();
+        let k = &st.calls;
+        let shifted = k
+            .contacts_shift_after
+            .is_some_and(|after| st.counters.contacts_pages >= after);
+        (k.contacts_page_delay_ms, k.contacts_without_total, shifted)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if skip == 0 {
+        inner.lock().counters.contacts_first_pages += 1;
+    }
+    let mut rows = inner.day_rows(date);
+    if shifted && !rows.is_empty() {
+        rows.remove(0);
+    }
     let total = rows.len() as u64;
     if skip >= total {
         let mut st = inner.lock();
@@ -724,8 +787,9 @@ async fn contacts(
         .skip(skip as usize)
         .take(top as usize)
         .collect();
+    let total_records = (!without_total).then_some(total);
     axum::Json(json!({
-        "totalRecords": total,
+        "totalRecords": total_records,
         "completedContacts": page,
         "_links": {
             "next": (skip + top < total).then(|| format!("?skip={}&top={top}", skip + top)),

@@ -103,6 +103,20 @@ impl PartResponse {
         }
     }
 
+    /// A part already held in memory, from its first byte (the Reporting API's inline
+    /// `datadownload` answer, decoded): `offset` 0, its length announced.
+    pub fn in_memory(url: String, body: Bytes) -> Self {
+        let len = body.len() as u64;
+        PartResponse {
+            url,
+            offset: 0,
+            total_length: Some(len),
+            content_digest: None,
+            content_length: Some(len),
+            body: Some(reqwest::Response::from(http::Response::new(body))),
+        }
+    }
+
     /// Next chunk of the body; `None` at its end. A broken body is `Error::Transfer`.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
         let Some(body) = self.body.as_mut() else {

@@ -26,6 +26,9 @@ raw_section! {
         access_key_secret: String = Str,
         issuer: String = Str,
         api_version: String = Str,
+        reporting_call: String = Str,
+        datadownload_save_as_file: bool = Bool,
+        contacts_page_size: u32 = UInt,
     }
 }
 
@@ -58,7 +61,24 @@ pub struct CxoneConfig {
     pub max_requests_per_minute: Option<u32>,
     /// Which CXone API the day comes from (`api`).
     pub api: CxoneApi,
+    /// Which Reporting API call (`reporting_call`; `ReportJob` for the Data Download API).
+    pub reporting_call: ReportingCall,
 }
+
+/// `[cxone] reporting_call`: which Reporting API call a day comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportingCall {
+    /// `report-job` (the default): `POST /report-jobs/{reportId}`, polled to its result file.
+    ReportJob,
+    /// `datadownload`: the synchronous `POST /report-jobs/datadownload/{reportId}`; with
+    /// `datadownload_save_as_file` a file URI, otherwise the CSV in the answer.
+    Datadownload { save_as_file: bool },
+    /// `contacts-completed`: `GET /contacts/completed`, `contacts_page_size` contacts a page.
+    ContactsCompleted { page_size: u32 },
+}
+
+/// The page size `contacts/completed` is asked for unless configured.
+pub const DEFAULT_CONTACTS_PAGE_SIZE: u32 = 10_000;
 
 /// `[cxone] api`: the guide's Data Download API (the default) or the Reporting API.
 #[derive(Debug, Clone)]
@@ -174,6 +194,13 @@ impl RawCxone {
                 }
             }
         }
+        let reporting_call = reporting_call(
+            raw.reporting_call.as_deref(),
+            raw.datadownload_save_as_file,
+            raw.contacts_page_size,
+            &api,
+            origins,
+        )?;
         let refresh_token = match (&api, raw.refresh_token) {
             (_, Some(t)) => Some(
                 secrets::check_token_store_reference(&t)
@@ -228,8 +255,83 @@ impl RawCxone {
             max_retries: raw.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             max_requests_per_minute: raw.max_requests_per_minute,
             api,
+            reporting_call,
         })
     }
+}
+
+impl ReportingCall {
+    /// `job.format` must be what this call answers with: the `datadownload` CSV, the JSON
+    /// pages of `contacts/completed` (report jobs keep their own rule).
+    pub(super) fn check_format(
+        self,
+        format: cdr_normalise::Format,
+        origins: &Origins,
+    ) -> Result<(), ConfigError> {
+        use cdr_normalise::Format;
+        let (call, want, name) = match self {
+            ReportingCall::Datadownload { .. } => ("datadownload", Format::Csv, "csv"),
+            ReportingCall::ContactsCompleted { .. } => ("contacts-completed", Format::Json, "json"),
+            ReportingCall::ReportJob => return Ok(()),
+        };
+        if format == want {
+            return Ok(());
+        }
+        Err(origins.invalid(
+            "job.format",
+            format!("must be `{name}` when cxone.reporting_call = \"{call}\""),
+        ))
+    }
+}
+
+/// `reporting_call` and the keys of each call, checked against `api`.
+fn reporting_call(
+    call: Option<&str>,
+    save_as_file: Option<bool>,
+    page_size: Option<u32>,
+    api: &CxoneApi,
+    origins: &Origins,
+) -> Result<ReportingCall, ConfigError> {
+    let reporting = matches!(api, CxoneApi::Reporting { .. });
+    if !reporting && call.is_some() {
+        return Err(origins.invalid("cxone.reporting_call", "is for api = \"reporting\" only"));
+    }
+    let call = match call.unwrap_or("report-job") {
+        "report-job" => ReportingCall::ReportJob,
+        "datadownload" => ReportingCall::Datadownload {
+            save_as_file: save_as_file.unwrap_or(true),
+        },
+        "contacts-completed" => ReportingCall::ContactsCompleted {
+            page_size: match page_size {
+                None => DEFAULT_CONTACTS_PAGE_SIZE,
+                Some(n @ 1..=10_000) => n,
+                Some(_) => {
+                    return Err(
+                        origins.invalid("cxone.contacts_page_size", "must be between 1 and 10000")
+                    );
+                }
+            },
+        },
+        _ => {
+            return Err(origins.invalid(
+                "cxone.reporting_call",
+                "must be \"report-job\", \"datadownload\" or \"contacts-completed\"",
+            ));
+        }
+    };
+    if save_as_file.is_some() && !matches!(call, ReportingCall::Datadownload { .. }) {
+        return Err(origins.invalid(
+            "cxone.datadownload_save_as_file",
+            "is for reporting_call = \"datadownload\" only",
+        ));
+    }
+    if page_size.is_some() && !matches!(call, ReportingCall::ContactsCompleted { .. }) {
+        return Err(origins.invalid(
+            "cxone.contacts_page_size",
+            "is for reporting_call = \"contacts-completed\" only",
+        ));
+    }
+    Ok(call)
 }
 
 #[cfg(test)]
@@ -313,6 +415,108 @@ mod tests {
                 "`cxone.issuer` is for api = \"reporting\" only",
             ),
         ]);
+    }
+
+    /// The keys of `api = "reporting"` with an access key, plus `extra`.
+    fn reporting_with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut pairs = vec![
+            ("cxone.api", "\"reporting\""),
+            ("cxone.access_key_id", "\"env:AK\""),
+            ("cxone.access_key_secret", "\"env:AKS\""),
+            ("job.report_id", "\"1042\""),
+        ];
+        pairs.extend_from_slice(extra);
+        pairs
+    }
+
+    #[test]
+    fn each_invalid_reporting_call_value_is_named() {
+        let bad_call = reporting_with(&[("cxone.reporting_call", "\"soap\"")]);
+        let file_without_call = reporting_with(&[("cxone.datadownload_save_as_file", "false")]);
+        let not_bool = reporting_with(&[
+            ("cxone.reporting_call", "\"datadownload\""),
+            ("cxone.datadownload_save_as_file", "\"yes\""),
+        ]);
+        let page_zero = reporting_with(&[
+            ("cxone.reporting_call", "\"contacts-completed\""),
+            ("cxone.contacts_page_size", "0"),
+        ]);
+        let page_without_call = reporting_with(&[
+            ("cxone.reporting_call", "\"datadownload\""),
+            ("cxone.contacts_page_size", "100"),
+        ]);
+        let contacts_as_csv = reporting_with(&[("cxone.reporting_call", "\"contacts-completed\"")]);
+        let datadownload_as_json = reporting_with(&[
+            ("cxone.reporting_call", "\"datadownload\""),
+            ("job.format", "\"json\""),
+        ]);
+        assert_each_named(&[
+            (
+                &[("cxone.reporting_call", "\"datadownload\"")],
+                "`cxone.reporting_call` is for api = \"reporting\" only",
+            ),
+            (
+                &bad_call,
+                "`cxone.reporting_call` must be \"report-job\", \"datadownload\" or \"contacts-completed\"",
+            ),
+            (
+                &file_without_call,
+                "`cxone.datadownload_save_as_file` is for reporting_call = \"datadownload\" only",
+            ),
+            (
+                &not_bool,
+                "`cxone.datadownload_save_as_file` must be true or false",
+            ),
+            (
+                &page_zero,
+                "`cxone.contacts_page_size` must be between 1 and 10000",
+            ),
+            (
+                &page_without_call,
+                "`cxone.contacts_page_size` is for reporting_call = \"contacts-completed\" only",
+            ),
+            (
+                &contacts_as_csv,
+                "`job.format` must be `json` when cxone.reporting_call = \"contacts-completed\"",
+            ),
+            (
+                &datadownload_as_json,
+                "`job.format` must be `csv` when cxone.reporting_call = \"datadownload\"",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn the_reporting_call_defaults_to_report_jobs_and_datadownload_to_a_file() {
+        use crate::config::cxone::ReportingCall;
+        let load = |extra: &[(&str, &str)]| load_str(&with(&reporting_with(extra))).unwrap();
+        assert_eq!(load(&[]).cxone.reporting_call, ReportingCall::ReportJob);
+        assert_eq!(
+            load(&[("cxone.reporting_call", "\"datadownload\"")])
+                .cxone
+                .reporting_call,
+            ReportingCall::Datadownload { save_as_file: true }
+        );
+        assert_eq!(
+            load(&[
+                ("cxone.reporting_call", "\"datadownload\""),
+                ("cxone.datadownload_save_as_file", "false"),
+            ])
+            .cxone
+            .reporting_call,
+            ReportingCall::Datadownload {
+                save_as_file: false
+            }
+        );
+        assert_eq!(
+            load(&[
+                ("cxone.reporting_call", "\"contacts-completed\""),
+                ("job.format", "\"json\""),
+            ])
+            .cxone
+            .reporting_call,
+            ReportingCall::ContactsCompleted { page_size: 10_000 }
+        );
     }
 
     #[test]

@@ -789,6 +789,7 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
             "must be the Reporting API's numeric report id when cxone.api = \"reporting\"",
         ));
     }
+    cxone.reporting_call.check_format(job.format, origins)?;
     let poll = raw.poll.validate(is_loopback(&cxone.base_url), origins)?;
     let state = raw.state.validate(base_dir, origins)?;
     let sinks = sink::validate(raw.sink, base_dir, job.format, origins)?;

@@ -10,13 +10,18 @@
 //! `crate::exit` maps to an exit code.
 //!
 //! Implementations: [`DataDownloadSource`] (the guide's Data Download API,
-//! `cxone::Client`) and [`reporting::ReportingSource`] (the Reporting API's report jobs).
+//! `cxone::Client`) and [`reporting::ReportingSource`] (the Reporting API's report jobs),
+//! [`datadownload::DatadownloadSource`] (its synchronous `datadownload` call) and
+//! [`contacts::ContactsSource`] (`contacts/completed`, one part per page).
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
 pub use cxone::{FileEntry, PartResponse};
 
+pub mod contacts;
 pub mod data_download;
+pub mod datadownload;
+mod held;
 pub mod reporting;
 
 pub use data_download::DataDownloadSource;

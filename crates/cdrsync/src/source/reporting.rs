@@ -65,8 +65,14 @@ impl ReportingSource {
         }
     }
 
-    async fn client(&self) -> Result<Arc<ReportingClient>, SourceError> {
+    /// The signed-in client (shared with the other Reporting API calls' sources).
+    pub(super) async fn client(&self) -> Result<Arc<ReportingClient>, SourceError> {
         self.inner.client().await
+    }
+
+    /// The report id of `[job] report_id`.
+    pub(super) fn report_id(&self) -> &str {
+        &self.inner.setup.report_id
     }
 }
 

@@ -124,8 +124,13 @@ struct Row {
 }
 
 fn row() -> impl Strategy<Value = Row> {
+    row_with(value())
+}
+
+/// A row of cells drawn from `value`.
+fn row_with(value: impl Strategy<Value = String>) -> impl Strategy<Value = Row> {
     (
-        prop::collection::vec((value(), quote()), 4),
+        prop::collection::vec((value, quote()), 4),
         prop_oneof![40 => Just(0u8), 20 => Just(1), 1 => Just(2), 3 => Just(3), 3 => Just(4)],
         prop_oneof![100 => Just(None), 1 => Just(Some(true)), 1 => Just(Some(false))],
         prop::bool::weighted(0.005),
@@ -149,10 +154,15 @@ struct Part {
 }
 
 fn part() -> impl Strategy<Value = Part> {
+    part_with(row())
+}
+
+/// A part of rows drawn from `row`.
+fn part_with(row: impl Strategy<Value = Row>) -> impl Strategy<Value = Part> {
     (
         0u8..9,
         prop::bool::weighted(0.2),
-        prop::collection::vec(row(), 0..12),
+        prop::collection::vec(row, 0..12),
         prop::bool::weighted(0.8),
     )
         .prop_map(|(header, bom, rows, final_newline)| Part {
@@ -237,6 +247,17 @@ proptest! {
         parts in prop::collection::vec(part(), 1..4),
         critical in any::<bool>(),
         chunk in prop_oneof![Just(256 * 1024), 8usize..400],
+    ) {
+        let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
+        assert_same(&schema(critical), &parts, chunk);
+    }
+
+    /// Rows and fields longer than a 64-byte block and than the read buffer.
+    #[test]
+    fn long_fields_fast_path_equals_general_path(
+        parts in prop::collection::vec(part_with(row_with(long_value())), 1..3),
+        critical in any::<bool>(),
+        chunk in prop_oneof![Just(256 * 1024), 8usize..200],
     ) {
         let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
         assert_same(&schema(critical), &parts, chunk);
@@ -434,6 +455,14 @@ proptest! {
     ) {
         assert_same_json(&schema(critical), &parts);
     }
+    /// Parts whose lines mostly share one key order: the NDJSON shape check.
+    #[test]
+    fn ndjson_shape_check_equals_general_path(
+        parts in prop::collection::vec(shaped_json_part(), 1..4),
+        critical in any::<bool>(),
+    ) {
+        assert_same_json(&schema(critical), &parts);
+    }
 }
 
 #[test]
@@ -473,51 +502,6 @@ fn long_value() -> impl Strategy<Value = String> {
         1 => "[a-z,\"\r\n\u{e9}\u{1F600} ]{0,130}",
         1 => value(),
     ]
-}
-
-fn long_row() -> impl Strategy<Value = Row> {
-    (
-        prop::collection::vec((long_value(), quote()), 4),
-        prop_oneof![40 => Just(0u8), 20 => Just(1), 1 => Just(2), 3 => Just(3), 3 => Just(4)],
-        prop_oneof![100 => Just(None), 1 => Just(Some(true)), 1 => Just(Some(false))],
-        prop::bool::weighted(0.005),
-    )
-        .prop_map(|(cells, end, ragged, bad_utf8)| Row {
-            cells,
-            end,
-            ragged,
-            bad_utf8,
-        })
-}
-
-fn long_part() -> impl Strategy<Value = Part> {
-    (
-        0u8..9,
-        prop::bool::weighted(0.2),
-        prop::collection::vec(long_row(), 0..12),
-        prop::bool::weighted(0.8),
-    )
-        .prop_map(|(header, bom, rows, final_newline)| Part {
-            header,
-            bom,
-            rows,
-            final_newline,
-        })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
-
-    /// Rows and fields longer than a 64-byte block and than the read buffer.
-    #[test]
-    fn long_fields_fast_path_equals_general_path(
-        parts in prop::collection::vec(long_part(), 1..3),
-        critical in any::<bool>(),
-        chunk in prop_oneof![Just(256 * 1024), 8usize..200],
-    ) {
-        let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
-        assert_same(&schema(critical), &parts, chunk);
-    }
 }
 
 /// Every record of this part takes the fast path whatever the buffer size, and the output
@@ -650,18 +634,6 @@ fn shaped_json_part() -> impl Strategy<Value = Vec<u8>> {
             }
             out
         })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
-
-    #[test]
-    fn ndjson_shape_check_equals_general_path(
-        parts in prop::collection::vec(shaped_json_part(), 1..4),
-        critical in any::<bool>(),
-    ) {
-        assert_same_json(&schema(critical), &parts);
-    }
 }
 
 /// The property above is only worth something if the shape check does take rows.

@@ -6,13 +6,13 @@
 # a loaded machine disturbs much less), the load average, and checks that old, new and
 # general wrote byte-identical output.
 #
-#   bench/merge.sh                      # ROWS=1000000 ROUNDS=5 BASE=6d97ffa
+#   bench/merge.sh                      # ROWS=1000000 ROUNDS=5 BASE=2c8aa97
 #   ROWS=200000 ROUNDS=3 bench/merge.sh
 set -euo pipefail
 
 ROWS=${ROWS:-1000000}
 ROUNDS=${ROUNDS:-5}
-BASE=${BASE:-6d97ffa}
+BASE=${BASE:-2c8aa97}
 root=$(git rev-parse --show-toplevel)
 target=${CARGO_TARGET_DIR:-$root/target}
 work=$(mktemp -d)

@@ -2,11 +2,12 @@
 //!
 //! Two paths produce the same bytes and the same report:
 //! - the *fast path*, taken when a part's header is exactly the configured columns in order
-//!   (no extra, missing or reordered column): the part is scanned in large buffers with
-//!   `memchr` for `,`, `"` and line ends, and each record is copied through as it is (plus the
-//!   empty `extra_columns` cell), re-quoting only where the output's quoting differs from the
-//!   input's. Rows are counted and typed/critical columns checked in place; nothing is
-//!   allocated per row. Anything unusual (a quote inside an unquoted field, text after a
+//!   (no extra, missing or reordered column): the part is read in large buffers, each
+//!   buffer is checked as UTF-8 once, and its `,` `"` LF and CR bytes are found 64 at a time
+//!   as a bit mask (SSE2 on x86_64, [`Tokens`]); nothing else is looked at byte by byte.
+//!   Each record is copied through as it is (plus the empty `extra_columns` cell), dropping
+//!   only the quotes of fields that do not need them. Rows are counted and only the typed
+//!   fields are located and checked; nothing is allocated per row. Anything unusual (a quote inside an unquoted field, text after a
 //!   closing quote, a lone CR, a ragged row, invalid UTF-8, a critical type violation)
 //!   hands the rest of the part, from that record on, to the general path, which decides.
 //! - the *general path*: each record is read with `csv`'s [`ByteRecord`] into one reused
@@ -45,20 +46,13 @@ pub(crate) struct CsvOut<W: Write> {
     chunk: usize,
     /// Rows that took the fast path, all parts together.
     fast_rows: u64,
-    /// The fast path's fields of the current record: output byte range, value byte range.
-    fields: Vec<Field>,
+    /// The fast path's checked values of the current record (by check), and the quotes it
+    /// drops from the output.
+    values: Vec<Value>,
+    drops: Vec<usize>,
+    conformer: types::Conformer,
     record: ByteRecord,
     extra: Vec<u8>,
-}
-
-/// One field of a record in the fast path's input buffer.
-#[derive(Clone, Copy)]
-struct Field {
-    /// What to write: the raw field, or its content when its quotes are not needed.
-    out: (usize, usize),
-    /// The value as received, still escaped (`""`) when `escaped`.
-    value: (usize, usize),
-    escaped: bool,
 }
 
 impl<W: Write> CsvOut<W> {
@@ -71,7 +65,9 @@ impl<W: Write> CsvOut<W> {
             input: Vec::new(),
             chunk: BUFFER,
             fast_rows: 0,
-            fields: Vec::new(),
+            values: Vec::new(),
+            drops: Vec::new(),
+            conformer: types::Conformer::default(),
             record: ByteRecord::new(),
             extra: Vec::new(),
         }
@@ -260,9 +256,8 @@ impl<W: Write> CsvOut<W> {
         scan: &mut Scan,
         tally: &mut Tally,
     ) -> Result<bool, Halt> {
-        let mut has_cr = memchr(b'\r', &input[scan.pos..]).is_some();
         loop {
-            match self.fast_chunk(schema, plan, name, input, *eof, has_cr, scan, tally)? {
+            match self.fast_chunk(schema, plan, name, input, *eof, scan, tally)? {
                 Chunk::Done => return Ok(true),
                 Chunk::Bail => return Ok(false),
                 Chunk::NeedMore => {
@@ -276,13 +271,15 @@ impl<W: Write> CsvOut<W> {
                         part: name.to_owned(),
                         source,
                     })?;
-                    has_cr = memchr(b'\r', input).is_some();
                 }
             }
         }
     }
 
     /// Scans whole records of `input` from `scan.pos`.
+    ///
+    /// The record's special bytes (`,` `"` LF CR) come from [`Tokens`], 64 bytes at a time;
+    /// the bytes between them are never looked at, except by one UTF-8 check of the buffer.
     #[allow(clippy::too_many_arguments)]
     fn fast_chunk(
         &mut self,
@@ -291,13 +288,21 @@ impl<W: Write> CsvOut<W> {
         name: &str,
         input: &[u8],
         eof: bool,
-        has_cr: bool,
         scan: &mut Scan,
         tally: &mut Tally,
     ) -> Result<Chunk, Halt> {
         let data = input;
         let len = data.len();
         let width = plan.width;
+        // Bytes before `valid_to` are valid UTF-8 (record boundaries are ASCII, so a record
+        // is valid exactly when it ends by then).
+        let valid_to = match std::str::from_utf8(&data[scan.pos..]) {
+            Ok(_) => len,
+            Err(error) => scan.pos + error.valid_up_to(),
+        };
+        let mut tokens = Tokens::new(data, scan.pos);
+        self.values.clear();
+        self.values.resize(plan.checks.len(), Value::default());
         loop {
             self.maybe_drain()?;
             // Blank lines between records are skipped, as `csv` does.
@@ -315,103 +320,112 @@ impl<W: Write> CsvOut<W> {
                 }
                 return Ok(Chunk::NeedMore);
             }
-            self.fields.clear();
-            let mut raw = true;
+            tokens.seek(rs);
+            // Quotes of fields that do not need them, dropped from the output.
+            self.drops.clear();
+            let mut fields = 0;
             let mut fs = rs;
             // The record's end: (end of its last field, terminator byte or `len` at EOF).
             let (last, term) = loop {
-                // Each field: what it is, where its raw text ends, the byte after it, and
-                // where the record's terminator would be if it is the last.
-                let (field, raw_end, next, term);
+                let (value, raw_end, next);
                 if data.get(fs) == Some(&b'"') {
-                    let mut q = fs + 1;
+                    let first = tokens.next();
+                    debug_assert_eq!(first, Some(fs));
                     let mut escaped = false;
+                    let mut special = false;
                     let close = loop {
-                        let Some(i) = memchr(b'"', &data[q..]) else {
+                        let Some(at) = tokens.next() else {
                             // Unterminated at the end of the part: the general path decides.
                             return Ok(if eof { Chunk::Bail } else { Chunk::NeedMore });
                         };
-                        let at = q + i;
-                        if at + 1 == len && !eof {
-                            return Ok(Chunk::NeedMore);
+                        match data[at] {
+                            b'"' => {
+                                if at + 1 == len {
+                                    if !eof {
+                                        return Ok(Chunk::NeedMore);
+                                    }
+                                    break at;
+                                }
+                                if data[at + 1] == b'"' {
+                                    escaped = true;
+                                    tokens.next();
+                                    continue;
+                                }
+                                break at;
+                            }
+                            b'\n' => {
+                                special = true;
+                                newlines += 1;
+                            }
+                            _ => special = true,
                         }
-                        if at + 1 < len && data[at + 1] == b'"' {
-                            escaped = true;
-                            q = at + 2;
-                            continue;
-                        }
-                        break at;
                     };
-                    let content = (fs + 1, close);
-                    let (special, lf) = specials(&data[content.0..content.1]);
-                    newlines += lf;
-                    let keep_quotes = escaped || special;
-                    raw &= keep_quotes;
-                    field = Field {
-                        out: if keep_quotes {
-                            (fs, close + 1)
-                        } else {
-                            content
-                        },
-                        value: content,
+                    if !(escaped || special) {
+                        self.drops.push(fs);
+                        self.drops.push(close);
+                    }
+                    value = Value {
+                        start: fs + 1,
+                        end: close,
                         escaped,
                     };
                     raw_end = close + 1;
                     next = close + 1;
-                    term = next;
-                    if next < len && !matches!(data[next], b',' | b'\n' | b'\r') {
-                        return Ok(Chunk::Bail);
+                    if next < len {
+                        if !matches!(data[next], b',' | b'\n' | b'\r') {
+                            return Ok(Chunk::Bail);
+                        }
+                        // The separator or terminator just after the closing quote.
+                        tokens.next();
                     }
                 } else {
-                    let mut end = match find_unquoted_end(&data[fs..]) {
-                        Some(i) if data[fs + i] == b'"' => return Ok(Chunk::Bail),
-                        Some(i) => fs + i,
+                    let end = match tokens.next() {
                         None if eof => len,
                         None => return Ok(Chunk::NeedMore),
-                    };
-                    next = end;
-                    if has_cr {
-                        if let Some(i) = memchr(b'\r', &data[fs..end]) {
+                        Some(at) => match data[at] {
+                            b'"' => return Ok(Chunk::Bail),
                             // Only CRLF is taken here; a lone CR ends a record in `csv`.
-                            if fs + i + 1 != end || end == len || data[end] != b'\n' {
-                                return Ok(Chunk::Bail);
+                            b'\r' if at + 1 == len && !eof => return Ok(Chunk::NeedMore),
+                            b'\r' if at + 1 == len || data[at + 1] != b'\n' => {
+                                return Ok(Chunk::Bail)
                             }
-                            end = fs + i;
-                        }
-                    }
-                    field = Field {
-                        out: (fs, end),
-                        value: (fs, end),
+                            _ => at,
+                        },
+                    };
+                    value = Value {
+                        start: fs,
+                        end,
                         escaped: false,
                     };
                     raw_end = end;
-                    term = end;
+                    next = end;
                 }
-                self.fields.push(field);
-                if self.fields.len() > width {
+                if let Some(&slot) = plan.check_slots.get(fields) {
+                    if slot != NO_CHECK {
+                        self.values[slot] = value;
+                    }
+                }
+                fields += 1;
+                if fields > width {
                     return Ok(Chunk::Bail);
                 }
                 if next < len && data[next] == b',' {
                     fs = next + 1;
                     continue;
                 }
-                break (raw_end, term);
+                break (raw_end, next);
             };
-            if self.fields.len() != width {
+            if fields != width || last > valid_to {
                 return Ok(Chunk::Bail);
             }
-            let text = &data[rs..last];
-            if !text.is_ascii() && std::str::from_utf8(text).is_err() {
-                return Ok(Chunk::Bail);
-            }
-            for &(pos, field, ty) in &plan.checks {
-                let f = self.fields[field];
-                let value = &data[f.value.0..f.value.1];
+            for (slot, &(pos, _, ty)) in plan.checks.iter().enumerate() {
+                let v = self.values[slot];
+                let value = &data[v.start..v.end];
                 // An escaped value holds a `"`, which only a string accepts.
-                let conforms = if f.escaped {
+                let conforms = if v.escaped {
                     ty == ColumnType::String
                 } else {
-                    types::conforms(ty, value)
+                    self.conformer.conforms(ty, value)
                 };
                 if value.is_empty() || conforms {
                     continue;
@@ -419,23 +433,19 @@ impl<W: Write> CsvOut<W> {
                 if schema.critical[pos] {
                     return Ok(Chunk::Bail);
                 }
-                let text = if f.escaped {
+                let text = if v.escaped {
                     String::from_utf8_lossy(value).replace("\"\"", "\"")
                 } else {
                     String::from_utf8_lossy(value).into_owned()
                 };
                 tally.violation(pos, name, scan.line, &text);
             }
-            if raw {
-                self.buf.extend_from_slice(&data[rs..last]);
-            } else {
-                for (i, f) in self.fields.iter().enumerate() {
-                    if i > 0 {
-                        self.buf.push(b',');
-                    }
-                    self.buf.extend_from_slice(&data[f.out.0..f.out.1]);
-                }
+            let mut from = rs;
+            for &drop in &self.drops {
+                self.buf.extend_from_slice(&data[from..drop]);
+                from = drop + 1;
             }
+            self.buf.extend_from_slice(&data[from..last]);
             self.buf.extend_from_slice(b",\n");
             scan.rows += 1;
             self.fast_rows += 1;
@@ -503,7 +513,7 @@ impl<W: Write> CsvOut<W> {
             check_utf8(record, name, shift)?;
             for &(pos, field, ty) in &plan.checks {
                 let value = &record[field];
-                if value.is_empty() || types::conforms(ty, value) {
+                if value.is_empty() || self.conformer.conforms(ty, value) {
                     continue;
                 }
                 let text = String::from_utf8_lossy(value);
@@ -573,89 +583,115 @@ enum Chunk {
     Bail,
 }
 
-/// Byte classes for the scans: `,`, `"`, LF, CR.
-const COMMA: u8 = 1;
-const QUOTE: u8 = 2;
-const LF: u8 = 4;
-const CR: u8 = 8;
-const CLASS: [u8; 256] = {
-    let mut class = [0; 256];
-    class[b',' as usize] = COMMA;
-    class[b'"' as usize] = QUOTE;
-    class[b'\n' as usize] = LF;
-    class[b'\r' as usize] = CR;
-    class
-};
-
-/// Fields up to this long are scanned eight bytes at a time in a register; longer ones
-/// with `memchr`'s vector code (whose set-up costs more than a short field).
-const SHORT: usize = 64;
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of `word` equal to `byte`. Exact for the lowest flagged byte
-/// (a borrow can only flag bytes above a true match), which is all the callers rely on.
-#[inline(always)]
-fn bytes_equal(word: u64, byte: u8) -> u64 {
-    let x = word ^ (ONES * u64::from(byte));
-    x.wrapping_sub(ONES) & !x & HIGHS
+/// A checked field's value in the fast path's input buffer, still escaped (`""`) when
+/// `escaped`.
+#[derive(Clone, Copy, Default)]
+struct Value {
+    start: usize,
+    end: usize,
+    escaped: bool,
 }
 
-#[inline(always)]
-fn word_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
+/// In [`PartPlan::check_slots`]: the field is not checked.
+const NO_CHECK: usize = usize::MAX;
+
+/// The positions of the bytes `,` `"` LF and CR in a buffer, in order, found 64 bytes at a
+/// time as a bit mask (the CSV fast path looks at nothing else).
+struct Tokens<'a> {
+    data: &'a [u8],
+    /// The start of the current 64-byte block, its mask, and its bits not yet handed out.
+    base: usize,
+    block: u64,
+    bits: u64,
 }
 
-/// The first `,`, `"` or LF of an unquoted field.
-#[inline]
-fn find_unquoted_end(rest: &[u8]) -> Option<usize> {
-    let short = rest.len().min(SHORT);
-    let mut i = 0;
-    while i + 8 <= short {
-        let word = word_at(rest, i);
-        let hits = bytes_equal(word, b',') | bytes_equal(word, b'"') | bytes_equal(word, b'\n');
-        if hits != 0 {
-            return Some(i + (hits.trailing_zeros() / 8) as usize);
+impl<'a> Tokens<'a> {
+    fn new(data: &'a [u8], from: usize) -> Self {
+        let base = from - from % 64;
+        let block = mask(data, base);
+        let mut tokens = Tokens {
+            data,
+            base,
+            block,
+            bits: block,
+        };
+        tokens.seek(from);
+        tokens
+    }
+
+    /// Skips the tokens before `pos` (which is not before the last token handed out).
+    #[inline]
+    fn seek(&mut self, pos: usize) {
+        let base = pos - pos % 64;
+        if base != self.base {
+            self.base = base;
+            self.block = mask(self.data, base);
         }
-        i += 8;
+        self.bits = self.block & (u64::MAX << (pos - base));
     }
-    if short < rest.len() {
-        return memchr3(b',', b'\n', b'"', &rest[i..]).map(|at| i + at);
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while self.bits == 0 {
+            self.base += 64;
+            if self.base >= self.data.len() {
+                self.base -= 64;
+                return None;
+            }
+            self.block = mask(self.data, self.base);
+            self.bits = self.block;
+        }
+        let at = self.base + self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(at)
     }
-    rest[i..]
-        .iter()
-        .position(|&b| CLASS[usize::from(b)] & (COMMA | QUOTE | LF) != 0)
-        .map(|at| i + at)
 }
 
-/// Whether a quoted field's content holds `,`, LF or CR (so it keeps its quotes), and how
-/// many LFs.
+/// Bit `i` set when `data[base + i]` is `,` `"` LF or CR (bytes past the end are not).
 #[inline]
-fn specials(content: &[u8]) -> (bool, u64) {
-    if content.len() > SHORT {
-        if memchr3(b',', b'\n', b'\r', content).is_none() {
-            return (false, 0);
+fn mask(data: &[u8], base: usize) -> u64 {
+    match data.get(base..base + 64) {
+        Some(block) => mask64(block.try_into().expect("64 bytes")),
+        None => {
+            let mut block = [0u8; 64];
+            let rest = data.get(base..).unwrap_or_default();
+            block[..rest.len()].copy_from_slice(rest);
+            mask64(&block)
         }
-        return (true, memchr::memchr_iter(b'\n', content).count() as u64);
     }
-    let mut any = 0u64;
-    let mut i = 0;
-    while i + 8 <= content.len() {
-        let word = word_at(content, i);
-        any |= bytes_equal(word, b',') | bytes_equal(word, b'\r') | bytes_equal(word, b'\n');
-        i += 8;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn mask64(block: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    let mut mask = 0u64;
+    for k in 0..4 {
+        // SAFETY: SSE2 is part of x86_64; the 16 bytes read are inside `block`.
+        let hits = unsafe {
+            let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast());
+            let eq = |byte: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8));
+            let hit = _mm_or_si128(
+                _mm_or_si128(eq(b','), eq(b'"')),
+                _mm_or_si128(eq(b'\n'), eq(b'\r')),
+            );
+            _mm_movemask_epi8(hit) as u16
+        };
+        mask |= u64::from(hits) << (16 * k);
     }
-    let mut tail = 0u8;
-    for &b in &content[i..] {
-        tail |= CLASS[usize::from(b)];
+    mask
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn mask64(block: &[u8; 64]) -> u64 {
+    let mut mask = 0u64;
+    for (i, &b) in block.iter().enumerate() {
+        mask |= u64::from(matches!(b, b',' | b'"' | b'\n' | b'\r')) << i;
     }
-    if any == 0 && tail & (COMMA | LF | CR) == 0 {
-        return (false, 0);
-    }
-    (true, content.iter().filter(|&&b| b == b'\n').count() as u64)
+    mask
 }
 
 /// Appends one CSV record, quoting a field only when it holds `,`, `"`, CR or LF, as `csv`'s
@@ -725,6 +761,8 @@ struct PartPlan {
     /// Fields that may land in `extra_columns`, in header order.
     extras: Vec<Extra>,
     width: usize,
+    /// For each field, its index in `checks`, or [`NO_CHECK`].
+    check_slots: Vec<usize>,
 }
 
 /// An unconfigured field, written to `extra_columns` on every row.
@@ -767,16 +805,21 @@ impl PartPlan {
         for name in unknown {
             tally.added(name, part);
         }
-        let checks = sources
+        let checks: Vec<_> = sources
             .iter()
             .enumerate()
             .filter_map(|(pos, field)| Some((pos, (*field)?, schema.types[pos]?)))
             .collect();
+        let mut check_slots = vec![NO_CHECK; header.len()];
+        for (slot, &(_, field, _)) in checks.iter().enumerate() {
+            check_slots[field] = slot;
+        }
         Ok(PartPlan {
             sources,
             checks,
             extras,
             width: header.len(),
+            check_slots,
         })
     }
 }

@@ -6,8 +6,10 @@
 //! Values are kept as their exact source text ([`RawValue`]) and published as received.
 //!
 //! NDJSON takes a fast path: the part is read in large buffers, each line (found with
-//! `memchr`) is parsed in place as one object with borrowed values (no allocation per value),
-//! and the record's values are copied into one reused buffer. A line that is not exactly one
+//! `memchr`) is parsed in place as one object with borrowed values (no allocation per value,
+//! no copy: values are ranges of the line), and written into one reused buffer. A compact
+//! line keyed exactly like the last such line (the usual exporter) is only checked against
+//! that [`Shape`]'s key bytes, not parsed key by key. A line that is not exactly one
 //! object (a record spread over lines, two on one line, malformed JSON, invalid UTF-8)
 //! hands the rest of the part to the streaming path above, which decides; `serde_json`'s
 //! positions in its messages are kept by replaying the line feeds already read.
@@ -41,17 +43,17 @@ pub(crate) struct JsonOut<W: Write> {
     keys: OutputKeys,
     /// Whether NDJSON parts may take the fast path.
     fast: bool,
+    /// Rows that took the fast path's shape check ([`shape_record`]), all parts together.
+    shape_rows: u64,
 }
 
 impl<W: Write> JsonOut<W> {
     pub fn new(schema: &Resolved, out: W) -> Self {
         JsonOut {
             out: io::BufWriter::with_capacity(BUFFER, out),
-            keys: OutputKeys {
-                columns: schema.columns.iter().map(|c| json_key(c)).collect(),
-                extra: json_key(EXTRA_COLUMNS),
-            },
+            keys: OutputKeys::new(schema),
             fast: true,
+            shape_rows: 0,
         }
     }
 
@@ -67,7 +69,12 @@ impl<W: Write> JsonOut<W> {
         part: PartInput<'_>,
         tally: &mut Tally,
     ) -> Result<(), Halt> {
-        merge_part(schema, &self.keys, part, &mut self.out, tally, self.fast)
+        let fast = self.fast.then_some(&mut self.shape_rows);
+        merge_part(schema, &self.keys, part, &mut self.out, tally, fast)
+    }
+
+    pub fn rows_shaped(&self) -> u64 {
+        self.shape_rows
     }
 
     /// Flushes and hands back the output.
@@ -85,18 +92,28 @@ struct OutputKeys {
     extra: Vec<u8>,
 }
 
+impl OutputKeys {
+    fn new(schema: &Resolved) -> Self {
+        let columns: Vec<Vec<u8>> = schema.columns.iter().map(|c| json_key(c)).collect();
+        OutputKeys {
+            columns,
+            extra: json_key(EXTRA_COLUMNS),
+        }
+    }
+}
+
 fn merge_part(
     schema: &Resolved,
     keys: &OutputKeys,
     part: PartInput<'_>,
     out: &mut dyn Write,
     tally: &mut Tally,
-    fast: bool,
+    fast: Option<&mut u64>,
 ) -> Result<(), Halt> {
     let name = part.name;
     let mut reader = part.reader;
     let mut input = Vec::new();
-    if fast {
+    if let Some(shape_rows) = fast {
         let eof = fill(&mut reader, &mut input, BUFFER).map_err(|source| Halt::Io {
             part: name.clone(),
             source,
@@ -108,7 +125,9 @@ fn merge_part(
                 newlines: 0,
                 eof,
             };
-            if fast_lines(&mut state, &mut reader, &mut input, &mut at)? {
+            let done = fast_lines(&mut state, &mut reader, &mut input, &mut at);
+            *shape_rows += state.shape_rows;
+            if done? {
                 return state.finish();
             }
             if state.rows > 0 {
@@ -230,10 +249,22 @@ fn fast_lines(
             let Ok(line) = std::str::from_utf8(line) else {
                 return Ok(false);
             };
-            if !fast_record(state, line) {
-                return Ok(false);
+            // One trailing CR (a CRLF line end) is JSON whitespace after the object.
+            let compact = line.strip_suffix('\r').unwrap_or(line);
+            if shape_record(state, compact).is_some() {
+                if state.line.len() >= BUFFER {
+                    state.write_out()?;
+                }
+            } else {
+                match fast_record(state, line) {
+                    None => return Ok(false),
+                    Some(Source::Line) => {
+                        state.finish_record(line.as_bytes())?;
+                        learn_shape(state, compact);
+                    }
+                    Some(Source::Raw) => state.finish_raw()?,
+                }
             }
-            state.finish_record()?;
         }
         if next > at.pos + line.len() {
             at.newlines += 1;
@@ -245,11 +276,19 @@ fn fast_lines(
     }
 }
 
-/// Reads one line that must be exactly one object into the record buffers; `false` (with
+/// Where the values of a record read on the fast path are.
+enum Source {
+    /// Ranges of the line.
+    Line,
+    /// Ranges of [`PartState::raw`].
+    Raw,
+}
+
+/// Reads one line that must be exactly one object into the record buffers; `None` (with
 /// the buffers cleared) when it is not.
-fn fast_record(state: &mut PartState<'_>, line: &str) -> bool {
+fn fast_record(state: &mut PartState<'_>, line: &str) -> Option<Source> {
     if flat_record(state, line.as_bytes(), line).is_some() {
-        return true;
+        return Some(Source::Line);
     }
     state.clear_record();
     // From a `str`: `serde_json` does not validate UTF-8 again.
@@ -260,9 +299,9 @@ fn fast_record(state: &mut PartState<'_>, line: &str) -> bool {
     if parsed.is_err() {
         state.clear_record();
         state.halt = None;
-        return false;
+        return None;
     }
-    true
+    Some(Source::Raw)
 }
 
 /// Reads a line that is one flat object (`{"key": scalar, …}`: keys and strings without
@@ -270,6 +309,7 @@ fn fast_record(state: &mut PartState<'_>, line: &str) -> bool {
 /// `None` for anything else (nested values, escapes, a duplicate key, anything `serde_json`
 /// might judge differently), which `serde_json` then reads. It accepts only what
 /// `serde_json` accepts, and takes each value's text exactly as a `RawValue` would.
+/// Values are recorded as ranges of the line.
 fn flat_record(state: &mut PartState<'_>, b: &[u8], line: &str) -> Option<()> {
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
@@ -282,23 +322,22 @@ fn flat_record(state: &mut PartState<'_>, b: &[u8], line: &str) -> Option<()> {
         loop {
             let key_end = string_end(b, i)?;
             let key = &line[i + 1..key_end - 1];
-            i = skip_ws(b, key_end);
-            if b.get(i) != Some(&b':') {
+            let colon = skip_ws(b, key_end);
+            if b.get(colon) != Some(&b':') {
                 return None;
             }
-            i = skip_ws(b, i + 1);
-            let start = i;
-            i = scalar_end(b, i)?;
+            let start = skip_ws(b, colon + 1);
+            i = scalar_end(b, start)?;
             let name = resolve(state.schema, state.guess(), key);
             if state.is_duplicate(&name) {
                 return None;
             }
-            state.insert(name, &line[start..i]);
-            i = skip_ws(b, i);
-            match b.get(i) {
-                Some(b',') => i = skip_ws(b, i + 1),
+            state.insert_range(name, (start, i));
+            let after = skip_ws(b, i);
+            match b.get(after) {
+                Some(b',') => i = skip_ws(b, after + 1),
                 Some(b'}') => {
-                    i += 1;
+                    i = after + 1;
                     break;
                 }
                 _ => return None,
@@ -306,6 +345,133 @@ fn flat_record(state: &mut PartState<'_>, b: &[u8], line: &str) -> Option<()> {
         }
     }
     (skip_ws(b, i) == b.len()).then_some(())
+}
+
+/// The keys of a compact line, in order: `"Key":` as received (which is also how it is
+/// written: it has no escape), and where its value goes: a configured position, or (from
+/// the number of configured columns on) `extra_columns`. Learnt from a line read by
+/// [`flat_record`], so every key in it has been seen by the part already.
+#[derive(Default)]
+struct Shape {
+    keys: Vec<(Vec<u8>, usize)>,
+    /// For each configured position, then each unconfigured key in order, the value's
+    /// range in the line.
+    values: Vec<(usize, usize)>,
+    /// For each configured position, whether it is in `keys`.
+    present: Vec<bool>,
+    /// The unconfigured keys, in line order (indices into `keys`).
+    extras: Vec<usize>,
+}
+
+/// Learns the shape of `line` (already read and written by [`flat_record`]), or forgets
+/// the shape when the line is not compact or has an unconfigured key.
+fn learn_shape(state: &mut PartState<'_>, line: &str) {
+    let b = line.as_bytes();
+    let shape = &mut state.shape;
+    let configured = state.schema.len();
+    shape.keys.clear();
+    shape.extras.clear();
+    shape.present.clear();
+    shape.present.resize(configured, false);
+    let learnt = (|| {
+        if b.first() != Some(&b'{') {
+            return None;
+        }
+        let mut i = 1;
+        if b.get(i) == Some(&b'}') {
+            return None;
+        }
+        loop {
+            let key_end = string_end(b, i)?;
+            if b.get(key_end) != Some(&b':') {
+                return None;
+            }
+            let slot = match state.schema.index.get(&line[i + 1..key_end - 1]) {
+                Some(&pos) => {
+                    shape.present[pos] = true;
+                    pos
+                }
+                None => {
+                    shape.extras.push(shape.keys.len());
+                    configured + shape.extras.len() - 1
+                }
+            };
+            shape.keys.push((b[i..=key_end].to_vec(), slot));
+            i = scalar_end(b, key_end + 1)?;
+            match b.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') if i + 1 == b.len() => return Some(()),
+                _ => return None,
+            }
+        }
+    })();
+    if learnt.is_none() {
+        shape.keys.clear();
+    }
+    shape.values.resize(configured + shape.extras.len(), (0, 0));
+}
+
+/// The common line: the same shape as the line that taught [`Shape`] (so no key is new to
+/// the part), flat values without escapes, every typed value conforming. Checked against
+/// the shape's keys instead of resolving each key. `None` (nothing written) for any other
+/// line.
+fn shape_record(state: &mut PartState<'_>, line: &str) -> Option<()> {
+    let b = line.as_bytes();
+    let shape = &mut state.shape;
+    if shape.keys.is_empty() || b.first() != Some(&b'{') {
+        return None;
+    }
+    let schema = state.schema;
+    let last = shape.keys.len() - 1;
+    let mut i = 1;
+    for (k, (key, pos)) in shape.keys.iter().enumerate() {
+        if !b[i..].starts_with(key) {
+            return None;
+        }
+        let start = i + key.len();
+        i = scalar_end(b, start)?;
+        if let Some(&Some(ty)) = schema.types.get(*pos) {
+            // A violation is counted, or halts, on the general line path.
+            if !state.conformer.json_conforms(ty, &line[start..i]) {
+                return None;
+            }
+        }
+        if b.get(i) != Some(if k == last { &b'}' } else { &b',' }) {
+            return None;
+        }
+        shape.values[*pos] = (start, i);
+        i += 1;
+    }
+    if i != b.len() {
+        return None;
+    }
+    let out = &mut state.line;
+    out.push(b'{');
+    for (pos, key) in state.keys.columns.iter().enumerate() {
+        out.extend_from_slice(key);
+        if shape.present[pos] {
+            let (start, end) = shape.values[pos];
+            out.extend_from_slice(&b[start..end]);
+        } else {
+            out.extend_from_slice(b"null");
+        }
+        out.push(b',');
+    }
+    out.extend_from_slice(&state.keys.extra);
+    out.push(b'{');
+    for (n, &k) in shape.extras.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let (key, slot) = &shape.keys[k];
+        let (start, end) = shape.values[*slot];
+        out.extend_from_slice(key);
+        out.extend_from_slice(&b[start..end]);
+    }
+    out.extend_from_slice(b"}}\n");
+    state.rows += 1;
+    state.shape_rows += 1;
+    Some(())
 }
 
 /// Past JSON whitespace (a line holds no LF).
@@ -316,8 +482,10 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Past a string starting at `i` that has no escape and no control character. Eight bytes
-/// at a time in a register, then byte by byte for the tail.
+/// Past a string starting at `i` that has no escape and no control character. Sixteen
+/// bytes at a time in a vector register (x86_64), then eight in a general one, then byte by
+/// byte for the tail.
+#[inline]
 fn string_end(b: &[u8], i: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -325,6 +493,14 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
         return None;
     }
     let mut at = i + 1;
+    #[cfg(target_arch = "x86_64")]
+    while let Some(block) = b.get(at..at + 16) {
+        if let Some(hit) = string_stop16(block.try_into().expect("16 bytes")) {
+            let hit = at + hit;
+            return (b[hit] == b'"').then_some(hit + 1);
+        }
+        at += 16;
+    }
     while at + 8 <= b.len() {
         let mut word = [0; 8];
         word.copy_from_slice(&b[at..at + 8]);
@@ -350,6 +526,27 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// The first `"`, `\\` or control character of a block.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn string_stop16(block: &[u8; 16]) -> Option<usize> {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of x86_64; the 16 bytes read are `block`.
+    let hits = unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // A byte below 0x20 is the one whose maximum with 0x1f is 0x1f.
+        let limit = _mm_set1_epi8(0x1f);
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
+    };
+    (hits != 0).then(|| hits.trailing_zeros() as usize)
 }
 
 /// Past a string, number or literal starting at `i`.
@@ -484,11 +681,15 @@ struct PartState<'s> {
     line: Vec<u8>,
     /// The part so far.
     present: Vec<bool>,
+    /// The fast path's last learnt line shape, and the rows that matched it.
+    shape: Shape,
+    shape_rows: u64,
     columns_seen: Vec<String>,
     unknown_seen: HashSet<String>,
     rows: u64,
     /// A halt raised inside a serde visitor, which can only return serde errors.
     halt: Option<Halt>,
+    conformer: types::Conformer,
 }
 
 impl<'s> PartState<'s> {
@@ -512,10 +713,13 @@ impl<'s> PartState<'s> {
             order: Vec::new(),
             line: Vec::new(),
             present: vec![false; schema.len()],
+            shape: Shape::default(),
+            shape_rows: 0,
             columns_seen: Vec::new(),
             unknown_seen: HashSet::new(),
             rows: 0,
             halt: None,
+            conformer: types::Conformer::default(),
         }
     }
 
@@ -551,11 +755,15 @@ impl<'s> PartState<'s> {
         }
     }
 
-    /// Adds a value (its source text) to the record being read.
+    /// Adds a value (its source text) to the record being read, copied into `raw`.
     fn insert(&mut self, name: Result<usize, String>, text: &str) {
         let start = self.raw.len();
         self.raw.push_str(text);
-        let range = (start, self.raw.len());
+        self.insert_range(name, (start, self.raw.len()));
+    }
+
+    /// Adds a value, as a range of the record's source (`raw`, or the fast path's line).
+    fn insert_range(&mut self, name: Result<usize, String>, range: (usize, usize)) {
         match name {
             Ok(pos) => {
                 self.values[pos] = Some(range);
@@ -587,8 +795,18 @@ impl<'s> PartState<'s> {
         self.raw.clear();
     }
 
-    /// Validates and writes the record just read, then clears it.
-    fn finish_record(&mut self) -> Result<(), Halt> {
+    /// [`Self::finish_record`] for a record whose values are in `raw`.
+    fn finish_raw(&mut self) -> Result<(), Halt> {
+        let raw = std::mem::take(&mut self.raw);
+        let result = self.finish_record(raw.as_bytes());
+        self.raw = raw;
+        self.raw.clear();
+        result
+    }
+
+    /// Validates and writes the record just read, whose values are ranges of `src`, then
+    /// clears it.
+    fn finish_record(&mut self, src: &[u8]) -> Result<(), Halt> {
         let schema = self.schema;
         let line_no = self.rows + 1;
         for key in &self.order {
@@ -611,8 +829,9 @@ impl<'s> PartState<'s> {
             let (Some(ty), Some(range)) = (schema.types[pos], value) else {
                 continue;
             };
-            let raw = &self.raw[range.0..range.1];
-            if types::json_conforms(ty, raw) {
+            // Validated as UTF-8 (a `str`) by the readers; the fallback is unreachable.
+            let raw = std::str::from_utf8(&src[range.0..range.1]).unwrap_or_default();
+            if self.conformer.json_conforms(ty, raw) {
                 continue;
             }
             if schema.critical[pos] {
@@ -634,7 +853,7 @@ impl<'s> PartState<'s> {
         for (pos, value) in self.values.iter().enumerate() {
             line.extend_from_slice(&self.keys.columns[pos]);
             match value {
-                Some(range) => push_raw(line, &self.raw.as_bytes()[range.0..range.1]),
+                Some(range) => push_raw(line, &src[range.0..range.1]),
                 None => line.extend_from_slice(b"null"),
             }
             line.push(b',');
@@ -649,7 +868,7 @@ impl<'s> PartState<'s> {
             first = false;
             push_json_str(line, name);
             line.push(b':');
-            push_raw(line, &self.raw.as_bytes()[range.0..range.1]);
+            push_raw(line, &src[range.0..range.1]);
         }
         line.extend_from_slice(b"}}\n");
         if line.len() >= BUFFER {
@@ -791,7 +1010,7 @@ impl<'de, V: RawText<'de>> Visitor<'de> for Record<'_, '_, V> {
         if !self.write {
             return Ok(());
         }
-        state.finish_record().map_err(|halt| state.stash(halt))
+        state.finish_raw().map_err(|halt| state.stash(halt))
     }
 }
 

@@ -139,12 +139,13 @@ impl<W: Write> Merger<W> {
         self
     }
 
-    /// How many rows so far took the CSV fast path. For tests.
+    /// How many rows so far took the CSV fast path, or the NDJSON fast path's shape check
+    /// (a line keyed exactly like the one before). For tests.
     #[doc(hidden)]
     pub fn fast_rows(&self) -> u64 {
         match &self.output {
             Output::Csv(out) => out.rows_fast(),
-            Output::Json(_) => 0,
+            Output::Json(out) => out.rows_shaped(),
         }
     }
 

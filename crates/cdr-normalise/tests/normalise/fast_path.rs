@@ -124,8 +124,13 @@ struct Row {
 }
 
 fn row() -> impl Strategy<Value = Row> {
+    row_with(value())
+}
+
+/// A row of cells drawn from `value`.
+fn row_with(value: impl Strategy<Value = String>) -> impl Strategy<Value = Row> {
     (
-        prop::collection::vec((value(), quote()), 4),
+        prop::collection::vec((value, quote()), 4),
         prop_oneof![40 => Just(0u8), 20 => Just(1), 1 => Just(2), 3 => Just(3), 3 => Just(4)],
         prop_oneof![100 => Just(None), 1 => Just(Some(true)), 1 => Just(Some(false))],
         prop::bool::weighted(0.005),
@@ -149,10 +154,15 @@ struct Part {
 }
 
 fn part() -> impl Strategy<Value = Part> {
+    part_with(row())
+}
+
+/// A part of rows drawn from `row`.
+fn part_with(row: impl Strategy<Value = Row>) -> impl Strategy<Value = Part> {
     (
         0u8..9,
         prop::bool::weighted(0.2),
-        prop::collection::vec(row(), 0..12),
+        prop::collection::vec(row, 0..12),
         prop::bool::weighted(0.8),
     )
         .prop_map(|(header, bom, rows, final_newline)| Part {
@@ -237,6 +247,17 @@ proptest! {
         parts in prop::collection::vec(part(), 1..4),
         critical in any::<bool>(),
         chunk in prop_oneof![Just(256 * 1024), 8usize..400],
+    ) {
+        let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
+        assert_same(&schema(critical), &parts, chunk);
+    }
+
+    /// Rows and fields longer than a 64-byte block and than the read buffer.
+    #[test]
+    fn long_fields_fast_path_equals_general_path(
+        parts in prop::collection::vec(part_with(row_with(long_value())), 1..3),
+        critical in any::<bool>(),
+        chunk in prop_oneof![Just(256 * 1024), 8usize..200],
     ) {
         let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
         assert_same(&schema(critical), &parts, chunk);
@@ -434,6 +455,14 @@ proptest! {
     ) {
         assert_same_json(&schema(critical), &parts);
     }
+    /// Parts whose lines mostly share one key order: the NDJSON shape check.
+    #[test]
+    fn ndjson_shape_check_equals_general_path(
+        parts in prop::collection::vec(shaped_json_part(), 1..4),
+        critical in any::<bool>(),
+    ) {
+        assert_same_json(&schema(critical), &parts);
+    }
 }
 
 #[test]
@@ -459,4 +488,215 @@ fn ndjson_fast_path_keeps_values_and_messages() {
         halt.contains("line 3: invalid JSON record") && halt.contains("line 4 column 11"),
         "{halt}"
     );
+}
+
+// The CSV fast path finds `,` `"` LF and CR 64 bytes at a time: the edges below are the
+// 64-byte blocks, the read buffer's refills, and fields longer than either.
+
+/// A long cell: runs of plain text with the odd CSV special, so that blocks with no
+/// special byte at all, and specials on every side of a block edge, both occur.
+fn long_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[a-z0-9 ]{0,150}",
+        2 => "[a-z ]{0,70}[,\"\r\n][a-z ]{0,70}",
+        1 => "[a-z,\"\r\n\u{e9}\u{1F600} ]{0,130}",
+        1 => value(),
+    ]
+}
+
+/// Every record of this part takes the fast path whatever the buffer size, and the output
+/// is exact: a quoted field across 64-byte blocks and across refills (its `""` split
+/// between two reads), a CRLF whose CR ends a block or a read, a row longer than the
+/// buffer, a field of only quotes, and no final newline.
+#[test]
+fn block_and_buffer_edges_take_the_fast_path() {
+    let long = "x".repeat(150);
+    let mut part = b"CallId,StartTime,Duration,Agent\r\n".to_vec();
+    // Pad so that the CRLF's CR is the 64th byte of the part.
+    let pad = 64 - part.len() - "1,,60,".len() - 1;
+    part.extend_from_slice(format!("1,,60,{}\r\n", "p".repeat(pad)).as_bytes());
+    part.extend_from_slice(
+        format!("2,2024-05-15T10:00:00Z,61,\"{long}, \"\"quoted\"\"\r\n{long}\"\r\n").as_bytes(),
+    );
+    part.extend_from_slice(format!("3,,62,\"{long}\"\n").as_bytes());
+    part.extend_from_slice(b"4,,63,\"\"\"\"\n");
+    part.extend_from_slice(format!("5,,64,{long}").as_bytes());
+    assert_eq!(part[63], b'\r');
+    let expected = format!(
+        "CallId,StartTime,Duration,Agent,extra_columns\n\
+         1,,60,{},\n\
+         2,2024-05-15T10:00:00Z,61,\"{long}, \"\"quoted\"\"\r\n{long}\",\n\
+         3,,62,{long},\n\
+         4,,63,\"\"\"\",\n\
+         5,,64,{long},\n",
+        "p".repeat(pad)
+    );
+    // From the first size whose first read holds the whole header.
+    for chunk in (35..=70).chain([127, 128, 129, 255, 256 * 1024]) {
+        let (result, fast_rows) =
+            run_counted(&schema(true), std::slice::from_ref(&part), false, chunk);
+        let (report, out) = result.unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected, "chunk {chunk}");
+        assert_eq!((fast_rows, report.rows), (5, 5), "chunk {chunk}");
+        assert_same(&schema(true), std::slice::from_ref(&part), chunk);
+    }
+}
+
+/// A lone CR at the end of a read, a quote inside an unquoted field, text after a closing
+/// quote and an unterminated quote at the end of the part: the fast path hands each to the
+/// general path, which decides exactly as it would alone.
+#[test]
+fn odd_records_at_block_and_buffer_edges_match_the_general_path() {
+    let header = "CallId,StartTime,Duration,Agent\n";
+    let odd = [
+        "1,,2,a\rb\n3,,4,c\n",
+        "1,,2,a\"b\n3,,4,c\n",
+        "1,,2,\"a\"b\n3,,4,c\n",
+        "1,,2,\"abc\n",
+        "1,,2,abc\r",
+        "1,,2,\"a\"\r3,,4,c\n",
+    ];
+    for odd in odd {
+        for pad in [0, 30, 57, 63] {
+            let part = format!("{header}0,,1,{}\n{odd}", "z".repeat(pad)).into_bytes();
+            for chunk in [1, 7, 40, 63, 64, 65, 100, 256 * 1024] {
+                assert_same(&schema(true), std::slice::from_ref(&part), chunk);
+            }
+        }
+    }
+}
+
+/// [`run_json`], and how many rows took the NDJSON shape check.
+fn run_json_counted(schema: &Schema, parts: &[Vec<u8>]) -> (Result<MergeReport, String>, u64) {
+    let mut merger = Merger::new(schema, Format::Json, Vec::new()).unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        if let Err(halt) = merger.push(PartInput::new(format!("part {}", i + 1), &part[..])) {
+            return (Err(halt.to_string()), merger.fast_rows());
+        }
+    }
+    let shaped = merger.fast_rows();
+    (
+        merger.finish().map(|(r, _)| r).map_err(|h| h.to_string()),
+        shaped,
+    )
+}
+
+/// Mostly valid values (a broken one halts the whole merge), some not of their column's type.
+fn shaped_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[0-9]{1,6}",
+        1 => "-?[0-9]{1,3}\\.[0-9]",
+        4 => "2024-05-1[0-9]T1[0-9]:[0-5][0-9]:[0-5][0-9]Z".prop_map(|v| format!("\"{v}\"")),
+        4 => "[a-z ,\u{e9}]{0,12}".prop_map(|v| format!("\"{v}\"")),
+        1 => Just("null".to_owned()),
+        1 => json_value(),
+    ]
+}
+
+/// One NDJSON part whose records mostly share one key order (compact, some CRLF), as an
+/// exporter writes them, with the odd record keyed or dressed differently.
+fn shaped_json_part() -> impl Strategy<Value = Vec<u8>> {
+    const KEYS: [&str; 6] = ["CallId", "StartTime", "Duration", "Agent", "Extra", "Other"];
+    let record = (
+        prop::collection::vec(shaped_value(), 6),
+        // 0: the part's keys, compact; 1: CRLF; 2: one key fewer; 3: a space after a
+        // colon; 4: the keys rotated; 5: a blank line before.
+        prop_oneof![30 => Just(0u8), 5 => Just(1), 1 => Just(2), 1 => Just(3), 1 => Just(4), 1 => Just(5)],
+    );
+    (
+        prop::sample::subsequence((0..6).collect::<Vec<usize>>(), 1..=5).prop_shuffle(),
+        prop::collection::vec(record, 0..12),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(|(keys, records, final_newline)| {
+            let mut out = Vec::new();
+            let n = records.len();
+            for (r, (values, dress)) in records.into_iter().enumerate() {
+                let mut keys = keys.clone();
+                match dress {
+                    2 if keys.len() > 1 => {
+                        keys.pop();
+                    }
+                    4 => keys.rotate_left(1),
+                    5 => out.push(b'\n'),
+                    _ => {}
+                }
+                let colon = if dress == 3 { ": " } else { ":" };
+                let body: Vec<String> = keys
+                    .iter()
+                    .map(|&k| format!("\"{}\"{colon}{}", KEYS[k], values[k]))
+                    .collect();
+                out.extend_from_slice(format!("{{{}}}", body.join(",")).as_bytes());
+                if r + 1 == n && !final_newline {
+                    break;
+                }
+                out.extend_from_slice(if dress == 1 { b"\r\n" } else { b"\n" });
+            }
+            out
+        })
+}
+
+/// The property above is only worth something if the shape check does take rows.
+#[test]
+fn most_shaped_json_rows_take_the_shape_check() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = prop::collection::vec(shaped_json_part(), 1..4);
+    let (mut shaped, mut all) = (0, 0);
+    for _ in 0..300 {
+        let parts = strategy.new_tree(&mut runner).unwrap().current();
+        let (result, rows) = run_json_counted(&schema(false), &parts);
+        if let Ok(report) = result {
+            shaped += rows;
+            all += report.rows;
+        }
+    }
+    // Most generated values fail their column's type, which the shape check leaves to the
+    // general line path: a fifth of the rows is still thousands of shaped rows.
+    assert!(shaped * 5 > all, "only {shaped} of {all} rows were shaped");
+}
+
+/// Keys in another order than the configured one, a configured key absent (null), CRLF,
+/// and type violations on shaped lines: counted (line numbers included), or halting with
+/// the general path's message when the column is critical.
+#[test]
+fn ndjson_shape_check_keeps_values_violations_and_halts() {
+    let line = |id: &str, duration: &str| {
+        format!("{{\"Duration\":{duration},\"CallId\":{id},\"Agent\":\"A, b\"}}\r\n")
+    };
+    let part: String = [
+        line("1", "60"),
+        line("2", "61"),
+        line("3", "6.5"),
+        line("4", "62"),
+    ]
+    .concat();
+    let parts = [part.into_bytes()];
+    assert_same_json(&schema(true), &parts);
+    let (result, shaped) = run_json_counted(&schema(true), &parts);
+    let report = result.unwrap();
+    assert_eq!(
+        (report.rows, shaped),
+        (4, 2),
+        "rows 2 and 4 match row 1's shape"
+    );
+    assert_eq!(report.type_violations["Duration"], 1);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("part 1, line 3: `6.5`")),
+        "{:?}",
+        report.warnings
+    );
+    let (_, out) = run_json(&schema(true), &parts, false).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap().lines().nth(1).unwrap(),
+        "{\"CallId\":2,\"StartTime\":null,\"Duration\":61,\"Agent\":\"A, b\",\"extra_columns\":{}}"
+    );
+    // A critical violation on a line that matches the shape.
+    let part: String = [line("1", "60"), line("2", "61"), line("\"x\"", "62")].concat();
+    let parts = [part.into_bytes()];
+    assert_same_json(&schema(true), &parts);
+    let halt = run_json(&schema(true), &parts, false).unwrap_err();
+    assert!(halt.contains("CallId") && halt.contains("line 3"), "{halt}");
 }

@@ -9,12 +9,15 @@
 //! Each document is fetched once per process (per tenant for the second) and cached; a
 //! failed fetch is not cached. [`Discovery::fixed`] skips the network (tests, or a user who
 //! configures both URLs). Every URL read from a document passes the same rule as
-//! configured URLs: https, or http only on loopback.
+//! configured URLs: https, or http only on loopback. Each fetch runs under the one retry
+//! policy ([`crate::http::send_plain`]) and, once [`Discovery::governed`], passes the
+//! request gate like every other call (the rate governor counts discovery).
 
 use crate::client::{check_url, read_json, redact};
-use crate::retry::{Attempt, Backoff, Failure, Idempotency};
-use crate::{Error, RetryPolicy};
+use crate::retry::Idempotency;
+use crate::{Error, RequestGate, RetryHook, RetryPolicy};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use url::Url;
 
@@ -27,6 +30,8 @@ pub struct Discovery {
     api_endpoints: tokio::sync::Mutex<HashMap<String, Url>>,
     fixed_api: Option<Url>,
     fetches: AtomicU64,
+    gate: Option<Arc<dyn RequestGate>>,
+    on_retry: Option<RetryHook>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -61,6 +66,8 @@ impl Discovery {
             api_endpoints: tokio::sync::Mutex::new(HashMap::new()),
             fixed_api: None,
             fetches: AtomicU64::new(0),
+            gate: None,
+            on_retry: None,
         })
     }
 
@@ -76,7 +83,21 @@ impl Discovery {
             api_endpoints: tokio::sync::Mutex::new(HashMap::new()),
             fixed_api: Some(api_endpoint),
             fetches: AtomicU64::new(0),
+            gate: None,
+            on_retry: None,
         })
+    }
+
+    /// Passes `gate` before each fetch (the rate governor counts discovery) and tells
+    /// `on_retry` of each retry as `discovery`.
+    pub fn governed(
+        mut self,
+        gate: Option<Arc<dyn RequestGate>>,
+        on_retry: Option<RetryHook>,
+    ) -> Self {
+        self.gate = gate;
+        self.on_retry = on_retry;
+        self
     }
 
     /// Documents fetched so far (for tests: the cache holds).
@@ -144,24 +165,21 @@ impl Discovery {
             url.query_pairs_mut().append_pair("tenantId", id);
         }
         let call = format!("GET {}", redact(&url));
-        let mut backoff = Backoff::new(&self.retry);
-        let response = self
-            .retry
-            .run(&call, Idempotency::Idempotent, &mut backoff, || {
+        let response = crate::http::send_plain(
+            &self.retry,
+            self.gate.as_ref(),
+            self.on_retry.as_ref(),
+            "discovery",
+            &call,
+            Idempotency::Idempotent,
+            || {
                 self.fetches.fetch_add(1, Ordering::SeqCst);
-                let request = self
-                    .http
+                self.http
                     .get(url.clone())
-                    .header(http::header::ACCEPT, "application/json");
-                async move {
-                    let response = request.send().await.map_err(Failure::from_reqwest)?;
-                    match Failure::from_response(&response) {
-                        Some(failure) => Err(Attempt::Retry(failure)),
-                        None => Ok(response),
-                    }
-                }
-            })
-            .await?;
+                    .header(http::header::ACCEPT, "application/json")
+            },
+        )
+        .await?;
         if !response.status().is_success() {
             return Err(Error::Rejected {
                 call,

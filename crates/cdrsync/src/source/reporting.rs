@@ -77,14 +77,18 @@ impl Inner {
             .client
             .get_or_try_init(|| async {
                 let s = &self.setup;
-                let discovery = Discovery::new(s.http.clone(), s.issuer.clone(), s.retry.clone())?;
+                // Sign-in and discovery pass the rate governor too.
+                let discovery = Discovery::new(s.http.clone(), s.issuer.clone(), s.retry.clone())?
+                    .governed(s.gate.clone(), s.on_retry.clone());
                 let token_url = discovery.token_endpoint().await?;
-                let tokens = Arc::new(AccessKeySource::password_grant(
+                let tokens = Arc::new(AccessKeySource::governed_password_grant(
                     s.http.clone(),
                     token_url,
                     s.key.clone(),
                     s.margin,
                     s.retry.clone(),
+                    s.gate.clone(),
+                    s.on_retry.clone(),
                 )?);
                 let tenant = tokens
                     .tenant_id()

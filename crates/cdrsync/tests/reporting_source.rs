@@ -878,8 +878,8 @@ fn busiest(times: &[u64], span: u64) -> usize {
 /// `[cxone] max_requests_per_minute` holds for the Reporting API source too: with a limit
 /// of 2 per window (shortened to 600 ms by `CDRSYNC_TEST_RATE_WINDOW_MS`), the report-job
 /// calls and the result-file request the simulator received never put more than 2 in any
-/// window, and the run took the windows that needs. (Sign-in and discovery — three calls
-/// per sign-in — are not governed yet.)
+/// window, and the run took the windows that needs. (Sign-in and discovery are governed
+/// too: see the next test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_governor_holds_for_the_reporting_source() {
     // A job that runs 1 s: polled every 20 ms it would make ~50 calls without the limit.
@@ -925,6 +925,59 @@ async fn the_rate_governor_holds_for_the_reporting_source() {
     assert!(
         took.as_millis() as u64 >= windows * window_ms - 150,
         "{took:?} for {} calls",
+        times.len()
+    );
+}
+
+/// The rate governor counts sign-in and discovery too: with a limit of 2 per (600 ms)
+/// window, EVERY request the simulator received — the OIDC document, the password grant,
+/// the tenant's API-host document, the report-job calls and the result file — never puts
+/// more than 2 in any window. Ungoverned, sign-in alone puts three requests (then the job's
+/// POST) within a few milliseconds, so this fails if any of them bypasses the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_governor_counts_sign_in_and_discovery() {
+    let r = Reporting::new(ReportingScenario {
+        job_running_ms: 200,
+        ..ReportingScenario::default()
+    })
+    .await;
+    let mut text = std::fs::read_to_string(r.config_path()).unwrap();
+    text = text.replace(
+        "max_retries = 4\n",
+        "max_retries = 4\nmax_requests_per_minute = 2\n",
+    );
+    std::fs::write(r.config_path(), text).unwrap();
+    let (limit, window_ms) = (2usize, 600u64);
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args(["run", "--date", DATE, "--config"])
+        .arg(r.config_path())
+        .env("CDRSYNC_LOG", "warn")
+        .env("CDRSYNC_TEST_RATE_WINDOW_MS", window_ms.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    r.assert_published_exactly(day(DATE));
+    let c = r.sim.counters();
+    let sign_in = c.discovery_openid + c.token_grants + c.discovery_cxone;
+    assert_eq!(sign_in, 3, "one sign-in: {c:?}");
+    let times = &c.request_times_ms;
+    assert_eq!(
+        times.len() as u64,
+        sign_in + c.api_calls + c.file_requests,
+        "every request is in the simulator's log: {c:?}"
+    );
+    let busiest = busiest(times, window_ms - 150);
+    assert!(
+        busiest <= limit,
+        "{busiest} requests within a window, sign-in and discovery included: {times:?}"
+    );
+    let windows = (times.len().div_ceil(limit) - 1) as u64;
+    assert!(
+        took.as_millis() as u64 >= windows * window_ms - 150,
+        "{took:?} for {} requests",
         times.len()
     );
 }

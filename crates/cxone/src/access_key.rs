@@ -19,9 +19,9 @@
 //! errors.
 
 use crate::client::check_url;
-use crate::http::TokenSource;
+use crate::http::{Outbound, TokenSource};
 use crate::retry::Idempotency;
-use crate::{Error, RequestGate, RetryHook, RetryPolicy, Secret};
+use crate::{Error, RetryPolicy, Secret};
 use base64::Engine as _;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -66,8 +66,7 @@ pub struct PasswordGrant {
     token_url: Url,
     key: AccessKey,
     retry: RetryPolicy,
-    gate: Option<Arc<dyn RequestGate>>,
-    on_retry: Option<RetryHook>,
+    outbound: Outbound,
 }
 
 impl PasswordGrant {
@@ -83,20 +82,14 @@ impl PasswordGrant {
             token_url,
             key,
             retry,
-            gate: None,
-            on_retry: None,
+            outbound: Outbound::default(),
         })
     }
 
-    /// Passes `gate` before each try of the grant (the rate governor counts sign-ins) and
-    /// tells `on_retry` of each retry as `token`.
-    pub fn governed(
-        mut self,
-        gate: Option<Arc<dyn RequestGate>>,
-        on_retry: Option<RetryHook>,
-    ) -> Self {
-        self.gate = gate;
-        self.on_retry = on_retry;
+    /// Passes `outbound`'s gate before each try of the grant (the rate governor counts
+    /// sign-ins) and tells its hook of each retry as `token`.
+    pub fn governed(mut self, outbound: Outbound) -> Self {
+        self.outbound = outbound;
         self
     }
 }
@@ -126,8 +119,7 @@ impl TokenEndpoint for PasswordGrant {
         );
         let response = crate::http::send_plain(
             &self.retry,
-            self.gate.as_ref(),
-            self.on_retry.as_ref(),
+            &self.outbound,
             "token",
             &call,
             Idempotency::Idempotent,
@@ -247,10 +239,10 @@ impl AccessKeySource {
         margin: Duration,
         retry: RetryPolicy,
     ) -> Result<Self, Error> {
-        Self::governed_password_grant(http, token_url, key, margin, retry, None, None)
+        Self::governed_password_grant(http, token_url, key, margin, retry, Outbound::default())
     }
 
-    /// [`AccessKeySource::password_grant`] whose grants pass `gate` and tell `on_retry`
+    /// [`AccessKeySource::password_grant`] whose grants pass `outbound`'s gate and hook
     /// ([`PasswordGrant::governed`]).
     pub fn governed_password_grant(
         http: reqwest::Client,
@@ -258,10 +250,9 @@ impl AccessKeySource {
         key: AccessKey,
         margin: Duration,
         retry: RetryPolicy,
-        gate: Option<Arc<dyn RequestGate>>,
-        on_retry: Option<RetryHook>,
+        outbound: Outbound,
     ) -> Result<Self, Error> {
-        let grant = PasswordGrant::new(http, token_url, key, retry)?.governed(gate, on_retry);
+        let grant = PasswordGrant::new(http, token_url, key, retry)?.governed(outbound);
         Ok(Self::new(Arc::new(grant), margin))
     }
 

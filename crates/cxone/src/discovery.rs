@@ -14,10 +14,10 @@
 //! request gate like every other call (the rate governor counts discovery).
 
 use crate::client::{check_url, read_json, redact};
+use crate::http::Outbound;
 use crate::retry::Idempotency;
-use crate::{Error, RequestGate, RetryHook, RetryPolicy};
+use crate::{Error, RetryPolicy};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use url::Url;
 
@@ -30,8 +30,7 @@ pub struct Discovery {
     api_endpoints: tokio::sync::Mutex<HashMap<String, Url>>,
     fixed_api: Option<Url>,
     fetches: AtomicU64,
-    gate: Option<Arc<dyn RequestGate>>,
-    on_retry: Option<RetryHook>,
+    outbound: Outbound,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -66,8 +65,7 @@ impl Discovery {
             api_endpoints: tokio::sync::Mutex::new(HashMap::new()),
             fixed_api: None,
             fetches: AtomicU64::new(0),
-            gate: None,
-            on_retry: None,
+            outbound: Outbound::default(),
         })
     }
 
@@ -83,20 +81,14 @@ impl Discovery {
             api_endpoints: tokio::sync::Mutex::new(HashMap::new()),
             fixed_api: Some(api_endpoint),
             fetches: AtomicU64::new(0),
-            gate: None,
-            on_retry: None,
+            outbound: Outbound::default(),
         })
     }
 
-    /// Passes `gate` before each fetch (the rate governor counts discovery) and tells
-    /// `on_retry` of each retry as `discovery`.
-    pub fn governed(
-        mut self,
-        gate: Option<Arc<dyn RequestGate>>,
-        on_retry: Option<RetryHook>,
-    ) -> Self {
-        self.gate = gate;
-        self.on_retry = on_retry;
+    /// Passes `outbound`'s gate before each fetch (the rate governor counts discovery) and
+    /// tells its hook of each retry as `discovery`.
+    pub fn governed(mut self, outbound: Outbound) -> Self {
+        self.outbound = outbound;
         self
     }
 
@@ -167,8 +159,7 @@ impl Discovery {
         let call = format!("GET {}", redact(&url));
         let response = crate::http::send_plain(
             &self.retry,
-            self.gate.as_ref(),
-            self.on_retry.as_ref(),
+            &self.outbound,
             "discovery",
             &call,
             Idempotency::Idempotent,

@@ -30,15 +30,31 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use url::Url;
 
+/// What every request passes on its way out, with or without a token: the request gate (a
+/// shared rate budget) and the hook told of each retry.
+#[derive(Clone, Default)]
+pub struct Outbound {
+    pub gate: Option<Arc<dyn RequestGate>>,
+    pub on_retry: Option<RetryHook>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("gate", &self.gate)
+            .field("on_retry", &self.on_retry.is_some())
+            .finish()
+    }
+}
+
 /// The one try loop under everything: each try first `prepare`s its request (fetching a
-/// token, say), then passes `gate`, then goes; every try after the first is told to
-/// `on_retry` as `operation`. Answers the policy retries (429, 5xx) are retried; a transport
+/// token, say), then passes the gate, then goes; every try after the first is told to the
+/// retry hook as `operation`. Answers the policy retries (429, 5xx) are retried; a transport
 /// error is retried per `idempotency`; a refused redirect or an error of `prepare` or the
 /// gate is final. Returns the answer and what `prepare` gave along with the request.
 async fn run_tries<T, P, Fut>(
     retry: &RetryPolicy,
-    gate: Option<&Arc<dyn RequestGate>>,
-    on_retry: Option<&RetryHook>,
+    outbound: &Outbound,
     operation: &'static str,
     call: &str,
     idempotency: Idempotency,
@@ -51,6 +67,7 @@ where
     let mut backoff = Backoff::new(retry);
     let tries = AtomicU32::new(0);
     let (tries, prepare) = (&tries, &prepare);
+    let (gate, on_retry) = (outbound.gate.as_ref(), outbound.on_retry.as_ref());
     retry
         .run(call, idempotency, &mut backoff, || async move {
             if tries.fetch_add(1, Ordering::Relaxed) > 0
@@ -72,13 +89,12 @@ where
 }
 
 /// One call that carries no bearer token (a token grant, a discovery document) under the
-/// one retry policy, passing `gate` before each try and telling `on_retry` of each retry
-/// as `operation`. Returns any answer the policy does not retry. `call` must already be
-/// redacted.
+/// one retry policy, passing `outbound`'s gate before each try and telling its hook of each
+/// retry as `operation`. Returns any answer the policy does not retry. `call` must already
+/// be redacted.
 pub(crate) async fn send_plain<F>(
     retry: &RetryPolicy,
-    gate: Option<&Arc<dyn RequestGate>>,
-    on_retry: Option<&RetryHook>,
+    outbound: &Outbound,
     operation: &'static str,
     call: &str,
     idempotency: Idempotency,
@@ -88,8 +104,7 @@ where
     F: Fn() -> reqwest::RequestBuilder,
 {
     let prepare = || std::future::ready(Ok((build(), ())));
-    let (response, ()) =
-        run_tries(retry, gate, on_retry, operation, call, idempotency, prepare).await?;
+    let (response, ()) = run_tries(retry, outbound, operation, call, idempotency, prepare).await?;
     Ok(response)
 }
 
@@ -151,10 +166,9 @@ pub struct Http {
     retry: RetryPolicy,
     /// The only origin that sees the bearer token.
     origin: url::Origin,
-    /// Passed before every request (`with_gate`).
-    gate: Option<Arc<dyn crate::RequestGate>>,
-    /// Told of each retry (`set_retry_hook`).
-    on_retry: Option<crate::RetryHook>,
+    /// The gate passed before every request (`with_gate`), the hook told of each retry
+    /// (`set_retry_hook`).
+    outbound: Outbound,
 }
 
 impl std::fmt::Debug for Http {
@@ -180,21 +194,20 @@ impl Http {
             tokens,
             retry,
             origin: api_base.origin(),
-            gate: None,
-            on_retry: None,
+            outbound: Outbound::default(),
         })
     }
 
     /// Passes `gate` before every request (each try of each call, any origin).
     pub fn with_gate(mut self, gate: Arc<dyn crate::RequestGate>) -> Self {
-        self.gate = Some(gate);
+        self.outbound.gate = Some(gate);
         self
     }
 
     /// Tells `hook` of each retry, with the call's operation (`reporting` for
     /// [`Http::send`]).
     pub fn set_retry_hook(&mut self, hook: crate::RetryHook) {
-        self.on_retry = Some(hook);
+        self.outbound.on_retry = Some(hook);
     }
 
     /// The connection pool (for calls that need no token, e.g. discovery).
@@ -253,13 +266,11 @@ impl Http {
             request = request.bearer_auth(token.expose());
             Ok((request, Some(token)))
         };
-        let (gate, on_retry) = (self.gate.as_ref(), self.on_retry.as_ref());
         let mut reauthenticated = false;
         loop {
             let (response, used) = run_tries(
                 &self.retry,
-                gate,
-                on_retry,
+                &self.outbound,
                 operation,
                 call,
                 idempotency,

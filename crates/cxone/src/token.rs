@@ -118,10 +118,9 @@ pub struct TokenManager {
     bootstraps: AtomicU64,
     refreshes: AtomicU64,
     lost_races: AtomicU64,
-    /// Told `token` on each retry of the token endpoint.
-    on_retry: Mutex<Option<crate::RetryHook>>,
-    /// Passed before every token request (set by `Client::with_gate`).
-    gate: Mutex<Option<Arc<dyn crate::RequestGate>>>,
+    /// Passed before every token request (set by `Client::with_gate`); told `token` on each
+    /// retry of the token endpoint.
+    outbound: Mutex<crate::http::Outbound>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -154,20 +153,19 @@ impl TokenManager {
             bootstraps: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             lost_races: AtomicU64::new(0),
-            on_retry: Mutex::new(None),
-            gate: Mutex::new(None),
+            outbound: Mutex::default(),
         }
     }
 
     /// Tells `hook` `token` each time the token endpoint is tried again. (Takes `&self`: the
     /// [`crate::Client`] shares its manager with its HTTP layer.)
     pub fn set_retry_hook(&self, hook: crate::RetryHook) {
-        *self.on_retry.lock().expect("retry hook poisoned") = Some(hook);
+        self.outbound.lock().expect("outbound poisoned").on_retry = Some(hook);
     }
 
     /// Passes `gate` before every token request.
     pub fn set_gate(&self, gate: Arc<dyn crate::RequestGate>) {
-        *self.gate.lock().expect("gate poisoned") = Some(gate);
+        self.outbound.lock().expect("outbound poisoned").gate = Some(gate);
     }
 
     /// Uses `retry` for the token endpoint instead of [`RetryPolicy::default`].
@@ -358,16 +356,9 @@ impl TokenManager {
             Grant::Refresh(token) => form.push(("refresh_token", token.expose())),
         }
         let call = format!("POST {} ({kind} grant)", self.token_url);
-        let gate = self.gate.lock().expect("gate poisoned").clone();
-        let on_retry = self.on_retry.lock().expect("retry hook poisoned").clone();
-        let response = crate::http::send_plain(
-            &self.retry,
-            gate.as_ref(),
-            on_retry.as_ref(),
-            "token",
-            &call,
-            idempotency,
-            || {
+        let outbound = self.outbound.lock().expect("outbound poisoned").clone();
+        let response =
+            crate::http::send_plain(&self.retry, &outbound, "token", &call, idempotency, || {
                 match &grant {
                     Grant::Bootstrap => self.bootstraps.fetch_add(1, Ordering::SeqCst),
                     Grant::Refresh(_) => self.refreshes.fetch_add(1, Ordering::SeqCst),
@@ -376,9 +367,8 @@ impl TokenManager {
                     .post(self.token_url.clone())
                     .header(http::header::ACCEPT, "application/json")
                     .form(&form)
-            },
-        )
-        .await?;
+            })
+            .await?;
 
         let status = response.status();
         if status.is_success() {

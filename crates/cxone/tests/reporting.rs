@@ -597,11 +597,15 @@ async fn sign_in_discovery_and_every_call_pass_the_one_gate() {
         let told = told.clone();
         Arc::new(move |op| told.lock().unwrap().push(op))
     };
+    let outbound = cxone::http::Outbound {
+        gate: Some(as_gate.clone()),
+        on_retry: Some(hook.clone()),
+    };
     let http = cxone::http::build_client(Duration::from_secs(5), Duration::from_secs(10)).unwrap();
     let issuer = Url::parse(&sim.base_url()).unwrap();
     let discovery = Discovery::new(http.clone(), issuer, fast_retry())
         .unwrap()
-        .governed(Some(as_gate.clone()), Some(hook.clone()));
+        .governed(outbound.clone());
     let token_url = discovery.token_endpoint().await.unwrap();
     let tokens = Arc::new(
         AccessKeySource::governed_password_grant(
@@ -610,8 +614,7 @@ async fn sign_in_discovery_and_every_call_pass_the_one_gate() {
             key(&sim),
             DEFAULT_MARGIN,
             fast_retry(),
-            Some(as_gate.clone()),
-            Some(hook.clone()),
+            outbound,
         )
         .unwrap(),
     );

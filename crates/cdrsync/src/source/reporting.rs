@@ -78,8 +78,12 @@ impl Inner {
             .get_or_try_init(|| async {
                 let s = &self.setup;
                 // Sign-in and discovery pass the rate governor too.
+                let outbound = cxone::http::Outbound {
+                    gate: s.gate.clone(),
+                    on_retry: s.on_retry.clone(),
+                };
                 let discovery = Discovery::new(s.http.clone(), s.issuer.clone(), s.retry.clone())?
-                    .governed(s.gate.clone(), s.on_retry.clone());
+                    .governed(outbound.clone());
                 let token_url = discovery.token_endpoint().await?;
                 let tokens = Arc::new(AccessKeySource::governed_password_grant(
                     s.http.clone(),
@@ -87,8 +91,7 @@ impl Inner {
                     s.key.clone(),
                     s.margin,
                     s.retry.clone(),
-                    s.gate.clone(),
-                    s.on_retry.clone(),
+                    outbound,
                 )?);
                 let tenant = tokens
                     .tenant_id()

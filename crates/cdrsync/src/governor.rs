@@ -1,5 +1,7 @@
 //! The tenant-wide rate governor (`[cxone] max_requests_per_minute`): every HTTP request
-//! cdrsync makes to CXone (token, create, status, part) first takes a slot from the job
+//! cdrsync makes to CXone — sign-in (token grants and refreshes, the access-key password
+//! grant), discovery (`/.well-known/…`), create, status, report jobs, parts and result
+//! files, retries included — first takes a slot from the job
 //! store ([`JobStore::take_request_slot`]), so all workers sharing the store together never
 //! exceed the limit in any 60 s (a sliding window on the store's clock: PostgreSQL's for
 //! workers on many hosts).
@@ -65,7 +67,7 @@ pub fn govern(client: cxone::Client, config: &Config, store: &Arc<dyn JobStore>)
 }
 
 /// The governor's gate when `[cxone] max_requests_per_minute` is set (the Reporting API
-/// source passes it before each of its calls).
+/// source passes it before each of its calls, sign-in and discovery included).
 pub fn gate(config: &Config, store: &Arc<dyn JobStore>) -> Option<Arc<dyn cxone::RequestGate>> {
     let limit = config.cxone.max_requests_per_minute?;
     Some(Arc::new(StoreGate::new(

@@ -1009,26 +1009,25 @@ fn busiest(times: &[u64], span: u64) -> usize {
         .unwrap_or(0)
 }
 
-/// `[cxone] max_requests_per_minute` holds for the Reporting API source too: with a limit
-/// of 2 per window (shortened to 600 ms by `CDRSYNC_TEST_RATE_WINDOW_MS`), the report-job
-/// calls and the result-file request the simulator received never put more than 2 in any
-/// window, and the run took the windows that needs. (Sign-in and discovery — three calls
-/// per sign-in — are not governed yet.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rate_governor_holds_for_the_reporting_source() {
-    // A job that runs 1 s: polled every 20 ms it would make ~50 calls without the limit.
+/// `cdrsync run` of the day with `[cxone] max_requests_per_minute = limit` and the window
+/// shortened to `window_ms` (`CDRSYNC_TEST_RATE_WINDOW_MS`), on a job that runs
+/// `job_running_ms`; the day must be published exactly. Returns how long the run took.
+async fn governed_run(
+    job_running_ms: u64,
+    limit: usize,
+    window_ms: u64,
+) -> (Reporting, std::time::Duration) {
     let r = Reporting::new(ReportingScenario {
-        job_running_ms: 1_000,
+        job_running_ms,
         ..ReportingScenario::default()
     })
     .await;
     let mut text = std::fs::read_to_string(r.config_path()).unwrap();
     text = text.replace(
         "max_retries = 4\n",
-        "max_retries = 4\nmax_requests_per_minute = 2\n",
+        &format!("max_retries = 4\nmax_requests_per_minute = {limit}\n"),
     );
     std::fs::write(r.config_path(), text).unwrap();
-    let (limit, window_ms) = (2usize, 600u64);
     let started = std::time::Instant::now();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_cdrsync"))
         .args(["run", "--date", DATE, "--config"])
@@ -1041,13 +1040,12 @@ async fn the_rate_governor_holds_for_the_reporting_source() {
     let took = started.elapsed();
     assert!(status.success(), "{status}");
     r.assert_published_exactly(day(DATE));
-    let c = r.sim.counters();
-    let times = &c.call_times_ms;
-    assert_eq!(times.len() as u64, c.api_calls + c.file_requests, "{c:?}");
-    assert!(
-        times.len() > 2 * limit,
-        "needs more than two windows: {c:?}"
-    );
+    (r, took)
+}
+
+/// The arrival `times` (ms) never put more than `limit` in any window, and a run that
+/// `took` this long spent the windows they need.
+fn assert_within_limit(times: &[u64], limit: usize, window_ms: u64, took: std::time::Duration) {
     // A request arrives a little after its slot is taken (more on a busy machine): 150 ms
     // of the window are left for that. Unlimited, the 20 ms polls put ~5 calls in it.
     let busiest = busiest(times, window_ms - 150);
@@ -1061,6 +1059,47 @@ async fn the_rate_governor_holds_for_the_reporting_source() {
         "{took:?} for {} calls",
         times.len()
     );
+}
+
+/// `[cxone] max_requests_per_minute` holds for the Reporting API source too: with a limit
+/// of 2 per window (shortened to 600 ms by `CDRSYNC_TEST_RATE_WINDOW_MS`), the report-job
+/// calls and the result-file request the simulator received never put more than 2 in any
+/// window, and the run took the windows that needs. (Sign-in and discovery are governed
+/// too: see the next test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_governor_holds_for_the_reporting_source() {
+    // A job that runs 1 s: polled every 20 ms it would make ~50 calls without the limit.
+    let (limit, window_ms) = (2usize, 600u64);
+    let (r, took) = governed_run(1_000, limit, window_ms).await;
+    let c = r.sim.counters();
+    let times = &c.call_times_ms;
+    assert_eq!(times.len() as u64, c.api_calls + c.file_requests, "{c:?}");
+    assert!(
+        times.len() > 2 * limit,
+        "needs more than two windows: {c:?}"
+    );
+    assert_within_limit(times, limit, window_ms, took);
+}
+
+/// The rate governor counts sign-in and discovery too: with a limit of 2 per (600 ms)
+/// window, EVERY request the simulator received — the OIDC document, the password grant,
+/// the tenant's API-host document, the report-job calls and the result file — never puts
+/// more than 2 in any window. Ungoverned, sign-in alone puts three requests (then the job's
+/// POST) within a few milliseconds, so this fails if any of them bypasses the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_governor_counts_sign_in_and_discovery() {
+    let (limit, window_ms) = (2usize, 600u64);
+    let (r, took) = governed_run(200, limit, window_ms).await;
+    let c = r.sim.counters();
+    let sign_in = c.discovery_openid + c.token_grants + c.discovery_cxone;
+    assert_eq!(sign_in, 3, "one sign-in: {c:?}");
+    let times = &c.request_times_ms;
+    assert_eq!(
+        times.len() as u64,
+        sign_in + c.api_calls + c.file_requests,
+        "every request is in the simulator's log: {c:?}"
+    );
+    assert_within_limit(times, limit, window_ms, took);
 }
 
 /// Each retry of a Reporting API call reaches the run's observer (and so

@@ -119,6 +119,9 @@ pub struct ReportingCounters {
     /// When each `/inContactAPI/` call and each file request arrived (sign-in and discovery
     /// not included), milliseconds since the Unix epoch, in arrival order.
     pub call_times_ms: Vec<u64>,
+    /// When each request arrived — every route of both origins, sign-in and discovery
+    /// included — milliseconds since the Unix epoch, in arrival order.
+    pub request_times_ms: Vec<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -279,8 +282,16 @@ impl ReportingSimulator {
         });
         let (shutdown, signal) = watch::channel(false);
         let tasks = vec![
-            crate::serve(api, api_router(Arc::clone(&inner)), signal.clone()),
-            crate::serve(files, file_router(Arc::clone(&inner)), signal),
+            crate::serve(
+                api,
+                noted(api_router(Arc::clone(&inner)), &inner),
+                signal.clone(),
+            ),
+            crate::serve(
+                files,
+                noted(file_router(Arc::clone(&inner)), &inner),
+                signal,
+            ),
         ];
         Ok(ReportingSimulator {
             inner,
@@ -415,6 +426,19 @@ impl ReportingControl {
 // routes
 
 type Shared = Arc<Inner>;
+
+/// `router` noting each request's arrival in `request_times_ms`.
+fn noted(router: Router, inner: &Shared) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::clone(inner),
+        |State(inner): State<Shared>,
+         request: axum::extract::Request,
+         next: axum::middleware::Next| async move {
+            inner.lock().counters.request_times_ms.push(now_ms());
+            next.run(request).await
+        },
+    ))
+}
 
 fn api_router(inner: Shared) -> Router {
     Router::new()

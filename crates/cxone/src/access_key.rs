@@ -7,7 +7,9 @@
 //! once the cached token is within `margin` (default 300 s) of expiry, and after a 401.
 //! One exchange at a time however many callers ask (single flight: a tokio mutex and a
 //! re-check once it is held). The grant changes nothing on the server, so it is retried
-//! like a GET under the one policy.
+//! like a GET under the one policy ([`crate::http::send_plain`]), each try passing the
+//! request gate ([`PasswordGrant::governed`]) like every other call, and each retry told to
+//! the retry hook as `token`.
 //!
 //! The tenant id, which discovery needs for the API host, is read from the token's claims
 //! (`tenantId`, from the `id_token` when there is one, else the access token), never
@@ -17,8 +19,8 @@
 //! errors.
 
 use crate::client::check_url;
-use crate::http::TokenSource;
-use crate::retry::{Attempt, Backoff, Failure, Idempotency};
+use crate::http::{Outbound, TokenSource};
+use crate::retry::Idempotency;
 use crate::{Error, RetryPolicy, Secret};
 use base64::Engine as _;
 use std::sync::Arc;
@@ -64,6 +66,7 @@ pub struct PasswordGrant {
     token_url: Url,
     key: AccessKey,
     retry: RetryPolicy,
+    outbound: Outbound,
 }
 
 impl PasswordGrant {
@@ -79,7 +82,15 @@ impl PasswordGrant {
             token_url,
             key,
             retry,
+            outbound: Outbound::default(),
         })
+    }
+
+    /// Passes `outbound`'s gate before each try of the grant (the rate governor counts
+    /// sign-ins) and tells its hook of each retry as `token`.
+    pub fn governed(mut self, outbound: Outbound) -> Self {
+        self.outbound = outbound;
+        self
     }
 }
 
@@ -106,25 +117,21 @@ impl TokenEndpoint for PasswordGrant {
             crate::client::redact(&self.token_url),
             k.access_key_id
         );
-        let mut backoff = Backoff::new(&self.retry);
-        let response = self
-            .retry
-            .run(&call, Idempotency::Idempotent, &mut backoff, || {
-                let request = self
-                    .http
+        let response = crate::http::send_plain(
+            &self.retry,
+            &self.outbound,
+            "token",
+            &call,
+            Idempotency::Idempotent,
+            || {
+                self.http
                     .post(self.token_url.clone())
                     .basic_auth(&k.client_id, Some(k.client_secret.expose()))
                     .header(http::header::ACCEPT, "application/json")
-                    .form(&form);
-                async move {
-                    let response = request.send().await.map_err(Failure::from_reqwest)?;
-                    match Failure::from_response(&response) {
-                        Some(failure) => Err(Attempt::Retry(failure)),
-                        None => Ok(response),
-                    }
-                }
-            })
-            .await?;
+                    .form(&form)
+            },
+        )
+        .await?;
         let status = response.status();
         if !status.is_success() {
             let code = crate::token::oauth_error_code(response).await;
@@ -232,7 +239,20 @@ impl AccessKeySource {
         margin: Duration,
         retry: RetryPolicy,
     ) -> Result<Self, Error> {
-        let grant = PasswordGrant::new(http, token_url, key, retry)?;
+        Self::governed_password_grant(http, token_url, key, margin, retry, Outbound::default())
+    }
+
+    /// [`AccessKeySource::password_grant`] whose grants pass `outbound`'s gate and hook
+    /// ([`PasswordGrant::governed`]).
+    pub fn governed_password_grant(
+        http: reqwest::Client,
+        token_url: Url,
+        key: AccessKey,
+        margin: Duration,
+        retry: RetryPolicy,
+        outbound: Outbound,
+    ) -> Result<Self, Error> {
+        let grant = PasswordGrant::new(http, token_url, key, retry)?.governed(outbound);
         Ok(Self::new(Arc::new(grant), margin))
     }
 

@@ -1,8 +1,9 @@
 //! The Data Download API client: create a request, read its status, download its parts.
 //!
-//! Every call goes through [`Client::send`]: the one retry policy ([`crate::retry`]), a
-//! bearer token from the [`TokenManager`] fetched before each try (so a long retry never
-//! sends an expired token), and one refresh plus one retry on a 401.
+//! Every call goes through the shared HTTP layer ([`crate::http::Http::send_as`]): the one
+//! retry policy ([`crate::retry`]), a bearer token from the [`TokenManager`] fetched before
+//! each try (so a long retry never sends an expired token), one refresh plus one retry on a
+//! 401, the request gate and the retry hook — the same loop the Reporting API client uses.
 //!
 //! The bearer token goes only to the API's own origin (scheme, host and port of
 //! `base_url`). An absolute `downloadUrl` on another origin is pre-signed: it gets no
@@ -10,7 +11,8 @@
 //! bodies are not quoted. Plain `http` is refused except on loopback hosts, for configured
 //! URLs, download URLs and redirects alike.
 
-use crate::retry::{Attempt, Backoff, Failure, Idempotency, RetryHook};
+use crate::http::{Http, Opened, TokenSource};
+use crate::retry::{Attempt, Failure, Idempotency, RetryHook};
 use crate::{
     CreateRequest, CreateResponse, Credentials, Error, RefreshTokenStore, RetryPolicy,
     StatusResponse, TokenManager,
@@ -141,15 +143,11 @@ impl PartResponse {
 
 /// The typed client.
 pub struct Client {
-    http: reqwest::Client,
+    /// Bearer auth for `base_url`'s origin, retries, gate, hook.
+    http: Http,
     /// Always ends in `/`, so relative endpoints join below it.
     base_url: Url,
-    tokens: TokenManager,
-    retry: RetryPolicy,
-    /// Told of each retry ([`Client::set_retry_hook`]).
-    on_retry: Option<RetryHook>,
-    /// Passed before every request (`with_gate`).
-    gate: Option<Arc<dyn crate::RequestGate>>,
+    tokens: Arc<TokenManager>,
 }
 
 impl std::fmt::Debug for Client {
@@ -179,36 +177,24 @@ impl Client {
         base_url.set_query(None);
         base_url.set_fragment(None);
 
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(USER_AGENT)
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            // The guide asks for persistent HTTP/1.1 connections through egress proxies.
-            .http1_only()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_keepalive(Duration::from_secs(60))
-            .redirect(redirect_policy())
-            .build()
-            .map_err(|e| Error::Protocol {
-                call: "building the HTTP client".into(),
-                message: e.without_url().to_string(),
-            })?;
-        let tokens = TokenManager::new(
-            http.clone(),
-            config.token_url,
-            config.credentials,
-            config.refresh_margin,
-            store,
-        )
-        .with_retry(config.retry.clone());
+        // The guide asks for persistent HTTP/1.1 connections through egress proxies.
+        let client = crate::http::build_client(config.connect_timeout, config.read_timeout)?;
+        let tokens = Arc::new(
+            TokenManager::new(
+                client.clone(),
+                config.token_url,
+                config.credentials,
+                config.refresh_margin,
+                store,
+            )
+            .with_retry(config.retry.clone()),
+        );
+        let source: Arc<dyn TokenSource> = tokens.clone();
+        let http = Http::new(client, source, config.retry, &base_url)?;
         Ok(Client {
             http,
             base_url,
             tokens,
-            retry: config.retry,
-            on_retry: None,
-            gate: None,
         })
     }
 
@@ -216,13 +202,13 @@ impl Client {
     /// token endpoint) each time the retry policy tries a call again.
     pub fn set_retry_hook(&mut self, hook: RetryHook) {
         self.tokens.set_retry_hook(hook.clone());
-        self.on_retry = Some(hook);
+        self.http.set_retry_hook(hook);
     }
 
     /// Passes `gate` before every request this client makes, token requests included.
     pub fn with_gate(mut self, gate: Arc<dyn crate::RequestGate>) -> Self {
         self.tokens.set_gate(gate.clone());
-        self.gate = Some(gate);
+        self.http = self.http.with_gate(gate);
         self
     }
 
@@ -250,7 +236,8 @@ impl Client {
             message: format!("cannot encode the request body: {e}"),
         })?);
         let response = self
-            .send("create", &call, &url, Idempotency::Idempotent, |http| {
+            .http
+            .send_as("create", &call, &url, Idempotency::Idempotent, |http| {
                 http.post(url.clone())
                     .header("X-Request-Id", x_request_id)
                     .header(http::header::CONTENT_TYPE, "application/json")
@@ -261,7 +248,7 @@ impl Client {
         let new = match response.status().as_u16() {
             201 | 202 => true,
             200 => false,
-            _ => return Err(self.refusal(&call, &url, response).await),
+            _ => return Err(self.http.refusal(&call, &url, response).await),
         };
         let created: CreateResponse = read_json(&call, response).await?;
         Ok(Created {
@@ -275,7 +262,8 @@ impl Client {
         let url = self.endpoint(&[request_id])?;
         let call = format!("GET {}", redact(&url));
         let response = self
-            .send("status", &call, &url, Idempotency::Idempotent, |http| {
+            .http
+            .send_as("status", &call, &url, Idempotency::Idempotent, |http| {
                 http.get(url.clone())
                     .header(http::header::ACCEPT, "application/json")
             })
@@ -285,7 +273,7 @@ impl Client {
             404 => Err(Error::RequestNotFound {
                 request_id: request_id.to_string(),
             }),
-            _ => Err(self.refusal(&call, &url, response).await),
+            _ => Err(self.http.refusal(&call, &url, response).await),
         }
     }
 
@@ -293,129 +281,17 @@ impl Client {
     /// answer's `offset` says whether the server honoured it).
     pub async fn download(&self, download_url: &str, offset: u64) -> Result<PartResponse, Error> {
         let url = self.resolve(download_url)?;
-        let shown = redact(&url);
-        let call = format!("GET {shown}");
-        let response = self
-            .send("download", &call, &url, Idempotency::Idempotent, |http| {
-                let request = http
-                    .get(url.clone())
-                    .header(http::header::ACCEPT, "application/octet-stream");
-                if offset > 0 {
-                    request.header(http::header::RANGE, format!("bytes={offset}-"))
-                } else {
-                    request
-                }
-            })
-            .await?;
-        let content_length = response.content_length();
-        let (start, total_length) = match response.status().as_u16() {
-            // The server ignored the Range (or none was sent): the body is the whole part.
-            200 => (0, content_length),
-            206 => {
-                let range = response
-                    .headers()
-                    .get(http::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_content_range)
-                    .ok_or_else(|| Error::Protocol {
-                        call: call.clone(),
-                        message: "206 without a usable Content-Range".into(),
-                    })?;
-                if range.0 != offset {
-                    return Err(Error::Protocol {
-                        call,
-                        message: format!("asked for bytes from {offset}, got from {}", range.0),
-                    });
-                }
-                range
+        match self
+            .http
+            .open_range("download", "application/octet-stream", &url, offset)
+            .await?
+        {
+            Opened::Part(part) => Ok(part),
+            Opened::Other(response) => {
+                let call = format!("GET {}", redact(&url));
+                Err(self.http.refusal(&call, &url, response).await)
             }
-            _ => return Err(self.refusal(&call, &url, response).await),
-        };
-        let content_digest =
-            content_digest(response.headers()).map_err(|message| Error::Protocol {
-                call: call.clone(),
-                message,
-            })?;
-        Ok(PartResponse {
-            url: shown,
-            offset: start,
-            total_length,
-            content_digest,
-            content_length,
-            body: Some(response),
-        })
-    }
-
-    /// One call under the retry policy. Own-origin calls carry the bearer token (fetched
-    /// before each try, so it always has `refresh_margin` left); a 401 drops that token,
-    /// refreshes and repeats the call once; a second 401 is `Error::Auth`. Returns any
-    /// answer the policy does not retry, for the caller to interpret.
-    async fn send<F>(
-        &self,
-        operation: &'static str,
-        call: &str,
-        url: &Url,
-        idempotency: Idempotency,
-        build: F,
-    ) -> Result<reqwest::Response, Error>
-    where
-        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    {
-        let authorised = self.is_own_origin(url);
-        let (build, http, tokens) = (&build, &self.http, &self.tokens);
-        let gate = &self.gate;
-        let mut refreshed = false;
-        let on_retry = self.on_retry.as_ref();
-        loop {
-            let mut backoff = Backoff::new(&self.retry);
-            let tries = std::sync::atomic::AtomicU32::new(0);
-            let tries = &tries;
-            let (response, used) = self
-                .retry
-                .run(call, idempotency, &mut backoff, || async move {
-                    if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0
-                        && let Some(hook) = on_retry
-                    {
-                        hook(operation);
-                    }
-                    let token = match authorised {
-                        true => Some(tokens.bearer().await?),
-                        false => None,
-                    };
-                    let mut request = build(http);
-                    if let Some(token) = &token {
-                        request = request.bearer_auth(token.expose());
-                    }
-                    if let Some(gate) = gate {
-                        gate.acquire().await?;
-                    }
-                    let response = request.send().await.map_err(classify)?;
-                    match Failure::from_response(&response) {
-                        Some(failure) => Err(Attempt::Retry(failure)),
-                        None => Ok((response, token)),
-                    }
-                })
-                .await?;
-            let Some(rejected) = used.filter(|_| response.status() == 401) else {
-                return Ok(response);
-            };
-            if refreshed {
-                return Err(Error::Auth {
-                    message: format!("{call} was refused with HTTP 401 even with a fresh token"),
-                });
-            }
-            tracing::debug!(
-                call,
-                "HTTP 401: refreshing the access token and trying once more"
-            );
-            tokens.invalidate(&rejected).await?;
-            refreshed = true;
         }
-    }
-
-    /// Whether `url` shares scheme, host and port with `base_url`.
-    fn is_own_origin(&self, url: &Url) -> bool {
-        url.origin() == self.base_url.origin()
     }
 
     /// `{base_url}api/v2/data/download/requests[/segment…]`, each segment percent-encoded
@@ -450,29 +326,6 @@ impl Client {
             })?;
         check_url("downloadUrl", &url)?;
         Ok(url)
-    }
-
-    /// The error for an answer the caller does not accept. Own-origin bodies are quoted
-    /// (shortened); another origin's are not, since a storage service's error may echo the
-    /// pre-signed signature.
-    async fn refusal(&self, call: &str, url: &Url, response: reqwest::Response) -> Error {
-        let status = response.status();
-        if status.is_success() || status.is_informational() {
-            return Error::Protocol {
-                call: call.to_string(),
-                message: format!("unexpected HTTP {}", status.as_u16()),
-            };
-        }
-        let body = if self.is_own_origin(url) {
-            excerpt(response).await
-        } else {
-            "(body of a pre-signed origin not shown)".to_string()
-        };
-        Error::Rejected {
-            call: call.to_string(),
-            status: status.as_u16(),
-            body,
-        }
     }
 }
 
@@ -602,7 +455,15 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
         call: call.to_string(),
         message: format!("answer broke off: {}", Failure::from_reqwest(e)),
     })?;
-    serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+    parse_json(call, &body)
+}
+
+/// `body` as the documented JSON; the message names the shape that failed, never a value.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    call: &str,
+    body: &[u8],
+) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Protocol {
         call: call.to_string(),
         message: format!(
             "not the documented JSON: {}",

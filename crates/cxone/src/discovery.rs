@@ -9,10 +9,13 @@
 //! Each document is fetched once per process (per tenant for the second) and cached; a
 //! failed fetch is not cached. [`Discovery::fixed`] skips the network (tests, or a user who
 //! configures both URLs). Every URL read from a document passes the same rule as
-//! configured URLs: https, or http only on loopback.
+//! configured URLs: https, or http only on loopback. Each fetch runs under the one retry
+//! policy ([`crate::http::send_plain`]) and, once [`Discovery::governed`], passes the
+//! request gate like every other call (the rate governor counts discovery).
 
 use crate::client::{check_url, read_json, redact};
-use crate::retry::{Attempt, Backoff, Failure, Idempotency};
+use crate::http::Outbound;
+use crate::retry::Idempotency;
 use crate::{Error, RetryPolicy};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,7 @@ pub struct Discovery {
     api_endpoints: tokio::sync::Mutex<HashMap<String, Url>>,
     fixed_api: Option<Url>,
     fetches: AtomicU64,
+    outbound: Outbound,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -61,6 +65,7 @@ impl Discovery {
             api_endpoints: tokio::sync::Mutex::new(HashMap::new()),
             fixed_api: None,
             fetches: AtomicU64::new(0),
+            outbound: Outbound::default(),
         })
     }
 
@@ -76,7 +81,15 @@ impl Discovery {
             api_endpoints: tokio::sync::Mutex::new(HashMap::new()),
             fixed_api: Some(api_endpoint),
             fetches: AtomicU64::new(0),
+            outbound: Outbound::default(),
         })
+    }
+
+    /// Passes `outbound`'s gate before each fetch (the rate governor counts discovery) and
+    /// tells its hook of each retry as `discovery`.
+    pub fn governed(mut self, outbound: Outbound) -> Self {
+        self.outbound = outbound;
+        self
     }
 
     /// Documents fetched so far (for tests: the cache holds).
@@ -144,24 +157,20 @@ impl Discovery {
             url.query_pairs_mut().append_pair("tenantId", id);
         }
         let call = format!("GET {}", redact(&url));
-        let mut backoff = Backoff::new(&self.retry);
-        let response = self
-            .retry
-            .run(&call, Idempotency::Idempotent, &mut backoff, || {
+        let response = crate::http::send_plain(
+            &self.retry,
+            &self.outbound,
+            "discovery",
+            &call,
+            Idempotency::Idempotent,
+            || {
                 self.fetches.fetch_add(1, Ordering::SeqCst);
-                let request = self
-                    .http
+                self.http
                     .get(url.clone())
-                    .header(http::header::ACCEPT, "application/json");
-                async move {
-                    let response = request.send().await.map_err(Failure::from_reqwest)?;
-                    match Failure::from_response(&response) {
-                        Some(failure) => Err(Attempt::Retry(failure)),
-                        None => Ok(response),
-                    }
-                }
-            })
-            .await?;
+                    .header(http::header::ACCEPT, "application/json")
+            },
+        )
+        .await?;
         if !response.status().is_success() {
             return Err(Error::Rejected {
                 call,

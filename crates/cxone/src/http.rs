@@ -1,32 +1,118 @@
 //! The shared HTTP layer: bearer auth from a [`TokenSource`], the one retry policy, one
-//! re-authentication on a 401, and URL redaction in every message.
+//! re-authentication on a 401, the request gate, the retry hook, and URL redaction in every
+//! message.
 //!
-//! [`Http::send`] is what the Reporting API client ([`crate::reporting`]) calls. It is the
-//! same loop as the Data Download [`crate::Client`]'s own `send` (which has not moved onto it
-//! yet, so concurrent work on `client.rs` stays easy to merge), generalised over where the
-//! token comes from:
+//! Both API clients run on it: the Data Download [`crate::Client`] (operations `create`,
+//! `status`, `download`) and the Reporting API [`crate::ReportingClient`] (operation
+//! `reporting`). The token comes from
 //! - a rotating-refresh-token [`TokenManager`] (the Data Download API), or
 //! - an [`AccessKeySource`](crate::access_key::AccessKeySource) (OIDC password grant with an
 //!   access key, no refresh token: it re-authenticates instead).
+//!
+//! Calls that carry no token at all — the token grants themselves and discovery — go
+//! through [`send_plain`]: the same retry policy, the same gate, the same hook. So a
+//! [`crate::RequestGate`] (a shared rate budget) sees every request this crate makes.
 //!
 //! Retries: 429 and 503 honour `Retry-After`; a 429 WITHOUT `Retry-After` (what the
 //! Reporting API sends) backs off by the policy's jittered exponential delay, bounded by
 //! `max_retries` and `retry_timeout` — never an immediate hammering, never a give-up on the
 //! first 429. The bearer token goes only to the authorised origin; any other origin (a
-//! `resultFileURL`, a file URI) is fetched without `Authorization`, its query string never
-//! appears in a message and its error bodies are not quoted.
-//!
-//! Like the Data Download client, an [`Http`] may pass a [`crate::RequestGate`] before
-//! every request ([`Http::with_gate`], a shared rate budget) and tell a
-//! [`RetryHook`](crate::RetryHook) of each retry ([`Http::set_retry_hook`], operation
-//! `reporting`).
+//! pre-signed `downloadUrl`, a `resultFileURL`, a file URI) is fetched without
+//! `Authorization`, its query string never appears in a message and its error bodies are not
+//! quoted. A refused redirect (plain http off loopback, too many) is final, never retried.
 
 use crate::client::{classify, content_digest, excerpt, parse_content_range, redirect_policy};
 use crate::retry::{Attempt, Backoff, Failure, Idempotency};
-use crate::{Error, PartResponse, RetryPolicy, Secret, TokenManager};
+use crate::{Error, PartResponse, RequestGate, RetryHook, RetryPolicy, Secret, TokenManager};
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use url::Url;
+
+/// What every request passes on its way out, with or without a token: the request gate (a
+/// shared rate budget) and the hook told of each retry.
+#[derive(Clone, Default)]
+pub struct Outbound {
+    pub gate: Option<Arc<dyn RequestGate>>,
+    pub on_retry: Option<RetryHook>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("gate", &self.gate)
+            .field("on_retry", &self.on_retry.is_some())
+            .finish()
+    }
+}
+
+/// The one try loop under everything: each try first `prepare`s its request (fetching a
+/// token, say), then passes the gate, then goes; every try after the first is told to the
+/// retry hook as `operation`. Answers the policy retries (429, 5xx) are retried; a transport
+/// error is retried per `idempotency`; a refused redirect or an error of `prepare` or the
+/// gate is final. Returns the answer and what `prepare` gave along with the request.
+async fn run_tries<T, P, Fut>(
+    retry: &RetryPolicy,
+    outbound: &Outbound,
+    operation: &'static str,
+    call: &str,
+    idempotency: Idempotency,
+    prepare: P,
+) -> Result<(reqwest::Response, T), Error>
+where
+    P: Fn() -> Fut,
+    Fut: Future<Output = Result<(reqwest::RequestBuilder, T), Error>>,
+{
+    let mut backoff = Backoff::new(retry);
+    let tries = AtomicU32::new(0);
+    let (tries, prepare) = (&tries, &prepare);
+    let (gate, on_retry) = (outbound.gate.as_ref(), outbound.on_retry.as_ref());
+    retry
+        .run(call, idempotency, &mut backoff, || async move {
+            if tries.fetch_add(1, Ordering::Relaxed) > 0
+                && let Some(hook) = on_retry
+            {
+                hook(operation);
+            }
+            let (request, with) = prepare().await?;
+            if let Some(gate) = gate {
+                gate.acquire().await?;
+            }
+            let response = request.send().await.map_err(classify)?;
+            match Failure::from_response(&response) {
+                Some(failure) => Err(Attempt::Retry(failure)),
+                None => Ok((response, with)),
+            }
+        })
+        .await
+}
+
+/// One call that carries no bearer token (a token grant, a discovery document) under the
+/// one retry policy, passing `outbound`'s gate before each try and telling its hook of each
+/// retry as `operation`. Returns any answer the policy does not retry. `call` must already
+/// be redacted.
+pub(crate) async fn send_plain<F>(
+    retry: &RetryPolicy,
+    outbound: &Outbound,
+    operation: &'static str,
+    call: &str,
+    idempotency: Idempotency,
+    build: F,
+) -> Result<reqwest::Response, Error>
+where
+    F: Fn() -> reqwest::RequestBuilder,
+{
+    let prepare = || std::future::ready(Ok((build(), ())));
+    let (response, ()) = run_tries(retry, outbound, operation, call, idempotency, prepare).await?;
+    Ok(response)
+}
+
+/// What [`Http::open_range`] found: a body to read, or an answer the caller interprets.
+pub(crate) enum Opened {
+    Part(PartResponse),
+    Other(reqwest::Response),
+}
 
 /// Where bearer tokens come from. Both token flows implement it, so one HTTP layer serves
 /// both APIs.
@@ -80,10 +166,9 @@ pub struct Http {
     retry: RetryPolicy,
     /// The only origin that sees the bearer token.
     origin: url::Origin,
-    /// Passed before every request (`with_gate`).
-    gate: Option<Arc<dyn crate::RequestGate>>,
-    /// Told of each retry (`set_retry_hook`).
-    on_retry: Option<crate::RetryHook>,
+    /// The gate passed before every request (`with_gate`), the hook told of each retry
+    /// (`set_retry_hook`).
+    outbound: Outbound,
 }
 
 impl std::fmt::Debug for Http {
@@ -109,20 +194,20 @@ impl Http {
             tokens,
             retry,
             origin: api_base.origin(),
-            gate: None,
-            on_retry: None,
+            outbound: Outbound::default(),
         })
     }
 
     /// Passes `gate` before every request (each try of each call, any origin).
     pub fn with_gate(mut self, gate: Arc<dyn crate::RequestGate>) -> Self {
-        self.gate = Some(gate);
+        self.outbound.gate = Some(gate);
         self
     }
 
-    /// Tells `hook` of each retry, with the operation `reporting`.
+    /// Tells `hook` of each retry, with the call's operation (`reporting` for
+    /// [`Http::send`]).
     pub fn set_retry_hook(&mut self, hook: crate::RetryHook) {
-        self.on_retry = Some(hook);
+        self.outbound.on_retry = Some(hook);
     }
 
     /// The connection pool (for calls that need no token, e.g. discovery).
@@ -139,10 +224,7 @@ impl Http {
         url.origin() == self.origin
     }
 
-    /// One call under the retry policy. Authorised-origin calls carry a bearer token
-    /// fetched before each try; a 401 drops that token, gets a new one and repeats the call
-    /// once; a second 401 is [`Error::Auth`]. Returns any answer the policy does not retry,
-    /// for the caller to interpret. `call` must already be redacted.
+    /// One call under the retry policy (retries told as `reporting`); see [`Http::send_as`].
     pub async fn send<F>(
         &self,
         call: &str,
@@ -153,40 +235,48 @@ impl Http {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.send_as("reporting", call, url, idempotency, build)
+            .await
+    }
+
+    /// One call under the retry policy, each retry told to the hook as `operation`.
+    /// Authorised-origin calls carry a bearer token fetched before each try (so a long
+    /// retry never sends an expired one); a 401 drops that token, gets a new one and repeats
+    /// the call once; a second 401 is [`Error::Auth`]. Returns any answer the policy does
+    /// not retry, for the caller to interpret. `call` must already be redacted.
+    pub async fn send_as<F>(
+        &self,
+        operation: &'static str,
+        call: &str,
+        url: &Url,
+        idempotency: Idempotency,
+        build: F,
+    ) -> Result<reqwest::Response, Error>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let authorised = self.is_authorised(url);
         let (build, http, tokens) = (&build, &self.client, &self.tokens);
-        let (gate, on_retry) = (&self.gate, self.on_retry.as_ref());
+        let prepare = || async move {
+            let mut request = build(http);
+            if !authorised {
+                return Ok((request, None));
+            }
+            let token = tokens.bearer().await?;
+            request = request.bearer_auth(token.expose());
+            Ok((request, Some(token)))
+        };
         let mut reauthenticated = false;
         loop {
-            let mut backoff = Backoff::new(&self.retry);
-            let tries = std::sync::atomic::AtomicU32::new(0);
-            let tries = &tries;
-            let (response, used) = self
-                .retry
-                .run(call, idempotency, &mut backoff, || async move {
-                    if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0
-                        && let Some(hook) = on_retry
-                    {
-                        hook("reporting");
-                    }
-                    let token = match authorised {
-                        true => Some(tokens.bearer().await?),
-                        false => None,
-                    };
-                    let mut request = build(http);
-                    if let Some(token) = &token {
-                        request = request.bearer_auth(token.expose());
-                    }
-                    if let Some(gate) = gate {
-                        gate.acquire().await?;
-                    }
-                    let response = request.send().await.map_err(classify)?;
-                    match Failure::from_response(&response) {
-                        Some(failure) => Err(Attempt::Retry(failure)),
-                        None => Ok((response, token)),
-                    }
-                })
-                .await?;
+            let (response, used) = run_tries(
+                &self.retry,
+                &self.outbound,
+                operation,
+                call,
+                idempotency,
+                prepare,
+            )
+            .await?;
             let Some(rejected) = used.filter(|_| response.status() == 401) else {
                 return Ok(response);
             };
@@ -227,16 +317,23 @@ impl Http {
         }
     }
 
-    /// `GET url` from byte `offset` (`Range: bytes=offset-` when `offset > 0`), as
-    /// [`crate::Client::download`] does. Another origin gets no `Authorization`. A 403 or
-    /// 404 there is [`Error::UrlExpired`]: the caller asks for a fresh URL.
-    pub async fn open_part(&self, url: &Url, offset: u64) -> Result<PartResponse, Error> {
-        crate::client::check_url("the result file URL", url)?;
+    /// `GET url` from byte `offset` (`Range: bytes=offset-` when `offset > 0`), `Accept:
+    /// accept`, retries told as `operation`. A 200 (the whole body: the server ignored the
+    /// `Range` or none was sent) or a 206 whose `Content-Range` starts at `offset` is an
+    /// open [`PartResponse`] (its `Content-Digest` read); any other answer is the caller's
+    /// to interpret. `shown` is the redacted URL. Another origin gets no `Authorization`.
+    pub(crate) async fn open_range(
+        &self,
+        operation: &'static str,
+        accept: &'static str,
+        url: &Url,
+        offset: u64,
+    ) -> Result<Opened, Error> {
         let shown = crate::client::redact(url);
         let call = format!("GET {shown}");
         let response = self
-            .send(&call, url, Idempotency::Idempotent, |http| {
-                let request = http.get(url.clone()).header(http::header::ACCEPT, "*/*");
+            .send_as(operation, &call, url, Idempotency::Idempotent, |http| {
+                let request = http.get(url.clone()).header(http::header::ACCEPT, accept);
                 if offset > 0 {
                     request.header(http::header::RANGE, format!("bytes={offset}-"))
                 } else {
@@ -265,33 +362,47 @@ impl Http {
                 }
                 range
             }
-            // Asked from where our copy ends, and nothing is left: the copy may already be
-            // the whole file (a run killed after its last byte, before the part was marked
-            // verified). A result file announces no size to tell, so take it again from the
-            // start rather than fail the day.
-            416 if offset > 0 => {
-                drop(response);
-                return Box::pin(self.open_part(url, 0)).await;
-            }
-            403 | 404 | 410 if !self.is_authorised(url) => {
-                return Err(Error::UrlExpired {
-                    url: shown,
-                    status: response.status().as_u16(),
-                });
-            }
-            _ => return Err(self.refusal(&call, url, response).await),
+            _ => return Ok(Opened::Other(response)),
         };
         let digest = content_digest(response.headers()).map_err(|message| Error::Protocol {
             call: call.clone(),
             message,
         })?;
-        Ok(PartResponse::opened(
+        Ok(Opened::Part(PartResponse::opened(
             shown,
             start,
             total_length,
             digest,
             content_length,
             response,
-        ))
+        )))
+    }
+
+    /// A Reporting API result file from byte `offset`, as [`Http::open_range`]. Another
+    /// origin's 403/404/410 is [`Error::UrlExpired`] (the caller asks for a fresh URL).
+    pub async fn open_part(&self, url: &Url, offset: u64) -> Result<PartResponse, Error> {
+        crate::client::check_url("the result file URL", url)?;
+        let response = match self.open_range("reporting", "*/*", url, offset).await? {
+            Opened::Part(part) => return Ok(part),
+            Opened::Other(response) => response,
+        };
+        match response.status().as_u16() {
+            // Asked from where our copy ends, and nothing is left: the copy may already be
+            // the whole file (a run killed after its last byte, before the part was marked
+            // verified). A result file announces no size to tell, so take it again from the
+            // start rather than fail the day.
+            416 if offset > 0 => {
+                drop(response);
+                Box::pin(self.open_part(url, 0)).await
+            }
+            403 | 404 | 410 if !self.is_authorised(url) => Err(Error::UrlExpired {
+                url: crate::client::redact(url),
+                status: response.status().as_u16(),
+            }),
+            _ => {
+                let call = format!("GET {}", crate::client::redact(url));
+                Err(self.refusal(&call, url, response).await)
+            }
+        }
     }
 }

@@ -196,6 +196,67 @@ impl ReportingClient {
         &self.base
     }
 
+    /// `GET url` (`Accept: application/json`) under the shared layer: the answer when its
+    /// status passes `accept`, otherwise the refusal as an error. `call` names it.
+    async fn get(
+        &self,
+        call: &str,
+        url: &Url,
+        accept: fn(u16) -> bool,
+    ) -> Result<reqwest::Response, Error> {
+        let response = self
+            .http
+            .send(call, url, Idempotency::Idempotent, |http| {
+                http.get(url.clone())
+                    .header(http::header::ACCEPT, "application/json")
+            })
+            .await?;
+        self.accepted(call, url, response, accept).await
+    }
+
+    /// `POST url` with no body (`Accept: application/json`), as [`ReportingClient::get`].
+    async fn post(
+        &self,
+        call: &str,
+        url: &Url,
+        idempotency: Idempotency,
+        accept: fn(u16) -> bool,
+    ) -> Result<reqwest::Response, Error> {
+        let response = self
+            .http
+            .send(call, url, idempotency, |http| {
+                http.post(url.clone())
+                    .header(http::header::ACCEPT, "application/json")
+            })
+            .await?;
+        self.accepted(call, url, response, accept).await
+    }
+
+    /// `POST url` and its JSON answer when its status passes `accept`.
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        call: &str,
+        url: &Url,
+        idempotency: Idempotency,
+        accept: fn(u16) -> bool,
+    ) -> Result<T, Error> {
+        read_json(call, self.post(call, url, idempotency, accept).await?).await
+    }
+
+    async fn accepted(
+        &self,
+        call: &str,
+        url: &Url,
+        response: reqwest::Response,
+        accept: fn(u16) -> bool,
+    ) -> Result<reqwest::Response, Error> {
+        if accept(response.status().as_u16()) {
+            Ok(response)
+        } else {
+            Err(self.http.refusal(call, url, response).await)
+        }
+    }
+
     fn endpoint(&self, segments: &[&str]) -> Result<Url, Error> {
         let mut url = self.base.clone();
         url.path_segments_mut()
@@ -223,17 +284,12 @@ impl ReportingClient {
             .append_pair("startDate", &window.start)
             .append_pair("endDate", &window.end);
         let call = format!("POST {} (report {report_id})", redact(&url));
-        let response = self
-            .http
-            .send(&call, &url, Idempotency::NotIdempotent, |http| {
-                http.post(url.clone())
-                    .header(http::header::ACCEPT, "application/json")
+        let started: StartedJob = self
+            .post_json(&call, &url, Idempotency::NotIdempotent, |s| {
+                (200..=202).contains(&s)
             })
             .await?;
-        match response.status().as_u16() {
-            200..=202 => Ok(read_json::<StartedJob>(&call, response).await?.job_id),
-            _ => Err(self.http.refusal(&call, &url, response).await),
-        }
+        Ok(started.job_id)
     }
 
     /// `GET /report-jobs/{jobId}`. A `Failed` job is returned as is (the caller decides:
@@ -242,20 +298,13 @@ impl ReportingClient {
     pub async fn report_job(&self, job_id: &str) -> Result<ReportJob, Error> {
         let url = self.endpoint(&["report-jobs", job_id])?;
         let call = format!("GET {}", redact(&url));
-        let response = self
-            .http
-            .send(&call, &url, Idempotency::Idempotent, |http| {
-                http.get(url.clone())
-                    .header(http::header::ACCEPT, "application/json")
-            })
-            .await?;
-        match response.status().as_u16() {
-            200 => Ok(read_json::<JobEnvelope>(&call, response).await?.job_result),
-            404 => Err(Error::RequestNotFound {
+        let response = self.get(&call, &url, |s| s == 200 || s == 404).await?;
+        if response.status() == 404 {
+            return Err(Error::RequestNotFound {
                 request_id: job_id.to_string(),
-            }),
-            _ => Err(self.http.refusal(&call, &url, response).await),
+            });
         }
+        Ok(read_json::<JobEnvelope>(&call, response).await?.job_result)
     }
 
     /// `POST /report-jobs/datadownload/{reportId}` for `window`: with `save_as_file` the
@@ -283,17 +332,9 @@ impl ReportingClient {
         } else {
             Idempotency::Idempotent
         };
-        let response = self
-            .http
-            .send(&call, &url, idempotency, |http| {
-                http.post(url.clone())
-                    .header(http::header::ACCEPT, "application/json")
-            })
+        let wire: DataDownloadWire = self
+            .post_json(&call, &url, idempotency, |s| (200..300).contains(&s))
             .await?;
-        if !response.status().is_success() {
-            return Err(self.http.refusal(&call, &url, response).await);
-        }
-        let wire: DataDownloadWire = read_json(&call, response).await?;
         if let Some(message) = wire.error_message.filter(|m| !m.trim().is_empty()) {
             return Err(Error::Reported {
                 call,
@@ -353,38 +394,22 @@ impl ReportingClient {
             .append_pair("top", &top.to_string())
             .append_pair("orderBy", "contactId asc");
         let call = format!("GET {}", redact(&url));
-        let response = self
-            .http
-            .send(&call, &url, Idempotency::Idempotent, |http| {
-                http.get(url.clone())
-                    .header(http::header::ACCEPT, "application/json")
-            })
-            .await?;
-        match response.status().as_u16() {
-            204 => Ok(None),
-            200 => {
-                let body = response.bytes().await.map_err(|e| Error::Transfer {
-                    url: redact(&url),
-                    message: crate::retry::Failure::from_reqwest(e).to_string(),
-                })?;
-                let wire: ContactsWire =
-                    serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-                        call: call.clone(),
-                        message: format!(
-                            "not the documented JSON: {}",
-                            crate::error::json_shape_error(&e)
-                        ),
-                    })?;
-                Ok(Some(ContactsPage {
-                    skip,
-                    top,
-                    total_records: wire.total_records,
-                    contacts: wire.completed_contacts,
-                    body,
-                }))
-            }
-            _ => Err(self.http.refusal(&call, &url, response).await),
+        let response = self.get(&call, &url, |s| s == 200 || s == 204).await?;
+        if response.status() == 204 {
+            return Ok(None);
         }
+        let body = response.bytes().await.map_err(|e| Error::Transfer {
+            url: redact(&url),
+            message: crate::retry::Failure::from_reqwest(e).to_string(),
+        })?;
+        let wire: ContactsWire = crate::client::parse_json(&call, &body)?;
+        Ok(Some(ContactsPage {
+            skip,
+            top,
+            total_records: wire.total_records,
+            contacts: wire.completed_contacts,
+            body,
+        }))
     }
 }
 

@@ -19,7 +19,7 @@
 //! likewise costs one bootstrap grant, run at once in the same exchange.
 
 use crate::model::TokenResponse;
-use crate::retry::{Attempt, Backoff, Failure, Idempotency};
+use crate::retry::Idempotency;
 use crate::{Error, RefreshTokenStore, RetryPolicy, Secret};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -118,10 +118,9 @@ pub struct TokenManager {
     bootstraps: AtomicU64,
     refreshes: AtomicU64,
     lost_races: AtomicU64,
-    /// Told `token` on each retry of the token endpoint.
-    on_retry: Option<crate::RetryHook>,
-    /// Passed before every token request (set by `Client::with_gate`).
-    gate: Option<Arc<dyn crate::RequestGate>>,
+    /// Passed before every token request (set by `Client::with_gate`); told `token` on each
+    /// retry of the token endpoint.
+    outbound: Mutex<crate::http::Outbound>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -154,19 +153,19 @@ impl TokenManager {
             bootstraps: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             lost_races: AtomicU64::new(0),
-            on_retry: None,
-            gate: None,
+            outbound: Mutex::default(),
         }
     }
 
-    /// Tells `hook` `token` each time the token endpoint is tried again.
-    pub fn set_retry_hook(&mut self, hook: crate::RetryHook) {
-        self.on_retry = Some(hook);
+    /// Tells `hook` `token` each time the token endpoint is tried again. (Takes `&self`: the
+    /// [`crate::Client`] shares its manager with its HTTP layer.)
+    pub fn set_retry_hook(&self, hook: crate::RetryHook) {
+        self.outbound.lock().expect("outbound poisoned").on_retry = Some(hook);
     }
 
     /// Passes `gate` before every token request.
-    pub fn set_gate(&mut self, gate: Arc<dyn crate::RequestGate>) {
-        self.gate = Some(gate);
+    pub fn set_gate(&self, gate: Arc<dyn crate::RequestGate>) {
+        self.outbound.lock().expect("outbound poisoned").gate = Some(gate);
     }
 
     /// Uses `retry` for the token endpoint instead of [`RetryPolicy::default`].
@@ -357,36 +356,17 @@ impl TokenManager {
             Grant::Refresh(token) => form.push(("refresh_token", token.expose())),
         }
         let call = format!("POST {} ({kind} grant)", self.token_url);
-        let mut backoff = Backoff::new(&self.retry);
-        let tries = AtomicU64::new(0);
-        let response = self
-            .retry
-            .run(&call, idempotency, &mut backoff, || {
-                if tries.fetch_add(1, Ordering::Relaxed) > 0
-                    && let Some(hook) = &self.on_retry
-                {
-                    hook("token");
-                }
-                let request = self
-                    .http
-                    .post(self.token_url.clone())
-                    .header(http::header::ACCEPT, "application/json")
-                    .form(&form);
+        let outbound = self.outbound.lock().expect("outbound poisoned").clone();
+        let response =
+            crate::http::send_plain(&self.retry, &outbound, "token", &call, idempotency, || {
                 match &grant {
                     Grant::Bootstrap => self.bootstraps.fetch_add(1, Ordering::SeqCst),
                     Grant::Refresh(_) => self.refreshes.fetch_add(1, Ordering::SeqCst),
                 };
-                let gate = self.gate.clone();
-                async move {
-                    if let Some(gate) = gate {
-                        gate.acquire().await?;
-                    }
-                    let response = request.send().await.map_err(Failure::from_reqwest)?;
-                    match Failure::from_response(&response) {
-                        Some(failure) => Err(Attempt::Retry(failure)),
-                        None => Ok(response),
-                    }
-                }
+                self.http
+                    .post(self.token_url.clone())
+                    .header(http::header::ACCEPT, "application/json")
+                    .form(&form)
             })
             .await?;
 

@@ -565,3 +565,90 @@ async fn plain_http_off_loopback_is_refused_for_every_discovered_or_configured_u
     assert_eq!(sim.counters().token_grants, 0, "nothing was sent");
     sim.shutdown().await;
 }
+
+/// Counts what passed it (the rate governor's seam).
+#[derive(Debug, Default)]
+struct CountingGate(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl cxone::RequestGate for CountingGate {
+    async fn acquire(&self) -> Result<(), Error> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Every request of the Reporting API chain passes the gate — sign-in (the password grant)
+/// and both discovery documents included, not only the API calls: with one gate on
+/// discovery, the grant and the client, the gate's count equals everything the simulator
+/// received. Without the gate on sign-in or discovery the count falls short by those calls.
+#[tokio::test]
+async fn sign_in_discovery_and_every_call_pass_the_one_gate() {
+    let sim = ReportingSimulator::start(ReportingScenario {
+        throttle_first: 1,
+        ..ReportingScenario::default()
+    })
+    .await
+    .unwrap();
+    let gate = Arc::new(CountingGate::default());
+    let as_gate: Arc<dyn cxone::RequestGate> = gate.clone();
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook: cxone::RetryHook = {
+        let told = told.clone();
+        Arc::new(move |op| told.lock().unwrap().push(op))
+    };
+    let outbound = cxone::http::Outbound {
+        gate: Some(as_gate.clone()),
+        on_retry: Some(hook.clone()),
+    };
+    let http = cxone::http::build_client(Duration::from_secs(5), Duration::from_secs(10)).unwrap();
+    let issuer = Url::parse(&sim.base_url()).unwrap();
+    let discovery = Discovery::new(http.clone(), issuer, fast_retry())
+        .unwrap()
+        .governed(outbound.clone());
+    let token_url = discovery.token_endpoint().await.unwrap();
+    let tokens = Arc::new(
+        AccessKeySource::governed_password_grant(
+            http.clone(),
+            token_url,
+            key(&sim),
+            DEFAULT_MARGIN,
+            fast_retry(),
+            outbound,
+        )
+        .unwrap(),
+    );
+    let tenant = tokens.tenant_id().await.unwrap().expect("tenantId claim");
+    let api = discovery.api_endpoint(&tenant).await.unwrap();
+    let mut client = ReportingClient::new(
+        http,
+        &api,
+        cxone::reporting::DEFAULT_VERSION,
+        tokens.clone(),
+        fast_retry(),
+    )
+    .unwrap()
+    .with_gate(as_gate);
+    client.set_retry_hook(hook);
+    let window = Window::utc_day(DAY).unwrap();
+    // The first API call draws the one 429 and is retried.
+    let job = client.start_report_job("1234", &window).await.unwrap();
+    let url = finished_url(&client, &job).await;
+    let mut part = client.open_file(&url, 0).await.unwrap();
+    read_all(&mut part).await;
+
+    let c = sim.counters();
+    assert_eq!(
+        (c.discovery_openid, c.token_grants, c.discovery_cxone),
+        (1, 1, 1),
+        "{c:?}"
+    );
+    let received =
+        c.discovery_openid + c.token_grants + c.discovery_cxone + c.api_calls + c.file_requests;
+    assert_eq!(
+        gate.0.load(std::sync::atomic::Ordering::SeqCst),
+        received,
+        "{c:?}"
+    );
+    assert_eq!(*told.lock().unwrap(), vec!["reporting"]);
+}

@@ -83,14 +83,21 @@ impl Inner {
             .client
             .get_or_try_init(|| async {
                 let s = &self.setup;
-                let discovery = Discovery::new(s.http.clone(), s.issuer.clone(), s.retry.clone())?;
+                // Sign-in and discovery pass the rate governor too.
+                let outbound = cxone::http::Outbound {
+                    gate: s.gate.clone(),
+                    on_retry: s.on_retry.clone(),
+                };
+                let discovery = Discovery::new(s.http.clone(), s.issuer.clone(), s.retry.clone())?
+                    .governed(outbound.clone());
                 let token_url = discovery.token_endpoint().await?;
-                let tokens = Arc::new(AccessKeySource::password_grant(
+                let tokens = Arc::new(AccessKeySource::governed_password_grant(
                     s.http.clone(),
                     token_url,
                     s.key.clone(),
                     s.margin,
                     s.retry.clone(),
+                    outbound,
                 )?);
                 let tenant = tokens
                     .tenant_id()

@@ -609,11 +609,7 @@ impl Metrics {
     /// opened) is counted like one that failed, and the textfile written.
     fn setup_failed(&self, date: NaiveDate, error: JobError) -> JobError {
         use crate::observe::{JobEvent, Observer};
-        let key = crate::state::JobKey {
-            report_type: self.config.job.report_type.clone(),
-            report_id: self.config.job.report_id.clone(),
-            date,
-        };
+        let key = crate::state::JobKey::new(self.config.job.dataset.clone(), date);
         let code = error.exit_code();
         let event = JobEvent::RunFinished {
             outcome: crate::observe::error_word(code),

@@ -170,11 +170,10 @@ mod tests {
     use super::*;
 
     fn key() -> JobKey {
-        JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap(),
-        }
+        JobKey::new(
+            "callDetailRecords",
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap(),
+        )
     }
 
     #[test]

@@ -297,11 +297,7 @@ async fn expire_lease(r: &Reporting, date: NaiveDate) {
     use cdrsync::state::{JobKey, JobStore, Lease};
     let store =
         cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
-    let key = JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "1042".into(),
-        date,
-    };
+    let key = JobKey::new("callDetailRecords", date);
     let me = "crash-test";
     match store
         .acquire_lease(&key, me, std::time::Duration::from_secs(1))
@@ -318,11 +314,7 @@ async fn state_of(r: &Reporting, date: NaiveDate) -> String {
     use cdrsync::state::{JobKey, JobStore};
     let store =
         cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
-    let key = JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "1042".into(),
-        date,
-    };
+    let key = JobKey::new("callDetailRecords", date);
     match store.load(&key).await.unwrap() {
         Some(rec) => rec.state.name().to_string(),
         None => "none".into(),

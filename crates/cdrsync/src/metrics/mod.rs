@@ -319,10 +319,10 @@ const DATASET_LABEL: &str = "dataset";
 /// A series of a textfile written before datasets: its `report_type` label (whose value
 /// was the report type, the default dataset) is read as `dataset`, so counters go on.
 fn renamed_legacy(mut labels: Labels) -> Labels {
-    if !labels.iter().any(|(k, _)| k == DATASET_LABEL) {
-        if let Some(label) = labels.iter_mut().find(|(k, _)| k == "report_type") {
-            label.0 = DATASET_LABEL.to_string();
-        }
+    if !labels.iter().any(|(k, _)| k == DATASET_LABEL)
+        && let Some(label) = labels.iter_mut().find(|(k, _)| k == "report_type")
+    {
+        label.0 = DATASET_LABEL.to_string();
     }
     labels
 }

@@ -895,7 +895,7 @@ fn print_status(
         println!(
             "{}",
             json!({
-                "event": "status", "date": key.date.to_string(), "state": r.state,
+                "event": "status", "date": key.date.to_string(), "dataset": key.dataset, "state": r.state,
                 "request_id": r.request_id, "generation": r.generation, "parts": r.parts,
                 "rows": r.rows, "queue_wait_secs": r.queue_wait_secs,
                 "duration_secs": duration, "reason": r.reason, "sinks": sinks,

@@ -139,6 +139,32 @@ async fn two_report_ids_with_their_own_datasets_get_two_folders_and_never_block_
         east.store.publishes(&west.key(date)).await.unwrap().len(),
         1
     );
+    // `status --log-format json` names each day's dataset.
+    let out = Command::new(env!("CARGO_BIN_EXE_cdrsync"))
+        .args(["status", "--log-format", "json", "--config"])
+        .arg(h.dir.path().join("east.toml"))
+        .output()
+        .unwrap();
+    let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            format!(
+                "{} {} {}",
+                v["dataset"].as_str().unwrap(),
+                v["date"],
+                v["state"]
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "cdr-east \"2024-05-15\" \"done\"",
+            "cdr-west \"2024-05-15\" \"done\""
+        ]
+    );
 }
 
 /// The default dataset is the report type: today's folder `{path}/callDetailRecords/…`.
@@ -268,4 +294,28 @@ async fn a_bad_dataset_exits_78_naming_job_dataset() {
     );
     assert_eq!(h.sim.creates().len(), 0);
     assert!(!h.dir.path().join("elsewhere").exists());
+}
+
+/// An alert names the job's dataset beside DESIGN's `{event, severity, message, date,
+/// request_id}`, so two jobs of one report type can be told apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_names_the_dataset() {
+    let mut h = Harness::new(Scenario {
+        faults: cxone_sim::Faults {
+            stuck: Some(cxone_sim::Stage::Processing),
+            ..Default::default()
+        },
+        ..small_day()
+    })
+    .await;
+    let hook = common::webhook::Webhook::start().await;
+    h.set("poll", "stale_after = \"300ms\"");
+    h.set("alert", &format!("webhook_url = \"{}\"", hook.url()));
+    h.set("job", "dataset = \"cdr-east\"");
+    let (code, log) = h.run_binary(&["run", "--date", DATE], &[]);
+    assert_eq!(code, 75, "{log}");
+    let alert = hook.only();
+    assert_eq!(alert["event"], "waiting");
+    assert_eq!(alert["dataset"], "cdr-east");
+    assert_eq!(alert["date"], DATE);
 }

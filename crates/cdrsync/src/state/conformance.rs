@@ -367,6 +367,81 @@ pub async fn two_datasets_never_share_a_day(store: &dyn JobStore) {
     store.release_lease(&b, "run-b").await.unwrap();
 }
 
+/// A store made by the schema before datasets and then opened by this cdrsync, seeded
+/// with: `callDetailRecords`/`default` 2024-05-14 done (7 rows); 2024-05-15 kept by two
+/// report ids, `old` (updated first, 1 row, publishes `bb` to `local` and `cc` to `other`)
+/// and `default` (updated last, generation 3, 42 rows, publishes `aa` to `local`); a lease of
+/// `someone` on `default` 2024-05-16 that has not expired. `read_only` is the same store
+/// opened for `status`, before any migration. Each day is found under the report type as
+/// dataset; a day two report ids shared keeps the newest record and only its publishes.
+pub async fn a_store_before_datasets_keeps_its_days(
+    read_only: &dyn JobStore,
+    store_opener: impl AsyncFnOnce() -> Box<dyn JobStore>,
+) {
+    let day = |d: u32| {
+        JobKey::new(
+            "callDetailRecords",
+            NaiveDate::from_ymd_opt(2024, 5, d).unwrap(),
+        )
+    };
+    let name = read_only.describe();
+    let rec = read_only.load(&day(15)).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.generation, rec.rows),
+        (3, Some(42)),
+        "{name}: read-only, the newest record"
+    );
+    assert_eq!(read_only.recent(10).await.unwrap()[0].0, day(15), "{name}");
+
+    let store = store_opener().await;
+    assert_eq!(
+        store.load(&day(14)).await.unwrap().unwrap().rows,
+        Some(7),
+        "{name}"
+    );
+    let rec = store.load(&day(15)).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.generation, rec.rows),
+        (JobState::Done, 3, Some(42)),
+        "{name}: the day two report ids shared keeps the most recently updated record"
+    );
+    let publishes = store.publishes(&day(15)).await.unwrap();
+    assert_eq!(
+        publishes.len(),
+        1,
+        "{name}: its publishes only: {publishes:?}"
+    );
+    assert_eq!(
+        (publishes[0].sink.as_str(), publishes[0].sha256.as_str()),
+        ("local", "aa"),
+        "{name}"
+    );
+    let recent: Vec<JobKey> = store
+        .recent(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(recent, vec![day(15), day(14)], "{name}: one record per day");
+    assert!(
+        matches!(
+            store.acquire_lease(&day(16), "me", Duration::from_secs(60)).await.unwrap(),
+            Lease::HeldBy { owner, .. } if owner == "someone"
+        ),
+        "{name}: the lease an older run holds is still held"
+    );
+    assert_eq!(
+        store
+            .load(&JobKey::new("sales", day(15).date))
+            .await
+            .unwrap(),
+        None,
+        "{name}: another dataset is another day"
+    );
+    clearing_a_day_keeps_other_days(&*store).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Several workers on one store, and the rate governor's slots.
 // ---------------------------------------------------------------------------------------

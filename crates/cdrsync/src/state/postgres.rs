@@ -767,47 +767,14 @@ mod tests {
             )
             .await
             .unwrap();
-        let day = |d: u32| {
-            JobKey::new(
-                "callDetailRecords",
-                NaiveDate::from_ymd_opt(2024, 5, d).unwrap(),
-            )
-        };
-
         let ro = PostgresJobStore::open_read_only(db.url.clone(), None)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(ro.load(&day(15)).await.unwrap().unwrap().rows, Some(42));
-        assert_eq!(ro.recent(10).await.unwrap()[0].0, day(15));
-
-        let store = db.store();
-        assert_eq!(store.load(&day(14)).await.unwrap().unwrap().rows, Some(7));
-        let rec = store.load(&day(15)).await.unwrap().unwrap();
-        assert_eq!((rec.generation, rec.rows), (3, Some(42)));
-        let publishes = store.publishes(&day(15)).await.unwrap();
-        assert_eq!(publishes.len(), 1, "{publishes:?}");
-        assert_eq!(publishes[0].sha256, "aa");
-        let recent: Vec<JobKey> = store
-            .recent(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(recent, vec![day(15), day(14)]);
-        assert!(matches!(
-            store.acquire_lease(&day(16), "me", Duration::from_secs(60)).await.unwrap(),
-            Lease::HeldBy { owner, .. } if owner == "someone"
-        ));
-        assert_eq!(
-            store
-                .load(&JobKey::new("sales", day(15).date))
-                .await
-                .unwrap(),
-            None
-        );
-        conformance::clearing_a_day_keeps_other_days(&store).await;
+        conformance::a_store_before_datasets_keeps_its_days(&ro, async || {
+            Box::new(db.store()) as Box<dyn JobStore>
+        })
+        .await;
         drop(ro);
         drop(client);
         db.drop_db().await;

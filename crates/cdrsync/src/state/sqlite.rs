@@ -1332,51 +1332,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         schema_4_file(&path);
-        let day = |d: u32| {
-            JobKey::new(
-                "callDetailRecords",
-                NaiveDate::from_ymd_opt(2024, 5, d).unwrap(),
-            )
-        };
-
-        // `status` reads the old file as it is (the newest record of a day shared by two ids).
         let read_only = SqliteJobStore::open_read_only(&path).unwrap().unwrap();
-        let rec = read_only.load(&day(15)).await.unwrap().unwrap();
-        assert_eq!((rec.generation, rec.rows), (3, Some(42)));
-        assert_eq!(read_only.recent(10).await.unwrap()[0].0, day(15));
-        drop(read_only);
-
-        let store = SqliteJobStore::open(&path).unwrap();
-        assert_eq!(store.load(&day(14)).await.unwrap().unwrap().rows, Some(7));
-        // The day two report ids shared: the most recently updated record, its publishes.
-        let rec = store.load(&day(15)).await.unwrap().unwrap();
-        assert_eq!(
-            (rec.state, rec.generation, rec.rows),
-            (JobState::Done, 3, Some(42))
-        );
-        let publishes = store.publishes(&day(15)).await.unwrap();
-        assert_eq!(publishes.len(), 1, "{publishes:?}");
-        assert_eq!(
-            (publishes[0].sink.as_str(), publishes[0].sha256.as_str()),
-            ("local", "aa")
-        );
-        let recent: Vec<JobKey> = store
-            .recent(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(recent, vec![day(15), day(14)]);
-        // The lease an older run held is still held.
-        assert!(matches!(
-            store.acquire_lease(&day(16), "me", Duration::from_secs(60)).await.unwrap(),
-            Lease::HeldBy { owner, .. } if owner == "someone"
-        ));
-        // Another dataset is another day.
-        let other = JobKey::new("sales", day(15).date);
-        assert_eq!(store.load(&other).await.unwrap(), None);
-        crate::state::conformance::clearing_a_day_keeps_other_days(&store).await;
+        crate::state::conformance::a_store_before_datasets_keeps_its_days(&read_only, async || {
+            Box::new(SqliteJobStore::open(&path).unwrap()) as Box<dyn JobStore>
+        })
+        .await;
     }
 
     #[test]

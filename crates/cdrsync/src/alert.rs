@@ -25,6 +25,10 @@ pub struct Alert {
     pub date: String,
     /// `null` before a request exists.
     pub request_id: Option<String>,
+    /// The job's dataset (`[job] dataset`): which of several jobs the day is. Set by the
+    /// [`Alerter`] of a job; absent when none is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
 }
 
 impl Alert {
@@ -42,6 +46,7 @@ impl Alert {
             message,
             date: date.to_string(),
             request_id,
+            dataset: None,
         }
     }
 }
@@ -51,6 +56,8 @@ impl Alert {
 pub struct Alerter {
     webhook: Option<url::Url>,
     http: reqwest::Client,
+    /// Stamped on every alert that names none.
+    dataset: Option<String>,
 }
 
 impl Alerter {
@@ -59,7 +66,17 @@ impl Alerter {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Alerter { webhook, http }
+        Alerter {
+            webhook,
+            http,
+            dataset: None,
+        }
+    }
+
+    /// This alerter stamps `dataset` on the alerts it sends.
+    pub fn for_dataset(mut self, dataset: impl Into<String>) -> Self {
+        self.dataset = Some(dataset.into());
+        self
     }
 
     /// Posts `alert`; failures are logged, never returned. The alert's message is not
@@ -70,7 +87,11 @@ impl Alerter {
             return;
         };
         let host = url.host_str().unwrap_or("?").to_string();
-        match self.http.post(url.clone()).json(alert).send().await {
+        let mut alert = alert.clone();
+        if alert.dataset.is_none() {
+            alert.dataset = self.dataset.clone();
+        }
+        match self.http.post(url.clone()).json(&alert).send().await {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(event = %alert.event, date = %alert.date, webhook_host = %host, "alert delivered")
             }

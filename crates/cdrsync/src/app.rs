@@ -296,7 +296,8 @@ async fn assemble(
 ) -> Result<Job, JobError> {
     let sinks = open_sinks(&config).await?;
     let archive = open_archive(&config).await?;
-    let alerter = Alerter::new(config.alert.webhook_url.clone());
+    let alerter =
+        Alerter::new(config.alert.webhook_url.clone()).for_dataset(config.job.dataset.clone());
     Ok(Job {
         config: Arc::new(config),
         client,

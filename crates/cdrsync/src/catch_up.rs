@@ -124,11 +124,7 @@ mod tests {
     }
 
     fn key(date: &str) -> JobKey {
-        JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: d(date),
-        }
+        JobKey::new("callDetailRecords", d(date))
     }
 
     async fn set(store: &SqliteJobStore, date: &str, state: JobState) {
@@ -202,7 +198,7 @@ mod tests {
     async fn other_reports_in_the_store_do_not_count() {
         let (_t, s) = store();
         let mut other = key("2024-05-15");
-        other.report_id = "other".into();
+        other.dataset = "other".into();
         let mut r = JobRecord::planned(other.date, chrono::Utc::now());
         r.state = JobState::Done;
         s.save(&other, &r).await.unwrap();

@@ -625,11 +625,7 @@ impl Metrics {
     /// opened) is counted like one that failed, and the textfile written.
     fn setup_failed(&self, date: NaiveDate, error: JobError) -> JobError {
         use crate::observe::{JobEvent, Observer};
-        let key = crate::state::JobKey {
-            report_type: self.config.job.report_type.clone(),
-            report_id: self.config.job.report_id.clone(),
-            date,
-        };
+        let key = crate::state::JobKey::new(self.config.job.dataset.clone(), date);
         let code = error.exit_code();
         let event = JobEvent::RunFinished {
             outcome: crate::observe::error_word(code),
@@ -898,7 +894,7 @@ fn print_status(
         println!(
             "{}",
             json!({
-                "event": "status", "date": key.date.to_string(), "state": r.state,
+                "event": "status", "date": key.date.to_string(), "dataset": key.dataset, "state": r.state,
                 "request_id": r.request_id, "generation": r.generation, "parts": r.parts,
                 "rows": r.rows, "queue_wait_secs": r.queue_wait_secs,
                 "duration_secs": duration, "reason": r.reason, "sinks": sinks,

@@ -672,14 +672,13 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The key doctor writes its probe lease under: no day has it (report_id is unusable as a
-/// config value), and the lease is released at once, so nothing stays behind.
-fn probe_key(config: &Config) -> JobKey {
-    JobKey {
-        report_type: config.job.report_type.clone(),
-        report_id: "cdrsync doctor probe".into(),
-        date: chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"),
-    }
+/// The key doctor writes its probe lease under: no day has it (its dataset cannot be a
+/// configured one: it has spaces), and the lease is released at once, so nothing stays behind.
+fn probe_key(_config: &Config) -> JobKey {
+    JobKey::new(
+        "cdrsync doctor probe",
+        chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"),
+    )
 }
 
 /// Takes and gives back a lease under [`probe_key`]: a real write transaction.
@@ -748,11 +747,7 @@ async fn newest_day_check(config: &Config, store: Option<&dyn JobStore>) -> Chec
     let Some(store) = store else {
         return Check::skipped(name, "a writable state store");
     };
-    let key = JobKey {
-        report_type: config.job.report_type.clone(),
-        report_id: config.job.report_id.clone(),
-        date,
-    };
+    let key = JobKey::new(config.job.dataset.clone(), date);
     match store.load(&key).await {
         Ok(None) => Check::pass(name, format!("{date}: not run yet")),
         Ok(Some(r)) if r.state == crate::state::JobState::Done => {

@@ -177,11 +177,7 @@ enum PollEnd {
 impl Job {
     /// The day's key in the job store and the sink.
     pub fn key(&self, date: NaiveDate) -> JobKey {
-        JobKey {
-            report_type: self.config.job.report_type.clone(),
-            report_id: self.config.job.report_id.clone(),
-            date,
-        }
+        JobKey::new(self.config.job.dataset.clone(), date)
     }
 
     /// Runs one day to `Done` (or to the first thing that stops it), raising the alert of
@@ -818,7 +814,7 @@ impl Job {
         self.config
             .job
             .staging_dir
-            .join(&key.report_type)
+            .join(&key.dataset)
             .join(format!("date={}", key.date))
     }
 
@@ -1425,6 +1421,7 @@ impl Job {
         let mut columns = self.config.job.columns.clone();
         columns.push("extra_columns".into());
         let mut manifest = Manifest {
+            dataset: self.config.job.dataset.clone(),
             request_id: rec.request_id.clone().unwrap_or_default(),
             x_request_id: rec.x_request_id.clone().unwrap_or_default(),
             generation: rec.generation,

@@ -154,6 +154,10 @@ pub struct Manifest {
     pub request_id: String,
     pub x_request_id: String,
     pub generation: u32,
+    /// The day's dataset (`[job] dataset`, default the report type): the folder it is in.
+    /// Empty in a manifest written before datasets.
+    #[serde(default)]
+    pub dataset: String,
     pub window: ManifestWindow,
     pub parts: Vec<ManifestPart>,
     pub rows: u64,

@@ -174,11 +174,10 @@ mod tests {
     use super::*;
 
     fn key() -> JobKey {
-        JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap(),
-        }
+        JobKey::new(
+            "callDetailRecords",
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap(),
+        )
     }
 
     /// One word for every view: a signal stop is `stopped` and a held lease `lease_held`

@@ -350,11 +350,7 @@ mod tests {
     use super::*;
 
     fn key(date: NaiveDate) -> JobKey {
-        JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date,
-        }
+        JobKey::new("callDetailRecords", date)
     }
 
     fn d(s: &str) -> NaiveDate {

@@ -87,11 +87,7 @@ fn published(h: &Harness, date: NaiveDate) -> (Vec<u8>, Vec<u8>) {
 
 async fn record(h: &Harness, date: NaiveDate) -> JobRecord {
     let store = SqliteJobStore::open(h.dir.path().join("state.db")).unwrap();
-    let key = JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date,
-    };
+    let key = JobKey::new("callDetailRecords", date);
     store.load(&key).await.unwrap().expect("a record")
 }
 

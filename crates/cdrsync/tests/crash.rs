@@ -37,11 +37,7 @@ fn store(h: &Harness) -> SqliteJobStore {
 fn key(h: &Harness, date: NaiveDate) -> JobKey {
     h.write_config();
     let config = cdrsync::config::Config::load_default(&h.config_path()).expect("config loads");
-    JobKey {
-        report_type: config.job.report_type,
-        report_id: config.job.report_id,
-        date,
-    }
+    JobKey::new(config.job.report_type, date)
 }
 
 async fn record(h: &Harness, date: NaiveDate) -> Option<JobRecord> {

@@ -323,7 +323,7 @@ async fn a_day_that_ends_75_is_retried_at_the_next_tick_and_after_day_sees_each_
         hook_seen
             .lock()
             .unwrap()
-            .push((job.key(date).report_id, date));
+            .push((job.key(date).dataset, date));
         Box::pin(async {})
     }));
     let sim = &h.sim;
@@ -360,8 +360,8 @@ async fn a_day_that_ends_75_is_retried_at_the_next_tick_and_after_day_sees_each_
     assert_eq!(
         *seen.lock().unwrap(),
         [
-            ("default".to_string(), day("2024-05-02")),
-            ("default".to_string(), day("2024-05-03"))
+            ("callDetailRecords".to_string(), day("2024-05-02")),
+            ("callDetailRecords".to_string(), day("2024-05-03"))
         ]
     );
     for date in range("2024-05-01", "2024-05-03") {
@@ -480,11 +480,7 @@ async fn the_binary_serves_healthz_and_sigterm_stops_it_with_exit_0_and_the_leas
     assert_eq!(code, 0, "{}", read());
     assert!(read().contains("daemon stopped"), "{}", read());
     let store = SqliteJobStore::open(h.dir.path().join("state.db")).unwrap();
-    let key = JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date: newest,
-    };
+    let key = JobKey::new("callDetailRecords", newest);
     let rec = store
         .load(&key)
         .await

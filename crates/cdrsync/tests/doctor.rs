@@ -100,7 +100,7 @@ async fn every_check_passes_against_the_simulator_and_exits_0() {
     let db = rusqlite::Connection::open(h.dir.path().join("state.db")).unwrap();
     let leases: i64 = db
         .query_row(
-            "SELECT count(*) FROM leases WHERE report_id LIKE '%doctor%'",
+            "SELECT count(*) FROM leases WHERE dataset LIKE '%doctor%'",
             [],
             |r| r.get(0),
         )

@@ -51,12 +51,12 @@ fn one_retry_each() -> Scenario {
 
 const OPERATIONS: [&str; 4] = ["token", "create", "status", "download"];
 
-/// The value of `family{job="cdrsync",report_type="callDetailRecords",extra…}` in `text`.
+/// The value of `family{job="cdrsync",dataset="callDetailRecords",extra…}` in `text`.
 fn value(text: &str, family: &str, extra: &[(&str, &str)]) -> Option<f64> {
     let r = prometheus::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mut labels = vec![
         ("job".to_string(), "cdrsync".to_string()),
-        ("report_type".to_string(), "callDetailRecords".to_string()),
+        ("dataset".to_string(), "callDetailRecords".to_string()),
     ];
     labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     r.values.get(&(family.to_string(), labels)).copied()
@@ -194,7 +194,7 @@ async fn a_published_run_leaves_a_textfile_with_its_rows_parts_retries_and_last_
     assert!((now - 120.0..=now + 1.0).contains(&success), "{success}");
     assert!(
         text.contains(
-            "cdrsync_queue_wait_seconds_count{job=\"cdrsync\",report_type=\"callDetailRecords\"} 1\n"
+            "cdrsync_queue_wait_seconds_count{job=\"cdrsync\",dataset=\"callDetailRecords\"} 1\n"
         ),
         "{text}"
     );
@@ -285,11 +285,7 @@ async fn the_reference_python_parser_reads_the_output_of_a_real_run() {
     assert_eq!(code, 0, "{stderr}");
     // Awkward label values too: a job name with quotes, a backslash and a line feed.
     let m = Metrics::new("a \"quoted\" \\ job\nname");
-    let key = cdrsync::state::JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date: day(DATE),
-    };
+    let key = cdrsync::state::JobKey::new("callDetailRecords", day(DATE));
     use cdrsync::observe::Observer;
     m.event(
         &key,

@@ -54,11 +54,7 @@ fn small_day() -> Scenario {
 }
 
 fn key() -> JobKey {
-    JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date: day(DATE),
-    }
+    JobKey::new("callDetailRecords", day(DATE))
 }
 
 /// An object sink of the test's own, reading what the binary published.

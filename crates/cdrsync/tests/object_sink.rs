@@ -222,11 +222,7 @@ conformance!(s3_moto, s3);
 conformance!(azure_azurite, azure);
 
 fn key(date: &str) -> JobKey {
-    JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date: date.parse().unwrap(),
-    }
+    JobKey::new("callDetailRecords", date.parse().unwrap())
 }
 
 /// 12 MiB of CSV-like, non-repeating bytes.

@@ -153,7 +153,7 @@ path = "./out"
     fn day_dir(&self, date: NaiveDate) -> PathBuf {
         self.dir
             .path()
-            .join("out/callDetailRecords")
+            .join("out/report-1042")
             .join(format!("date={date}"))
     }
 
@@ -355,7 +355,7 @@ fn demo_api_reporting_lands_a_verified_day_with_no_setup() {
     assert_eq!(summary["file_requests_with_auth"], 0);
     let data = dir
         .path()
-        .join("cdr-out/callDetailRecords/date=2024-05-15/cdr.csv");
+        .join("cdr-out/report-1042/date=2024-05-15/cdr.csv");
     assert_eq!(read_csv(&data).len(), 3000);
     let sha = cdrsync::digest::sha256_file(&data).unwrap().1;
     assert_eq!(summary["sha256"], sha);
@@ -366,11 +366,7 @@ async fn expire_lease(r: &Reporting, date: NaiveDate) {
     use cdrsync::state::{JobKey, JobStore, Lease};
     let store =
         cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
-    let key = JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "1042".into(),
-        date,
-    };
+    let key = JobKey::new("report-1042", date);
     let me = "crash-test";
     match store
         .acquire_lease(&key, me, std::time::Duration::from_secs(1))
@@ -387,11 +383,7 @@ async fn state_of(r: &Reporting, date: NaiveDate) -> String {
     use cdrsync::state::{JobKey, JobStore};
     let store =
         cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
-    let key = JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "1042".into(),
-        date,
-    };
+    let key = JobKey::new("report-1042", date);
     match store.load(&key).await.unwrap() {
         Some(rec) => rec.state.name().to_string(),
         None => "none".into(),

@@ -20,11 +20,7 @@ use std::time::{Duration, Instant};
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 
 fn key(date: NaiveDate) -> JobKey {
-    JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date,
-    }
+    JobKey::new("callDetailRecords", date)
 }
 
 fn store(h: &Harness) -> SqliteJobStore {

@@ -88,11 +88,7 @@ fn db_path(h: &Harness) -> PathBuf {
 }
 
 fn key(date: NaiveDate) -> JobKey {
-    JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date,
-    }
+    JobKey::new("callDetailRecords", date)
 }
 
 async fn record(h: &Harness, date: NaiveDate) -> JobRecord {

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! sha256/ab/abcdef…(64 hex).part                          one object per distinct part
-//! days/{report_type}/date=YYYY-MM-DD/gen-N.json           the day's raw manifest
+//! days/{dataset}/date=YYYY-MM-DD/gen-N.json              the day's raw manifest
 //! ```
 //!
 //! A part's object name is its full lowercase SHA-256 (below a folder named after its first
@@ -54,6 +54,10 @@ pub struct ArchivedPart {
 /// The raw manifest of one archived day: which request it came from and its parts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchivedDay {
+    /// The day's dataset (`[job] dataset`, its folder below `days/`); an archive written
+    /// before datasets has none: its report type is the dataset then.
+    #[serde(default)]
+    pub dataset: String,
     pub report_type: String,
     pub report_id: String,
     pub date: NaiveDate,
@@ -79,8 +83,9 @@ impl ArchivedDay {
     ) -> ArchivedDay {
         let window = crate::window::Window::for_date(key.date);
         ArchivedDay {
-            report_type: key.report_type.clone(),
-            report_id: key.report_id.clone(),
+            dataset: key.dataset.clone(),
+            report_type: job.report_type.clone(),
+            report_id: job.report_id.clone(),
             date: key.date,
             request_id: rec.request_id.clone().unwrap_or_default(),
             x_request_id: rec.x_request_id.clone().unwrap_or_default(),
@@ -106,7 +111,12 @@ impl ArchivedDay {
 
     /// Where this day's raw manifest lives.
     pub fn location(&self) -> StorePath {
-        day_prefix(&self.report_type, self.date).join(format!("gen-{}.json", self.generation))
+        let dataset = if self.dataset.is_empty() {
+            &self.report_type
+        } else {
+            &self.dataset
+        };
+        day_prefix(dataset, self.date).join(format!("gen-{}.json", self.generation))
     }
 }
 
@@ -185,10 +195,10 @@ pub fn part_location(sha256: &str) -> Option<StorePath> {
     )
 }
 
-/// `days/{report_type}/date=YYYY-MM-DD`.
-fn day_prefix(report_type: &str, date: NaiveDate) -> StorePath {
+/// `days/{dataset}/date=YYYY-MM-DD`.
+fn day_prefix(dataset: &str, date: NaiveDate) -> StorePath {
     StorePath::from("days")
-        .join(report_type)
+        .join(dataset)
         .join(format!("date={date}"))
 }
 
@@ -406,7 +416,7 @@ impl Archive {
         key: &JobKey,
         generation: Option<u32>,
     ) -> Result<ArchivedDay, ArchiveError> {
-        let prefix = day_prefix(&key.report_type, key.date);
+        let prefix = day_prefix(&key.dataset, key.date);
         let mut listing = self.store.list(Some(&prefix));
         let mut generations = Vec::new();
         while let Some(meta) = listing.next().await {
@@ -543,11 +553,7 @@ mod tests {
     use object_store::memory::InMemory;
 
     fn key() -> JobKey {
-        JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: "2024-05-15".parse().unwrap(),
-        }
+        JobKey::new("callDetailRecords", "2024-05-15".parse().unwrap())
     }
 
     fn staged(dir: &Path, index: usize, content: &[u8]) -> StagedPart {
@@ -564,6 +570,7 @@ mod tests {
 
     fn day(generation: u32, parts: &[StagedPart]) -> ArchivedDay {
         ArchivedDay {
+            dataset: "callDetailRecords".into(),
             report_type: "callDetailRecords".into(),
             report_id: "default".into(),
             date: key().date,

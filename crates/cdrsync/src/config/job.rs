@@ -18,6 +18,7 @@ raw_section! {
         name: String = Str,
         report_type: String = Str,
         report_id: String = Str,
+        dataset: String = Str,
         format: String = Str,
         columns: Vec<String> = List,
         critical: Vec<String> = List,
@@ -66,6 +67,10 @@ pub struct JobConfig {
     pub name: String,
     pub report_type: String,
     pub report_id: String,
+    /// The day's name in the sinks, state, ledger and metrics (`{path}/{dataset}/date=…`):
+    /// default the report type (today's layout); set it to give two report ids of one
+    /// report type two folders. Path-safe ([`crate::state::is_dataset_name`]).
+    pub dataset: String,
     pub format: Format,
     pub columns: Vec<String>,
     /// Default: all `columns`.
@@ -96,7 +101,18 @@ impl JobConfig {
     }
 }
 
+/// The default `job.dataset` of the Reporting API (`cxone.api = "reporting"`), where the
+/// report type means nothing and the numeric report id names the report: `report-{id}`.
+pub fn reporting_dataset(report_id: &str) -> String {
+    format!("report-{report_id}")
+}
+
 impl RawJob {
+    /// Whether `job.dataset` is written (else it defaults, per API).
+    pub(super) fn dataset_given(&self) -> bool {
+        self.dataset.is_some()
+    }
+
     pub(super) fn validate(
         self,
         base_dir: &Path,
@@ -112,6 +128,22 @@ impl RawJob {
             origins,
         )?;
         let report_id = non_empty("job.report_id", raw.report_id, DEFAULT_REPORT_ID, origins)?;
+        let dataset = match raw.dataset {
+            Some(d) if crate::state::is_dataset_name(&d) => d,
+            Some(d) => {
+                return Err(origins.invalid(
+                    "job.dataset",
+                    format!("is `{d}`; expected 1 to 64 letters, digits, `_` or `-`, not starting with `_` (it names the day's folder)"),
+                ));
+            }
+            None if crate::state::is_dataset_name(&report_type) => report_type.clone(),
+            None => {
+                return Err(origins.invalid(
+                    "job.dataset",
+                    format!("is unset and job.report_type `{report_type}` cannot name a folder; set job.dataset to 1 to 64 letters, digits, `_` or `-`"),
+                ));
+            }
+        };
         let format = match raw.format.as_deref() {
             None => DEFAULT_FORMAT,
             Some("csv") => Format::Csv,
@@ -201,6 +233,7 @@ impl RawJob {
             name,
             report_type,
             report_id,
+            dataset,
             format,
             columns,
             critical,
@@ -218,6 +251,38 @@ impl RawJob {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
+
+    #[test]
+    fn the_dataset_defaults_to_the_report_type_or_the_reporting_report_id() {
+        let c = load_str(BASE).unwrap();
+        assert_eq!(c.job.dataset, "callDetailRecords", "today's folder");
+        let c = load_str(&with(&[("job.report_type", "\"agentSessions\"")])).unwrap();
+        assert_eq!(c.job.dataset, "agentSessions");
+        let c = load_str(&with(&[("job.dataset", "\"cdr-sales_2\"")])).unwrap();
+        assert_eq!(c.job.dataset, "cdr-sales_2");
+        let reporting = [
+            ("cxone.api", "\"reporting\""),
+            ("cxone.access_key_id", "\"env:AK\""),
+            ("cxone.access_key_secret", "\"env:AKS\""),
+            ("job.report_id", "\"1042\""),
+        ];
+        let c = load_str(&with(&reporting)).unwrap();
+        assert_eq!(c.job.dataset, "report-1042");
+        let mut given = reporting.to_vec();
+        given.push(("job.dataset", "\"callDetailRecords\""));
+        assert_eq!(
+            load_str(&with(&given)).unwrap().job.dataset,
+            "callDetailRecords"
+        );
+        let mut contacts = reporting.to_vec();
+        contacts.push(("cxone.reporting_call", "\"contacts-completed\""));
+        contacts.push(("job.format", "\"json\""));
+        assert_eq!(
+            load_str(&with(&contacts)).unwrap().job.dataset,
+            "contacts-completed",
+            "completed contacts are one dataset whatever the report id"
+        );
+    }
 
     #[test]
     fn each_invalid_job_value_is_named() {
@@ -279,6 +344,31 @@ mod tests {
             (
                 &[("job.reextract_days", "-2")],
                 "`job.reextract_days` is -2, out of range",
+            ),
+            (
+                &[("job.dataset", "\"..\"")],
+                "`job.dataset` is `..`; expected 1 to 64 letters, digits, `_` or `-`",
+            ),
+            (
+                &[("job.dataset", "\".\"")],
+                "`job.dataset` is `.`; expected",
+            ),
+            (
+                &[("job.dataset", "\"a/b\"")],
+                "`job.dataset` is `a/b`; expected",
+            ),
+            (
+                &[("job.dataset", "\"_x\"")],
+                "`job.dataset` is `_x`; expected",
+            ),
+            (&[("job.dataset", "\"\"")], "`job.dataset`"),
+            (
+                &[("job.dataset", &format!("\"{}\"", "a".repeat(65)))],
+                "; expected 1 to 64",
+            ),
+            (
+                &[("job.report_type", "\"call.detail\"")],
+                "`job.dataset` is unset and job.report_type `call.detail` cannot name a folder",
             ),
         ]);
     }

@@ -780,7 +780,8 @@ fn non_empty(
 
 fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config, ConfigError> {
     let cxone = raw.cxone.validate(base_dir, origins)?;
-    let job = raw.job.validate(base_dir, origins)?;
+    let dataset_given = raw.job.dataset_given();
+    let mut job = raw.job.validate(base_dir, origins)?;
     if matches!(cxone.api, CxoneApi::Reporting { .. })
         && (job.report_id.is_empty() || !job.report_id.chars().all(|c| c.is_ascii_digit()))
     {
@@ -790,6 +791,13 @@ fn validate(raw: RawConfig, base_dir: &Path, origins: &Origins) -> Result<Config
         ));
     }
     cxone.reporting_call.check_format(job.format, origins)?;
+    if matches!(cxone.api, CxoneApi::Reporting { .. }) && !dataset_given {
+        job.dataset = match cxone.reporting_call {
+            // Completed contacts are not a report: one dataset whatever the report id.
+            cxone::ReportingCall::ContactsCompleted { .. } => "contacts-completed".to_string(),
+            _ => job::reporting_dataset(&job.report_id),
+        };
+    }
     let poll = raw.poll.validate(is_loopback(&cxone.base_url), origins)?;
     let state = raw.state.validate(base_dir, origins)?;
     let sinks = sink::validate(raw.sink, base_dir, job.format, origins)?;

@@ -82,7 +82,7 @@ async fn job_days(name: &str, job: &crate::job::Job) -> crate::status_page::JobD
     let days = match job.store.recent(30 * 16).await {
         Ok(days) => days
             .into_iter()
-            .filter(|(k, _)| k.report_type == own.report_type && k.report_id == own.report_id)
+            .filter(|(k, _)| k.dataset == own.dataset)
             .take(30)
             .collect(),
         Err(e) => {
@@ -91,7 +91,7 @@ async fn job_days(name: &str, job: &crate::job::Job) -> crate::status_page::JobD
         }
     };
     crate::status_page::JobDays {
-        name: format!("{name} {}", own.report_type),
+        name: format!("{name} {}", own.dataset),
         days,
         min_fraction: job.config.job.min_fraction,
     }

@@ -497,6 +497,7 @@ pub async fn from_configs(
     // One registry for the process; each job reports to it under its `[job] name`.
     let metrics = crate::metrics::Metrics::new("cdrsync");
     let mut jobs = Vec::with_capacity(configs.len());
+    let mut paths = Vec::with_capacity(configs.len());
     for (path, config) in configs {
         let name = job_name(&path);
         let (schedule, catch_up_days) = (
@@ -516,7 +517,9 @@ pub async fn from_configs(
             schedule,
             catch_up_days,
         });
+        paths.push(path);
     }
+    refuse_shared_days(paths.iter().zip(jobs.iter().map(|j| &*j.job)))?;
     let mut daemon = Daemon::new(jobs, max_days_in_flight, shutdown);
     daemon.listen = listen;
     daemon.after_day = Some(reextract_after_day());
@@ -527,6 +530,43 @@ pub async fn from_configs(
         .collect();
     daemon.pages = Pages::full(daemon.health(), metrics, pages);
     Ok(daemon)
+}
+
+/// Refuses (64) two jobs that would keep the same day in one place: the same dataset in
+/// one job store (they would share its records and leases), or one sink location for a day
+/// (a folder or prefix `{path}/{dataset}`, a warehouse table): each would overwrite the
+/// other's days. Two report ids of one report type need two `[job] dataset`s (and, for a
+/// warehouse, two tables). A single `run` sees one config and cannot know.
+pub fn refuse_shared_days<'a>(
+    jobs: impl IntoIterator<Item = (&'a PathBuf, &'a Job)>,
+) -> Result<(), JobError> {
+    let probe = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a date");
+    let mut seen: std::collections::HashMap<String, &Path> = Default::default();
+    for (path, job) in jobs {
+        let key = job.key(probe);
+        let mut places = vec![format!(
+            "dataset `{}` of the job store {}",
+            key.dataset,
+            job.store.describe()
+        )];
+        places.extend(job.sinks.iter().map(|s| {
+            s.sink
+                .location(&key)
+                .replace(&probe.to_string(), "YYYY-MM-DD")
+        }));
+        for place in places {
+            if let Some(other) = seen.insert(place.clone(), path)
+                && other != path.as_path()
+            {
+                return Err(JobError::Usage(format!(
+                    "configs {} and {} both keep their days at {place}, so each would overwrite the other's; give each its own [job] dataset (or its own warehouse table)",
+                    other.display(),
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// After each day a job finishes done: re-extract its last `[job] reextract_days` done days

@@ -1,5 +1,5 @@
 //! Prometheus metrics of the job's events (issue 12 item 5): a [`Metrics`] registry is an
-//! [`Observer`] that counts what the job tells it, per `job` (`[job] name`), `report_type`
+//! [`Observer`] that counts what the job tells it, per `job` (`[job] name`), `dataset`
 //! and, where it applies, `sink`; [`Metrics::render`] writes it in the Prometheus text
 //! format 0.0.4 ([`prometheus`]), for the daemon's `GET /metrics` or the node_exporter
 //! textfile collector ([`Metrics::write_textfile`], `[metrics] textfile`).
@@ -39,7 +39,7 @@ impl Kind {
     }
 }
 
-/// One metric family: its name, type, labels (besides `job` and `report_type`, which
+/// One metric family: its name, type, labels (besides `job` and `dataset`, which
 /// every family has) and meaning.
 #[derive(Debug, Clone, Copy)]
 pub struct Family {
@@ -226,11 +226,12 @@ impl Metrics {
         prometheus::render(&self.snapshot())
     }
 
-    /// `job`, `report_type`, then `extra` (in the family's label order).
+    /// `job`, `dataset` (`[job] dataset`, default the report type), then `extra` (in the
+    /// family's label order).
     fn labels(&self, key: &JobKey, extra: &[(&str, &str)]) -> Labels {
         let mut labels = vec![
             ("job".to_string(), self.job.to_string()),
-            ("report_type".to_string(), key.report_type.clone()),
+            (DATASET_LABEL.to_string(), key.dataset.clone()),
         ];
         labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         labels
@@ -274,6 +275,7 @@ impl Registry {
     /// histograms add up, gauges not set here are kept, and the last success is the later.
     fn carry_over(&mut self, previous: Registry) {
         for ((family, labels), value) in previous.values {
+            let labels = renamed_legacy(labels);
             let Some(f) = FAMILIES.iter().find(|f| f.name == family) else {
                 continue;
             };
@@ -294,7 +296,8 @@ impl Registry {
                 (_, std::collections::btree_map::Entry::Occupied(_)) => {}
             }
         }
-        for (series, h) in previous.histograms {
+        for ((family, labels), h) in previous.histograms {
+            let series = (family, renamed_legacy(labels));
             let mine = self
                 .histograms
                 .entry(series)
@@ -308,6 +311,20 @@ impl Registry {
             }
         }
     }
+}
+
+/// The label every series has for the job key's dataset.
+const DATASET_LABEL: &str = "dataset";
+
+/// A series of a textfile written before datasets: its `report_type` label (whose value
+/// was the report type, the default dataset) is read as `dataset`, so counters go on.
+fn renamed_legacy(mut labels: Labels) -> Labels {
+    if !labels.iter().any(|(k, _)| k == DATASET_LABEL)
+        && let Some(label) = labels.iter_mut().find(|(k, _)| k == "report_type")
+    {
+        label.0 = DATASET_LABEL.to_string();
+    }
+    labels
 }
 
 impl Observer for Metrics {
@@ -423,11 +440,10 @@ mod tests {
     use std::time::Duration;
 
     fn key(day: u32) -> JobKey {
-        JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: chrono::NaiveDate::from_ymd_opt(2026, 1, day).unwrap(),
-        }
+        JobKey::new(
+            "callDetailRecords",
+            chrono::NaiveDate::from_ymd_opt(2026, 1, day).unwrap(),
+        )
     }
 
     fn value(m: &Metrics, family: &str, extra: &[(&str, &str)]) -> Option<f64> {
@@ -546,11 +562,61 @@ mod tests {
         a.event(&key(1), &finished("published", Some(1)));
         b.event(&key(1), &finished("halted", None));
         let text = a.render();
-        assert!(text.contains(r#"cdrsync_runs_total{job="a",report_type="callDetailRecords",outcome="published"} 1"#), "{text}");
         assert!(
             text.contains(
-                r#"cdrsync_runs_total{job="b",report_type="callDetailRecords",outcome="halted"} 1"#
+                r#"cdrsync_runs_total{job="a",dataset="callDetailRecords",outcome="published"} 1"#
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"cdrsync_runs_total{job="b",dataset="callDetailRecords",outcome="halted"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_textfile_written_before_datasets_counts_on_under_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdrsync.prom");
+        std::fs::write(
+            &path,
+            "# TYPE cdrsync_runs_total counter\n\
+             cdrsync_runs_total{job=\"j\",report_type=\"callDetailRecords\",outcome=\"published\"} 4\n",
+        )
+        .unwrap();
+        let m = Metrics::new("j");
+        m.event(&key(1), &finished("published", Some(1)));
+        m.write_textfile(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(
+                r#"cdrsync_runs_total{job="j",dataset="callDetailRecords",outcome="published"} 5"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("report_type"), "{text}");
+    }
+
+    #[test]
+    fn two_datasets_of_one_job_are_two_series() {
+        let m = Metrics::new("j");
+        let day = key(1).date;
+        m.event(
+            &JobKey::new("cdr-east", day),
+            &finished("published", Some(1)),
+        );
+        m.event(&JobKey::new("cdr-west", day), &finished("halted", None));
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"cdrsync_runs_total{job="j",dataset="cdr-east",outcome="published"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cdrsync_runs_total{job="j",dataset="cdr-west",outcome="halted"} 1"#),
             "{text}"
         );
     }

@@ -341,7 +341,7 @@ mod tests {
         let mut r = Registry::default();
         let labels = vec![
             ("job".to_string(), awkward.to_string()),
-            ("report_type".to_string(), "callDetailRecords".to_string()),
+            ("dataset".to_string(), "callDetailRecords".to_string()),
             ("outcome".to_string(), "published".to_string()),
         ];
         r.values

@@ -34,17 +34,17 @@ pub type DayReader<'a> = &'a (dyn Fn(&JobKey) -> BoxFuture<'static, DayFiles> + 
 const MANIFEST_NAME: &str = "_manifest.json";
 
 fn key(date: &str) -> JobKey {
-    JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date: NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
-    }
+    JobKey::new(
+        "callDetailRecords",
+        NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+    )
 }
 
 /// A complete manifest for a published file holding `data`.
 pub fn sample_manifest(generation: u32, data: &[u8]) -> Manifest {
     let window = Window::for_date(NaiveDate::from_ymd_opt(2024, 5, 15).unwrap());
     Manifest {
+        dataset: "callDetailRecords".into(),
         request_id: format!("req-{generation}"),
         x_request_id: "ea27a4f9-ea54-54bd-b615-c0d643346808".into(),
         generation,

@@ -1,5 +1,5 @@
 //! The Hive-style layout every file-like sink shares (DESIGN.md §3): below a root folder or
-//! an object prefix, `{report_type}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`, `cdr.parquet`) with
+//! an object prefix, `{dataset}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`, `cdr.parquet`) with
 //! `_manifest.json` beside it, written last. `dir` and `object` both use it, so DuckDB,
 //! Spark, Athena and Snowflake read either the same way.
 
@@ -19,9 +19,9 @@ pub const DATA_NAMES: [&str; 3] = [
 ];
 
 /// The day's location relative to the root, `/`-separated:
-/// `{report_type}/date=YYYY-MM-DD`.
+/// `{dataset}/date=YYYY-MM-DD` (the dataset defaults to the report type: `[job] dataset`).
 pub fn day_path(key: &JobKey) -> String {
-    format!("{}/date={}", key.report_type, key.date.format("%Y-%m-%d"))
+    format!("{}/date={}", key.dataset, key.date.format("%Y-%m-%d"))
 }
 
 /// One normal path component that readers do not skip: no `/`, `..`, or leading `.`/`_`.
@@ -40,11 +40,10 @@ mod tests {
 
     #[test]
     fn the_day_path_is_hive_style() {
-        let key = JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
-        };
+        let key = JobKey::new(
+            "callDetailRecords",
+            NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
+        );
         assert_eq!(day_path(&key), "callDetailRecords/date=2024-05-15");
         assert!(is_plain_name("callDetailRecords"));
         for bad in ["..", "a/b", ".x", "_x", ""] {

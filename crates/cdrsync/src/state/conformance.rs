@@ -8,12 +8,11 @@ use super::{JobKey, JobRecord, JobState, JobStore, Lease};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use std::time::Duration;
 
-fn key(report_type: &str, date: &str) -> JobKey {
-    JobKey {
-        report_type: report_type.into(),
-        report_id: "default".into(),
-        date: NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
-    }
+fn key(dataset: &str, date: &str) -> JobKey {
+    JobKey::new(
+        dataset,
+        NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+    )
 }
 
 /// A timestamp with nanoseconds, so a store that truncates precision is caught.
@@ -87,21 +86,27 @@ pub async fn run_job_store_conformance(store: &dyn JobStore) {
         );
     }
 
-    // Keys differ by every component.
-    let other_id = JobKey {
-        report_id: "custom".into(),
-        ..day.clone()
-    };
+    // Keys differ by every component: the dataset (two datasets of one report type are
+    // two days) and the date.
+    let other_id = key("callDetailRecords-sales", "2024-05-15");
     let other_type = key("agentSessions", "2024-05-15");
     assert_eq!(
         store.load(&other_id).await.unwrap(),
         None,
-        "{name}: report_id is part of the key"
+        "{name}: the dataset is part of the key"
     );
     assert_eq!(
         store.load(&other_type).await.unwrap(),
         None,
-        "{name}: report_type is part of the key"
+        "{name}: the dataset is part of the key"
+    );
+    assert_eq!(
+        store
+            .load(&key("callDetailRecords", "2024-05-12"))
+            .await
+            .unwrap(),
+        None,
+        "{name}: the date is part of the key"
     );
 
     // recent(): newest date first, limited, one entry per key.
@@ -125,8 +130,7 @@ pub async fn run_job_store_conformance(store: &dyn JobStore) {
             k.date, r.date,
             "{name}: recent() must pair each key with its record"
         );
-        assert_eq!(k.report_type, "callDetailRecords");
-        assert_eq!(k.report_id, "default");
+        assert_eq!(k.dataset, "callDetailRecords");
     }
     assert_eq!(
         store.recent(2).await.unwrap().len(),
@@ -313,8 +317,129 @@ pub async fn clearing_a_day_keeps_other_days(store: &dyn JobStore) {
     assert_eq!(
         store.publishes(&other_type).await.unwrap().len(),
         1,
-        "{name}: other report type kept"
+        "{name}: other dataset kept"
     );
+}
+
+/// Two datasets of one report (two report ids, DESIGN.md §3) are two separate days: records,
+/// publishes and leases of one never touch the other's.
+pub async fn two_datasets_never_share_a_day(store: &dyn JobStore) {
+    let name = store.describe();
+    let (a, b) = (key("cdr-east", "2024-07-01"), key("cdr-west", "2024-07-01"));
+    let mut done = JobRecord::planned(a.date, at(1_719_800_000, 0));
+    done.state = JobState::Done;
+    store.save(&a, &done).await.unwrap();
+    store
+        .record_publish(&a, &publish("dir", 1, 1_719_800_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&b).await.unwrap(),
+        None,
+        "{name}: b has no record"
+    );
+    assert!(
+        store.publishes(&b).await.unwrap().is_empty(),
+        "{name}: b has no publish"
+    );
+    let ttl = Duration::from_secs(60);
+    assert!(
+        matches!(
+            store.acquire_lease(&a, "run-a", ttl).await.unwrap(),
+            Lease::Acquired { .. }
+        ),
+        "{name}: a's lease"
+    );
+    assert!(
+        matches!(
+            store.acquire_lease(&b, "run-b", ttl).await.unwrap(),
+            Lease::Acquired { .. }
+        ),
+        "{name}: a's lease must not block b's"
+    );
+    store.clear_publishes(&b).await.unwrap();
+    assert_eq!(
+        store.publishes(&a).await.unwrap().len(),
+        1,
+        "{name}: a's publish kept"
+    );
+    store.release_lease(&a, "run-a").await.unwrap();
+    store.release_lease(&b, "run-b").await.unwrap();
+}
+
+/// A store made by the schema before datasets and then opened by this cdrsync, seeded
+/// with: `callDetailRecords`/`default` 2024-05-14 done (7 rows); 2024-05-15 kept by two
+/// report ids, `old` (updated first, 1 row, publishes `bb` to `local` and `cc` to `other`)
+/// and `default` (updated last, generation 3, 42 rows, publishes `aa` to `local`); a lease of
+/// `someone` on `default` 2024-05-16 that has not expired. `read_only` is the same store
+/// opened for `status`, before any migration. Each day is found under the report type as
+/// dataset; a day two report ids shared keeps the newest record and only its publishes.
+pub async fn a_store_before_datasets_keeps_its_days(
+    read_only: &dyn JobStore,
+    store_opener: impl AsyncFnOnce() -> Box<dyn JobStore>,
+) {
+    let day = |d: u32| {
+        JobKey::new(
+            "callDetailRecords",
+            NaiveDate::from_ymd_opt(2024, 5, d).unwrap(),
+        )
+    };
+    let name = read_only.describe();
+    let rec = read_only.load(&day(15)).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.generation, rec.rows),
+        (3, Some(42)),
+        "{name}: read-only, the newest record"
+    );
+    assert_eq!(read_only.recent(10).await.unwrap()[0].0, day(15), "{name}");
+
+    let store = store_opener().await;
+    assert_eq!(
+        store.load(&day(14)).await.unwrap().unwrap().rows,
+        Some(7),
+        "{name}"
+    );
+    let rec = store.load(&day(15)).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.generation, rec.rows),
+        (JobState::Done, 3, Some(42)),
+        "{name}: the day two report ids shared keeps the most recently updated record"
+    );
+    let publishes = store.publishes(&day(15)).await.unwrap();
+    assert_eq!(
+        publishes.len(),
+        1,
+        "{name}: its publishes only: {publishes:?}"
+    );
+    assert_eq!(
+        (publishes[0].sink.as_str(), publishes[0].sha256.as_str()),
+        ("local", "aa"),
+        "{name}"
+    );
+    let recent: Vec<JobKey> = store
+        .recent(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(recent, vec![day(15), day(14)], "{name}: one record per day");
+    assert!(
+        matches!(
+            store.acquire_lease(&day(16), "me", Duration::from_secs(60)).await.unwrap(),
+            Lease::HeldBy { owner, .. } if owner == "someone"
+        ),
+        "{name}: the lease an older run holds is still held"
+    );
+    assert_eq!(
+        store
+            .load(&JobKey::new("sales", day(15).date))
+            .await
+            .unwrap(),
+        None,
+        "{name}: another dataset is another day"
+    );
+    clearing_a_day_keeps_other_days(&*store).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -390,11 +515,10 @@ pub async fn request_slots_hold_the_limit_per_scope(store: &dyn JobStore) {
 pub async fn racing_stores_for_one_lease_exactly_one_wins(stores: &[Box<dyn JobStore>]) {
     let name = stores[0].describe();
     for round in 0..20 {
-        let day = JobKey {
-            report_type: "race".into(),
-            report_id: fresh_scope("lease"),
-            date: NaiveDate::from_ymd_opt(2024, 5, 1).unwrap() + chrono::Days::new(round),
-        };
+        let day = JobKey::new(
+            fresh_scope("lease").replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+            NaiveDate::from_ymd_opt(2024, 5, 1).unwrap() + chrono::Days::new(round),
+        );
         let asks = stores.iter().enumerate().map(|(i, s)| {
             let day = day.clone();
             async move {

@@ -75,18 +75,40 @@ impl std::fmt::Display for JobState {
     }
 }
 
-/// Identifies one day's job: `{report_type}/{report_id}/{date}`.
+/// Identifies one day's job: `{dataset}/{date}`. The dataset is `[job] dataset` (default:
+/// the report type), a path-safe name ([`is_dataset_name`]): the day's folder in the
+/// sinks, its ledger rows, its metrics label, its leases and state rows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobKey {
-    pub report_type: String,
-    pub report_id: String,
+    pub dataset: String,
     pub date: NaiveDate,
+}
+
+impl JobKey {
+    pub fn new(dataset: impl Into<String>, date: NaiveDate) -> Self {
+        JobKey {
+            dataset: dataset.into(),
+            date,
+        }
+    }
 }
 
 impl std::fmt::Display for JobKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.report_type, self.report_id, self.date)
+        write!(f, "{}/{}", self.dataset, self.date)
     }
+}
+
+/// Whether `name` can be a dataset: 1–64 of `[A-Za-z0-9_-]` (so never `.` or `..`, never
+/// a path separator), not starting with `_` (readers such as Spark and Hive skip `_`
+/// folders, and `_manifest.json` is the sinks'): it becomes a folder and an object-key
+/// segment as is.
+pub fn is_dataset_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Everything the job needs to resume a day from any state.

@@ -45,7 +45,8 @@ pub const APPLICATION_NAME: &str = "cdrsync-state";
 const MIGRATION_LOCK: i64 = 0x6364_7273_796e_6301; // "cdrsync" + 1
 
 /// The schema, one entry per version; `MIGRATIONS[n]` upgrades version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE IF NOT EXISTS cdrsync_jobs (
         report_type text NOT NULL,
         report_id   text NOT NULL,
@@ -78,13 +79,48 @@ const MIGRATIONS: &[&str] = &["
     CREATE TABLE IF NOT EXISTS cdrsync_request_slots (
         scope text PRIMARY KEY,
         times bigint[] NOT NULL
-    );"];
+    );",
+    // 2: the key becomes (dataset, date). The dataset of an existing row is its report type
+    // (`[job] dataset`'s default). Where two report ids kept the same day (they shared one
+    // sink folder, each overwriting the other), the most recently updated record is kept
+    // with its publishes, and the lease that expires last.
+    "
+    DELETE FROM cdrsync_jobs a USING cdrsync_jobs b
+        WHERE a.report_type = b.report_type AND a.date = b.date
+        AND ((b.record->>'updated_at')::timestamptz, b.report_id)
+            > ((a.record->>'updated_at')::timestamptz, a.report_id);
+    DELETE FROM cdrsync_publishes p USING cdrsync_jobs j
+        WHERE j.report_type = p.report_type AND j.date = p.date AND j.report_id <> p.report_id;
+    DELETE FROM cdrsync_publishes a USING cdrsync_publishes b
+        WHERE a.report_type = b.report_type AND a.date = b.date AND a.sink = b.sink
+        AND (b.published_at, b.report_id) > (a.published_at, a.report_id);
+    DELETE FROM cdrsync_leases a USING cdrsync_leases b
+        WHERE a.report_type = b.report_type AND a.date = b.date
+        AND (b.expires_at, b.report_id) > (a.expires_at, a.report_id);
+    ALTER TABLE cdrsync_jobs RENAME COLUMN report_type TO dataset;
+    ALTER TABLE cdrsync_jobs DROP COLUMN report_id;
+    ALTER TABLE cdrsync_jobs ADD PRIMARY KEY (dataset, date);
+    ALTER TABLE cdrsync_leases RENAME COLUMN report_type TO dataset;
+    ALTER TABLE cdrsync_leases DROP COLUMN report_id;
+    ALTER TABLE cdrsync_leases ADD PRIMARY KEY (dataset, date);
+    ALTER TABLE cdrsync_publishes RENAME COLUMN report_type TO dataset;
+    ALTER TABLE cdrsync_publishes DROP COLUMN report_id;
+    ALTER TABLE cdrsync_publishes ADD PRIMARY KEY (dataset, date, sink);",
+];
+
+/// The schema version whose key is `(dataset, date)`; an older database opened read-only
+/// (`status`) is keyed by `(report_type, report_id, date)` and read with the report type
+/// as dataset.
+const DATASET_SINCE: i64 = 2;
 
 /// The job store in one PostgreSQL database.
 pub struct PostgresJobStore {
     url: PgUrl,
     password: Option<SecretRef>,
     read_only: bool,
+    /// The schema version: the latest (a read-write store migrates), or what a read-only
+    /// store found.
+    version: i64,
     session: tokio::sync::Mutex<Session>,
 }
 
@@ -127,6 +163,7 @@ impl PostgresJobStore {
             url,
             password,
             read_only: false,
+            version: MIGRATIONS.len() as i64,
             session: Default::default(),
         }
     }
@@ -137,7 +174,7 @@ impl PostgresJobStore {
         url: PgUrl,
         password: Option<SecretRef>,
     ) -> Result<Option<Self>, StateError> {
-        let store = PostgresJobStore {
+        let mut store = PostgresJobStore {
             read_only: true,
             ..PostgresJobStore::new(url, password)
         };
@@ -161,7 +198,17 @@ impl PostgresJobStore {
         }
         session.ready = true;
         drop(session);
+        store.version = version;
         Ok(Some(store))
+    }
+
+    /// The column holding the dataset in this store's schema.
+    fn dataset_column(&self) -> &'static str {
+        if self.version >= DATASET_SINCE {
+            "dataset"
+        } else {
+            "report_type"
+        }
     }
 
     fn fail(&self, kind: FailureKind, message: impl Into<String>) -> StateError {
@@ -309,11 +356,15 @@ impl JobStore for PostgresJobStore {
     async fn load(&self, key: &JobKey) -> Result<Option<JobRecord>, StateError> {
         let mut session = self.session.lock().await;
         let client = self.connected(&mut session).await?;
+        // (An older database read-only may hold the day for several report ids: the latest.)
         let row = client
             .query_opt(
-                "SELECT record::text FROM cdrsync_jobs \
-                 WHERE report_type = $1 AND report_id = $2 AND date = $3",
-                &[&key.report_type, &key.report_id, &date_text(key.date)],
+                &format!(
+                    "SELECT record::text FROM cdrsync_jobs WHERE {} = $1 AND date = $2 \
+                     ORDER BY (record->>'updated_at')::timestamptz DESC LIMIT 1",
+                    self.dataset_column()
+                ),
+                &[&key.dataset, &date_text(key.date)],
             )
             .await
             .map_err(|e| self.pg_err(format!("cannot load {key}"), e))?;
@@ -330,13 +381,12 @@ impl JobStore for PostgresJobStore {
         let client = self.connected(&mut session).await?;
         client
             .execute(
-                "INSERT INTO cdrsync_jobs (report_type, report_id, date, state, generation, record) \
-                 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) \
-                 ON CONFLICT (report_type, report_id, date) DO UPDATE SET \
+                "INSERT INTO cdrsync_jobs (dataset, date, state, generation, record) \
+                 VALUES ($1, $2, $3, $4, $5::text::jsonb) \
+                 ON CONFLICT (dataset, date) DO UPDATE SET \
                  state = EXCLUDED.state, generation = EXCLUDED.generation, record = EXCLUDED.record",
                 &[
-                    &key.report_type,
-                    &key.report_id,
+                    &key.dataset,
                     &date_text(key.date),
                     &record.state.name(),
                     &i64::from(record.generation),
@@ -354,30 +404,28 @@ impl JobStore for PostgresJobStore {
         let client = self.connected(&mut session).await?;
         let rows = client
             .query(
-                "SELECT report_type, report_id, date, record::text FROM cdrsync_jobs \
-                 ORDER BY date DESC, report_type, report_id LIMIT $1",
+                &format!(
+                    "SELECT {dataset}, date, record::text FROM cdrsync_jobs \
+                     ORDER BY date DESC, {dataset} LIMIT $1",
+                    dataset = self.dataset_column()
+                ),
                 &[&limit],
             )
             .await
             .map_err(|e| self.pg_err("cannot list recent days", e))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let (report_type, report_id, date): (String, String, String) =
-                (row.get(0), row.get(1), row.get(2));
+            let (dataset, date): (String, String) = (row.get(0), row.get(1));
             let damaged = |what: String| {
                 self.fail(
                     FailureKind::Other,
-                    format!("record {report_type}/{report_id}/{date} is damaged: {what}"),
+                    format!("record {dataset}/{date} is damaged: {what}"),
                 )
             };
             let date = NaiveDate::parse_from_str(&date, "%Y-%m-%d")
                 .map_err(|_| damaged("its date is not a date".into()))?;
-            let key = JobKey {
-                report_type: report_type.clone(),
-                report_id: report_id.clone(),
-                date,
-            };
-            let record = parse_record(&key, row.get(3)).map_err(damaged)?;
+            let key = JobKey::new(dataset.clone(), date);
+            let record = parse_record(&key, row.get(2)).map_err(damaged)?;
             out.push((key, record));
         }
         Ok(out)
@@ -400,13 +448,13 @@ impl JobStore for PostgresJobStore {
             // evaluated against the row as the winner left it. The server's clock decides.
             let taken = client
                 .query_opt(
-                    "INSERT INTO cdrsync_leases AS l (report_type, report_id, date, owner, expires_at) \
-                     VALUES ($1, $2, $3, $4, now() + $5::float8 * interval '1 microsecond') \
-                     ON CONFLICT (report_type, report_id, date) DO UPDATE \
+                    "INSERT INTO cdrsync_leases AS l (dataset, date, owner, expires_at) \
+                     VALUES ($1, $2, $3, now() + $4::float8 * interval '1 microsecond') \
+                     ON CONFLICT (dataset, date) DO UPDATE \
                      SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at \
                      WHERE l.expires_at <= now() OR l.owner = EXCLUDED.owner \
                      RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint",
-                    &[&key.report_type, &key.report_id, &date, &owner, &micros],
+                    &[&key.dataset, &date, &owner, &micros],
                 )
                 .await
                 .map_err(|e| self.pg_err(what(), e))?;
@@ -418,8 +466,8 @@ impl JobStore for PostgresJobStore {
             let held = client
                 .query_opt(
                     "SELECT owner, (extract(epoch FROM expires_at) * 1000000)::bigint \
-                     FROM cdrsync_leases WHERE report_type = $1 AND report_id = $2 AND date = $3",
-                    &[&key.report_type, &key.report_id, &date],
+                     FROM cdrsync_leases WHERE dataset = $1 AND date = $2",
+                    &[&key.dataset, &date],
                 )
                 .await
                 .map_err(|e| self.pg_err(what(), e))?;
@@ -439,14 +487,8 @@ impl JobStore for PostgresJobStore {
         let client = self.connected(&mut session).await?;
         client
             .execute(
-                "DELETE FROM cdrsync_leases \
-                 WHERE report_type = $1 AND report_id = $2 AND date = $3 AND owner = $4",
-                &[
-                    &key.report_type,
-                    &key.report_id,
-                    &date_text(key.date),
-                    &owner,
-                ],
+                "DELETE FROM cdrsync_leases WHERE dataset = $1 AND date = $2 AND owner = $3",
+                &[&key.dataset, &date_text(key.date), &owner],
             )
             .await
             .map_err(|e| self.pg_err(format!("cannot release the lease of {key}"), e))?;
@@ -471,14 +513,13 @@ impl JobStore for PostgresJobStore {
         client
             .execute(
                 "INSERT INTO cdrsync_publishes \
-                 (report_type, report_id, date, sink, generation, sha256, rows, published_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (report_type, report_id, date, sink) DO UPDATE SET \
+                 (dataset, date, sink, generation, sha256, rows, published_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (dataset, date, sink) DO UPDATE SET \
                  generation = EXCLUDED.generation, sha256 = EXCLUDED.sha256, \
                  rows = EXCLUDED.rows, published_at = EXCLUDED.published_at",
                 &[
-                    &key.report_type,
-                    &key.report_id,
+                    &key.dataset,
                     &date_text(key.date),
                     &publish.sink,
                     &i64::from(publish.generation),
@@ -497,9 +538,12 @@ impl JobStore for PostgresJobStore {
         let client = self.connected(&mut session).await?;
         let rows = client
             .query(
-                "SELECT sink, generation, sha256, rows, published_at FROM cdrsync_publishes \
-                 WHERE report_type = $1 AND report_id = $2 AND date = $3 ORDER BY sink",
-                &[&key.report_type, &key.report_id, &date_text(key.date)],
+                &format!(
+                    "SELECT sink, generation, sha256, rows, published_at FROM cdrsync_publishes \
+                     WHERE {} = $1 AND date = $2 ORDER BY sink",
+                    self.dataset_column()
+                ),
+                &[&key.dataset, &date_text(key.date)],
             )
             .await
             .map_err(|e| self.pg_err(format!("cannot read the publishes of {key}"), e))?;
@@ -533,9 +577,8 @@ impl JobStore for PostgresJobStore {
         let client = self.connected(&mut session).await?;
         client
             .execute(
-                "DELETE FROM cdrsync_publishes \
-                 WHERE report_type = $1 AND report_id = $2 AND date = $3",
-                &[&key.report_type, &key.report_id, &date_text(key.date)],
+                "DELETE FROM cdrsync_publishes WHERE dataset = $1 AND date = $2",
+                &[&key.dataset, &date_text(key.date)],
             )
             .await
             .map_err(|e| self.pg_err(format!("cannot clear the publishes of {key}"), e))?;
@@ -665,10 +708,75 @@ mod tests {
         conformance::publish_records_round_trip(&db.store()).await;
         conformance::a_publish_replaces_only_its_own_sinks_record(&db.store()).await;
         conformance::clearing_a_day_keeps_other_days(&db.store()).await;
+        conformance::two_datasets_never_share_a_day(&db.store()).await;
         conformance::request_slots_hold_the_limit_per_scope(&db.store()).await;
         let stores: Vec<Box<dyn JobStore>> = (0..4).map(|_| Box::new(db.store()) as _).collect();
         conformance::racing_stores_for_one_lease_exactly_one_wins(&stores).await;
         conformance::racing_stores_never_exceed_the_request_limit(&stores).await;
+        db.drop_db().await;
+    }
+
+    /// A database made by the schema before the dataset key (version 1, the base commit's
+    /// DDL), one day kept by two report ids: read-only it reads as it is; a worker migrates
+    /// it and finds its days under the report type as dataset.
+    #[tokio::test]
+    async fn a_schema_1_database_keeps_its_days_under_the_report_type_as_dataset() {
+        let Some(db) = TestDb::new().await else {
+            return;
+        };
+        let record = |date: &str, generation: u32, updated: &str, rows: u64| {
+            let mut r = JobRecord::planned(
+                NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+                DateTime::parse_from_rfc3339(updated)
+                    .unwrap()
+                    .with_timezone(&Utc),
+            );
+            (r.state, r.generation, r.rows) =
+                (super::super::JobState::Done, generation, Some(rows));
+            serde_json::to_string(&r).unwrap()
+        };
+        let client = admin_client(db.url.url.as_str()).await;
+        client.batch_execute(MIGRATIONS[0]).await.unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE cdrsync_schema_version (version integer NOT NULL);
+                 INSERT INTO cdrsync_schema_version VALUES (1);",
+            )
+            .await
+            .unwrap();
+        for (id, date, generation, updated, rows) in [
+            ("default", "2024-05-14", 1, "2024-05-15T01:31:00Z", 7),
+            ("old", "2024-05-15", 1, "2024-05-16T01:31:00Z", 1),
+            ("default", "2024-05-15", 3, "2024-05-16T02:31:00.5Z", 42),
+        ] {
+            client
+                .execute(
+                    "INSERT INTO cdrsync_jobs VALUES ('callDetailRecords', $1, $2, 'done', $3, $4::text::jsonb)",
+                    &[&id, &date, &i64::from(generation), &record(date, generation, updated, rows)],
+                )
+                .await
+                .unwrap();
+        }
+        client
+            .batch_execute(
+                "INSERT INTO cdrsync_publishes VALUES
+                    ('callDetailRecords', 'default', '2024-05-15', 'local', 3, 'aa', 42, '2024-05-16T02:31:00Z'),
+                    ('callDetailRecords', 'old', '2024-05-15', 'local', 1, 'bb', 1, '2024-05-16T01:31:00Z'),
+                    ('callDetailRecords', 'old', '2024-05-15', 'other', 1, 'cc', 1, '2024-05-16T01:31:00Z');
+                 INSERT INTO cdrsync_leases VALUES ('callDetailRecords', 'default', '2024-05-16', 'someone', now() + interval '1 hour');",
+            )
+            .await
+            .unwrap();
+        let ro = PostgresJobStore::open_read_only(db.url.clone(), None)
+            .await
+            .unwrap()
+            .unwrap();
+        conformance::a_store_before_datasets_keeps_its_days(&ro, async || {
+            Box::new(db.store()) as Box<dyn JobStore>
+        })
+        .await;
+        drop(ro);
+        drop(client);
         db.drop_db().await;
     }
 
@@ -691,11 +799,10 @@ mod tests {
             .await
             .unwrap()
             .expect("set up now");
-        let key = JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
-        };
+        let key = JobKey::new(
+            "callDetailRecords",
+            NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
+        );
         let err = ro
             .save(&key, &JobRecord::planned(key.date, Utc::now()))
             .await

@@ -89,7 +89,83 @@ const MIGRATIONS: &[&str] = &[
         scope TEXT PRIMARY KEY,
         times TEXT NOT NULL
     );",
+    // 5: the key becomes (dataset, date). The dataset of an existing row is its report type
+    // (`[job] dataset`'s default). Where two report ids kept the same day (they shared one
+    // sink folder, each overwriting the other), the most recently updated record is kept
+    // with its publishes, and the lease that expires last.
+    "DELETE FROM jobs WHERE EXISTS (
+        SELECT 1 FROM jobs j WHERE j.report_type = jobs.report_type AND j.date = jobs.date
+            AND (j.updated_at, j.report_id) > (jobs.updated_at, jobs.report_id));
+    DELETE FROM sink_publishes WHERE EXISTS (
+        SELECT 1 FROM jobs j WHERE j.report_type = sink_publishes.report_type
+            AND j.date = sink_publishes.date AND j.report_id <> sink_publishes.report_id);
+    DELETE FROM leases WHERE EXISTS (
+        SELECT 1 FROM leases l WHERE l.report_type = leases.report_type AND l.date = leases.date
+            AND (l.expires_at, l.report_id) > (leases.expires_at, leases.report_id));
+    CREATE TABLE jobs_by_dataset (
+        dataset         TEXT NOT NULL,
+        date            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        generation      INTEGER NOT NULL,
+        x_request_id    TEXT,
+        request_id      TEXT,
+        files_json      TEXT,
+        parts           INTEGER,
+        rows            INTEGER,
+        requested_at    TEXT,
+        completed_at    TEXT,
+        queue_wait_secs REAL,
+        started_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        finished_at     TEXT,
+        reason          TEXT,
+        resume_from     TEXT,
+        PRIMARY KEY (dataset, date)
+    );
+    INSERT INTO jobs_by_dataset SELECT report_type, date, state, generation, x_request_id,
+        request_id, files_json, parts, rows, requested_at, completed_at, queue_wait_secs,
+        started_at, updated_at, finished_at, reason, resume_from FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_by_dataset RENAME TO jobs;
+    CREATE INDEX jobs_by_date ON jobs (date DESC);
+    CREATE TABLE leases_by_dataset (
+        dataset    TEXT NOT NULL,
+        date       TEXT NOT NULL,
+        owner      TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (dataset, date)
+    );
+    INSERT INTO leases_by_dataset SELECT report_type, date, owner, expires_at FROM leases;
+    DROP TABLE leases;
+    ALTER TABLE leases_by_dataset RENAME TO leases;
+    CREATE TABLE sink_publishes_by_dataset (
+        dataset      TEXT NOT NULL,
+        date         TEXT NOT NULL,
+        sink         TEXT NOT NULL,
+        generation   INTEGER NOT NULL,
+        sha256       TEXT NOT NULL,
+        rows         INTEGER NOT NULL,
+        published_at TEXT NOT NULL,
+        PRIMARY KEY (dataset, date, sink)
+    );
+    INSERT OR REPLACE INTO sink_publishes_by_dataset SELECT report_type, date, sink, generation,
+        sha256, rows, published_at FROM sink_publishes ORDER BY published_at;
+    DROP TABLE sink_publishes;
+    ALTER TABLE sink_publishes_by_dataset RENAME TO sink_publishes;",
 ];
+
+/// The schema version whose key is `(dataset, date)`; older files (read-only, `status`)
+/// are keyed by `(report_type, report_id, date)` and read with the report type as dataset.
+const DATASET_SINCE: i64 = 5;
+
+/// The column holding the dataset in a file of schema `version`.
+fn dataset_column(version: i64) -> &'static str {
+    if version >= DATASET_SINCE {
+        "dataset"
+    } else {
+        "report_type"
+    }
+}
 
 /// The schema version that added `sink_publishes`.
 const PUBLISHES_SINCE: i64 = 3;
@@ -209,8 +285,7 @@ fn date_text(date: NaiveDate) -> String {
 
 /// A `jobs` row as read, before its text columns are parsed.
 struct Row {
-    report_type: String,
-    report_id: String,
+    dataset: String,
     date: String,
     state: String,
     generation: i64,
@@ -229,41 +304,45 @@ struct Row {
     resume_from: Option<String>,
 }
 
-const ROW_COLUMNS: &str = "report_type, report_id, date, state, generation, x_request_id, \
+const ROW_COLUMNS: &str = "dataset, date, state, generation, x_request_id, \
     request_id, files_json, parts, rows, requested_at, completed_at, queue_wait_secs, \
     started_at, updated_at, finished_at, reason, resume_from";
 
 /// The columns to select from a file of schema `version` (a read-only store reads older
 /// files without migrating them; columns they lack read as NULL).
 fn select_columns(version: i64) -> String {
-    if version >= 2 {
+    let columns = if version >= 2 {
         ROW_COLUMNS.to_string()
     } else {
         ROW_COLUMNS.replace("resume_from", "NULL AS resume_from")
+    };
+    if version >= DATASET_SINCE {
+        columns
+    } else {
+        columns.replacen("dataset", "report_type AS dataset", 1)
     }
 }
 
 impl Row {
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         Ok(Row {
-            report_type: r.get(0)?,
-            report_id: r.get(1)?,
-            date: r.get(2)?,
-            state: r.get(3)?,
-            generation: r.get(4)?,
-            x_request_id: r.get(5)?,
-            request_id: r.get(6)?,
-            files_json: r.get(7)?,
-            parts: r.get(8)?,
-            rows: r.get(9)?,
-            requested_at: r.get(10)?,
-            completed_at: r.get(11)?,
-            queue_wait_secs: r.get(12)?,
-            started_at: r.get(13)?,
-            updated_at: r.get(14)?,
-            finished_at: r.get(15)?,
-            reason: r.get(16)?,
-            resume_from: r.get(17)?,
+            dataset: r.get(0)?,
+            date: r.get(1)?,
+            state: r.get(2)?,
+            generation: r.get(3)?,
+            x_request_id: r.get(4)?,
+            request_id: r.get(5)?,
+            files_json: r.get(6)?,
+            parts: r.get(7)?,
+            rows: r.get(8)?,
+            requested_at: r.get(9)?,
+            completed_at: r.get(10)?,
+            queue_wait_secs: r.get(11)?,
+            started_at: r.get(12)?,
+            updated_at: r.get(13)?,
+            finished_at: r.get(14)?,
+            reason: r.get(15)?,
+            resume_from: r.get(16)?,
         })
     }
 
@@ -301,12 +380,7 @@ impl Row {
                 .map(|s| parse_state("resume_from", &s))
                 .transpose()?,
         };
-        let key = JobKey {
-            report_type: self.report_type,
-            report_id: self.report_id,
-            date,
-        };
-        Ok((key, record))
+        Ok((JobKey::new(self.dataset, date), record))
     }
 }
 
@@ -564,14 +638,16 @@ impl JobStore for SqliteJobStore {
         }
         let key = key.clone();
         let columns = select_columns(self.version);
+        let dataset = dataset_column(self.version);
         self.with_conn(move |conn| {
+            // (An older file read-only may hold the day for several report ids: the latest.)
             let row = conn
                 .query_row(
                     &format!(
-                        "SELECT {columns} FROM jobs \
-                         WHERE report_type = ?1 AND report_id = ?2 AND date = ?3"
+                        "SELECT {columns} FROM jobs WHERE {dataset} = ?1 AND date = ?2 \
+                         ORDER BY updated_at DESC LIMIT 1"
                     ),
-                    params![key.report_type, key.report_id, date_text(key.date)],
+                    params![key.dataset, date_text(key.date)],
                     Row::read,
                 )
                 .optional()
@@ -597,11 +673,10 @@ impl JobStore for SqliteJobStore {
             conn.execute(
                 &format!(
                     "INSERT OR REPLACE INTO jobs ({ROW_COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
                 ),
                 params![
-                    key.report_type,
-                    key.report_id,
+                    key.dataset,
                     date_text(key.date),
                     r.state.name(),
                     i64::from(r.generation),
@@ -632,27 +707,21 @@ impl JobStore for SqliteJobStore {
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let columns = select_columns(self.version);
+        let dataset = dataset_column(self.version);
         self.with_conn(move |conn| {
             let fail = |e| Fail::sql("cannot list recent days", e);
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {columns} FROM jobs \
-                     ORDER BY date DESC, report_type, report_id LIMIT ?1"
+                    "SELECT {columns} FROM jobs ORDER BY date DESC, {dataset} LIMIT ?1"
                 ))
                 .map_err(fail)?;
             let rows = stmt.query_map([limit], Row::read).map_err(fail)?;
             let mut out = Vec::new();
             for row in rows {
                 let row = row.map_err(fail)?;
-                let (report_type, report_id, date) = (
-                    row.report_type.clone(),
-                    row.report_id.clone(),
-                    row.date.clone(),
-                );
+                let (dataset, date) = (row.dataset.clone(), row.date.clone());
                 out.push(row.into_record().map_err(|e| {
-                    Fail::other(format!(
-                        "record {report_type}/{report_id}/{date} is damaged: {e}"
-                    ))
+                    Fail::other(format!("record {dataset}/{date} is damaged: {e}"))
                 })?);
             }
             Ok(out)
@@ -680,9 +749,8 @@ impl JobStore for SqliteJobStore {
             let date = date_text(key.date);
             let held: Option<(String, String)> = tx
                 .query_row(
-                    "SELECT owner, expires_at FROM leases \
-                     WHERE report_type = ?1 AND report_id = ?2 AND date = ?3",
-                    params![key.report_type, key.report_id, date],
+                    "SELECT owner, expires_at FROM leases WHERE dataset = ?1 AND date = ?2",
+                    params![key.dataset, date],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
@@ -700,9 +768,9 @@ impl JobStore for SqliteJobStore {
                 .map_err(|_| Fail::other(format!("lease ttl {ttl:?} is too long")))?;
             let expires = now + ttl;
             tx.execute(
-                "INSERT OR REPLACE INTO leases (report_type, report_id, date, owner, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.report_type, key.report_id, date, owner, ts(expires)],
+                "INSERT OR REPLACE INTO leases (dataset, date, owner, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![key.dataset, date, owner, ts(expires)],
             )
             .map_err(fail)?;
             tx.commit().map_err(fail)?;
@@ -718,9 +786,8 @@ impl JobStore for SqliteJobStore {
         self.with_conn(move |conn| {
             // Only our own lease: if it expired and someone else took it, theirs stays.
             conn.execute(
-                "DELETE FROM leases \
-                 WHERE report_type = ?1 AND report_id = ?2 AND date = ?3 AND owner = ?4",
-                params![key.report_type, key.report_id, date_text(key.date), owner],
+                "DELETE FROM leases WHERE dataset = ?1 AND date = ?2 AND owner = ?3",
+                params![key.dataset, date_text(key.date), owner],
             )
             .map_err(|e| Fail::sql(format!("cannot release the lease of {key}"), e))?;
             Ok(())
@@ -745,11 +812,10 @@ impl JobStore for SqliteJobStore {
                 i64::try_from(p.rows).map_err(|_| fail(format!("rows {} is too large", p.rows)))?;
             conn.execute(
                 "INSERT OR REPLACE INTO sink_publishes \
-                 (report_type, report_id, date, sink, generation, sha256, rows, published_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (dataset, date, sink, generation, sha256, rows, published_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
-                    key.report_type,
-                    key.report_id,
+                    key.dataset,
                     date_text(key.date),
                     p.sink,
                     i64::from(p.generation),
@@ -770,27 +836,25 @@ impl JobStore for SqliteJobStore {
             return Ok(Vec::new());
         }
         let key = key.clone();
+        let dataset = dataset_column(self.version);
         self.with_conn(move |conn| {
             let fail = |e: rusqlite::Error| format!("cannot read the publishes of {key}: {e}");
             let mut stmt = conn
-                .prepare(
+                .prepare(&format!(
                     "SELECT sink, generation, sha256, rows, published_at FROM sink_publishes \
-                     WHERE report_type = ?1 AND report_id = ?2 AND date = ?3 ORDER BY sink",
-                )
+                     WHERE {dataset} = ?1 AND date = ?2 ORDER BY sink"
+                ))
                 .map_err(fail)?;
             let rows = stmt
-                .query_map(
-                    params![key.report_type, key.report_id, date_text(key.date)],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, String>(4)?,
-                        ))
-                    },
-                )
+                .query_map(params![key.dataset, date_text(key.date)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
                 .map_err(fail)?;
             let mut out = Vec::new();
             for row in rows {
@@ -815,9 +879,8 @@ impl JobStore for SqliteJobStore {
         let key = key.clone();
         self.with_conn(move |conn| {
             conn.execute(
-                "DELETE FROM sink_publishes \
-                 WHERE report_type = ?1 AND report_id = ?2 AND date = ?3",
-                params![key.report_type, key.report_id, date_text(key.date)],
+                "DELETE FROM sink_publishes WHERE dataset = ?1 AND date = ?2",
+                params![key.dataset, date_text(key.date)],
             )
             .map_err(|e| format!("cannot clear the publishes of {key}: {e}"))?;
             Ok(())
@@ -929,6 +992,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sqlite_two_datasets_never_share_a_day() {
+        let (_dir, store) = fresh();
+        crate::state::conformance::two_datasets_never_share_a_day(&store).await;
+    }
+
+    #[tokio::test]
     async fn sqlite_clearing_a_day_keeps_other_days() {
         let (_dir, store) = fresh();
         crate::state::conformance::clearing_a_day_keeps_other_days(&store).await;
@@ -938,11 +1007,10 @@ mod tests {
     async fn records_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let key = JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
-        };
+        let key = JobKey::new(
+            "callDetailRecords",
+            NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
+        );
         let record = JobRecord::planned(key.date, Utc::now());
         SqliteJobStore::open(&path)
             .unwrap()
@@ -1095,11 +1163,10 @@ mod tests {
             .unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        let key = JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
-        };
+        let key = JobKey::new(
+            "callDetailRecords",
+            NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
+        );
         let err = store
             .save(&key, &JobRecord::planned(key.date, Utc::now()))
             .await
@@ -1109,7 +1176,7 @@ mod tests {
             err.to_string(),
             format!(
                 "job store sqlite://{}: the database is locked by another process \
-                 (cannot save callDetailRecords/default/2024-05-15); run again later",
+                 (cannot save callDetailRecords/2024-05-15); run again later",
                 path.display()
             )
         );
@@ -1234,6 +1301,44 @@ mod tests {
         assert_eq!(store.load(&key).await.unwrap(), Some(rec));
     }
 
+    /// A file made by the schema before the dataset key (version 4, the base commit's DDL):
+    /// one day kept by two report ids, another day by one.
+    fn schema_4_file(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        for migration in &MIGRATIONS[..4] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (4);
+             INSERT INTO jobs (report_type, report_id, date, state, generation, started_at, updated_at, rows)
+             VALUES ('callDetailRecords', 'default', '2024-05-14', 'done', 1,
+                     '2024-05-15T01:30:00.000000000Z', '2024-05-15T01:31:00.000000000Z', 7),
+                    ('callDetailRecords', 'old', '2024-05-15', 'done', 1,
+                     '2024-05-16T01:30:00.000000000Z', '2024-05-16T01:31:00.000000000Z', 1),
+                    ('callDetailRecords', 'default', '2024-05-15', 'done', 3,
+                     '2024-05-16T02:30:00.000000000Z', '2024-05-16T02:31:00.000000000Z', 42);
+             INSERT INTO sink_publishes VALUES
+                    ('callDetailRecords', 'default', '2024-05-15', 'local', 3, 'aa', 42, '2024-05-16T02:31:00.000000000Z'),
+                    ('callDetailRecords', 'old', '2024-05-15', 'local', 1, 'bb', 1, '2024-05-16T01:31:00.000000000Z'),
+                    ('callDetailRecords', 'old', '2024-05-15', 'other', 1, 'cc', 1, '2024-05-16T01:31:00.000000000Z');
+             INSERT INTO leases VALUES ('callDetailRecords', 'default', '2024-05-16', 'someone', '2999-01-01T00:00:00.000000000Z');",
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_schema_4_file_keeps_its_days_under_the_report_type_as_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        schema_4_file(&path);
+        let read_only = SqliteJobStore::open_read_only(&path).unwrap().unwrap();
+        crate::state::conformance::a_store_before_datasets_keeps_its_days(&read_only, async || {
+            Box::new(SqliteJobStore::open(&path).unwrap()) as Box<dyn JobStore>
+        })
+        .await;
+    }
+
     #[test]
     fn state_names_are_their_serde_names() {
         for state in JobState::ALL {
@@ -1268,11 +1373,10 @@ mod tests {
     fn two_processes_compete_for_one_lease_and_exactly_one_wins() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shared.db");
-        let key = JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
-        };
+        let key = JobKey::new(
+            "callDetailRecords",
+            NaiveDate::from_ymd_opt(2024, 5, 15).unwrap(),
+        );
         // Separate connections on one file behave like separate processes to SQLite. Each
         // "process" has its own runtime; a barrier lines them up so they race.
         let contenders = 4;

@@ -67,10 +67,13 @@ impl Harness {
         self.dir.path().join("out")
     }
 
+    /// The day's folder below `./out`: `{dataset}/date=…` (the config's `[job] dataset`:
+    /// `callDetailRecords` by default, `report-{id}` for the Reporting API).
     pub fn day_dir(&self, date: NaiveDate) -> PathBuf {
-        self.out_dir()
-            .join("callDetailRecords")
-            .join(format!("date={date}"))
+        let dataset = Config::load_default(&self.config_path())
+            .map(|c| c.job.dataset)
+            .unwrap_or_else(|_| "callDetailRecords".into());
+        self.out_dir().join(dataset).join(format!("date={date}"))
     }
 
     /// Writes the config file and returns its text.

@@ -1,5 +1,5 @@
 //! The `dir` sink: a Hive-style folder tree that DuckDB, Spark and Athena read directly
-//! (DESIGN.md §3): `{root}/{report_type}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`) with
+//! (DESIGN.md §3): `{root}/{dataset}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`) with
 //! `_manifest.json` beside it, written last.
 //!
 //! A reader must see the old day or the new one, never a mix. A folder cannot be swapped
@@ -48,7 +48,7 @@ impl DirSink {
         &self.root
     }
 
-    /// The day's folder: `{root}/{report_type}/date=YYYY-MM-DD`.
+    /// The day's folder: `{root}/{dataset}/date=YYYY-MM-DD`.
     pub fn day_dir(&self, key: &JobKey) -> PathBuf {
         self.root.join(super::layout::day_path(key))
     }
@@ -73,11 +73,11 @@ impl DirSink {
 
     /// The day folder, after checking that the key cannot escape the root.
     fn checked_day_dir(&self, key: &JobKey) -> Result<PathBuf, SinkError> {
-        if !is_plain_name(&key.report_type) {
+        if !is_plain_name(&key.dataset) {
             return Err(self.error_of_kind(
                 key,
                 FailureKind::Config,
-                format!("report type `{}` cannot be a folder name", key.report_type),
+                format!("dataset `{}` cannot be a folder name", key.dataset),
             ));
         }
         Ok(self.day_dir(key))
@@ -358,11 +358,10 @@ mod tests {
     use futures_util::FutureExt;
 
     fn key(date: &str) -> JobKey {
-        JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
-        }
+        JobKey::new(
+            "callDetailRecords",
+            NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+        )
     }
 
     /// Every file in the day folder, hidden ones included: the suite checks that no temp
@@ -547,11 +546,8 @@ mod tests {
         let data = staging.path().join("m.csv");
         fs::write(&data, "x").unwrap();
         let m = sample_manifest(1, b"x");
-        for report_type in ["..", "a/b", ".hidden", "_x", ""] {
-            let k = JobKey {
-                report_type: report_type.into(),
-                ..key("2024-05-15")
-            };
+        for dataset in ["..", "a/b", ".hidden", "_x", ""] {
+            let k = JobKey::new(dataset, key("2024-05-15").date);
             let err = sink.publish(&k, &data, "cdr.csv", &m).await.unwrap_err();
             assert!(err.to_string().contains("cannot be a folder name"), "{err}");
         }

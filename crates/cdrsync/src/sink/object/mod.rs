@@ -6,7 +6,7 @@
 //! - [`sink`]: [`ObjectSink`], the dir layout below the URL's prefix, manifest last.
 //!
 //! The layout is the dir sink's ([`crate::sink::layout`]):
-//! `{prefix}/{report_type}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`) and `_manifest.json`.
+//! `{prefix}/{dataset}/date=YYYY-MM-DD/cdr.csv` (or `cdr.ndjson`) and `_manifest.json`.
 
 pub mod config;
 pub mod sink;

@@ -82,7 +82,7 @@ impl ObjectSink {
         &self.name
     }
 
-    /// The day's key prefix: `{prefix}/{report_type}/date=YYYY-MM-DD`.
+    /// The day's key prefix: `{prefix}/{dataset}/date=YYYY-MM-DD`.
     pub fn day_prefix(&self, key: &JobKey) -> String {
         self.join(&layout::day_path(key))
     }
@@ -116,13 +116,13 @@ impl ObjectSink {
     }
 
     fn checked(&self, key: &JobKey) -> Result<(), SinkError> {
-        if layout::is_plain_name(&key.report_type) {
+        if layout::is_plain_name(&key.dataset) {
             Ok(())
         } else {
             Err(self.error(
                 key,
                 FailureKind::Config,
-                format!("report type `{}` cannot be a folder name", key.report_type),
+                format!("dataset `{}` cannot be a folder name", key.dataset),
             ))
         }
     }

@@ -359,11 +359,7 @@ mod tests {
         let data = b"CallId,StartTime\r\n1,2024-05-15T00:00:00Z\r\n";
         let staged = staging.path().join("cdr.csv");
         std::fs::write(&staged, data).unwrap();
-        let key = crate::state::JobKey {
-            report_type: "callDetailRecords".into(),
-            report_id: "default".into(),
-            date: "2024-05-15".parse().unwrap(),
-        };
+        let key = crate::state::JobKey::new("callDetailRecords", "2024-05-15".parse().unwrap());
         let manifest = crate::sink::conformance::sample_manifest(1, data);
         sink.publish(&key, &staged, "cdr.csv", &manifest).await
     }

@@ -69,11 +69,10 @@ pub fn contract() -> TableContract {
 
 /// The day `date` of the default dataset.
 pub fn key(date: &str) -> JobKey {
-    JobKey {
-        report_type: "callDetailRecords".into(),
-        report_id: "default".into(),
-        date: NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
-    }
+    JobKey::new(
+        "callDetailRecords",
+        NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+    )
 }
 
 /// One row of a sample day: `CallId`, `Duration` (as written in the file).
@@ -101,6 +100,7 @@ pub fn sample_day(
     let sha256 = hex::encode(Sha256::digest(data.as_bytes()));
     let window = Window::for_date(key.date);
     let manifest = Manifest {
+        dataset: key.dataset.clone(),
         request_id: format!("req-{}-{generation}", key.date),
         x_request_id: "ea27a4f9-ea54-54bd-b615-c0d643346808".into(),
         generation,

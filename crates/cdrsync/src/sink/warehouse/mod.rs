@@ -200,14 +200,10 @@ pub fn merged_format(sink: &str, data_name: &str) -> Result<FileFormat, SinkErro
         })
 }
 
-/// The dataset a day belongs to in the ledger: the report type, with the report id after
-/// a `/` unless it is `default` (so two report ids never share ledger rows).
+/// The dataset a day belongs to in the ledger: the job key's (`[job] dataset`, default the
+/// report type), so two datasets never share ledger rows.
 pub fn dataset(key: &JobKey) -> String {
-    if key.report_id == "default" {
-        key.report_type.clone()
-    } else {
-        format!("{}/{}", key.report_type, key.report_id)
-    }
+    key.dataset.clone()
 }
 
 /// One ledger row: the last load of a dataset's day. `manifest` is the whole manifest as

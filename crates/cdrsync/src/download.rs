@@ -429,13 +429,16 @@ struct Written {
     hasher: Sha256,
 }
 
+/// A batch being hashed and written; gives back the file, its hasher and the emptied buffer.
+type InFlight = tokio::task::JoinHandle<std::io::Result<(Written, Vec<u8>)>>;
+
 /// Gathers a body's chunks into batches of [`WRITE_BATCH`] bytes; each batch is hashed and
 /// written on a blocking thread while the next one is gathered (at most one in flight, so
 /// a part holds at most two batches).
 struct BatchWriter {
     /// `None` while a batch is in flight, or after a failed write.
     idle: Option<Written>,
-    in_flight: Option<tokio::task::JoinHandle<std::io::Result<(Written, Vec<u8>)>>>,
+    in_flight: Option<InFlight>,
     batch: Vec<u8>,
     /// When the last batch was handed over.
     last: tokio::time::Instant,

@@ -15,6 +15,8 @@
 #
 #   bench/throughput.sh
 #   ROWS_LIST="1000000" ROUNDS=1 CAPPED_ROWS=0 bench/throughput.sh   # CAPPED_ROWS=0 skips 2
+#   BIN=/tmp/old-build bench/throughput.sh   # binaries from a folder, no build (before/after)
+# 10 M rows stage ~1.6 GB of parts plus the merged day: check `df` first.
 # Ports: PORT (default 18210) and PORT+1. Release builds, run under `nice`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +27,13 @@ ROUNDS=${ROUNDS:-3}
 CAP=${CAP:-5000000}
 PORT=${PORT:-18210}
 DATE=2024-05-15
-nice cargo build --release --quiet -p cdrsync -p cxone-sim
-bin=${CARGO_TARGET_DIR:-target}/release
+# BIN=dir takes cdrsync and cxone-sim from dir (e.g. a copy of an older build) unbuilt.
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  nice cargo build --release --quiet -p cdrsync -p cxone-sim
+  bin=${CARGO_TARGET_DIR:-target}/release
+fi
 work=$(mktemp -d)
 sim_pid=
 trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT

@@ -1656,7 +1656,8 @@ impl std::io::Read for CancellablePart {
 
 /// The overlapped merge (blocking): takes verified parts from `rx` in any order and
 /// pushes them into one [`cdr_normalise::Merger`] writing `out` in manifest order, hashed
-/// while written and fsynced at the end. `Ok(None)` when the channel closed before all
+/// while written and fsynced at the end (its writeback started as it is written): the
+/// one durable copy of the day before the state says `Verified`. `Ok(None)` when the channel closed before all
 /// `total` parts came (the download failed or stopped; `out` is then incomplete).
 fn merge_as_verified(
     schema: &cdr_normalise::Schema,
@@ -1674,6 +1675,7 @@ fn merge_as_verified(
     }
     // Owner-only: the merged day is customer records while it sits in staging.
     let file = crate::durable::create_private_file(out).map_err(MergeError::Io)?;
+    let file = crate::durable::EarlyWriteback::new(file);
     let writer =
         crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let mut merger =
@@ -1713,7 +1715,8 @@ fn merge_as_verified(
     let (buffered, bytes, sha) = writer.finish();
     let file = buffered
         .into_inner()
-        .map_err(|e| MergeError::Io(e.into_error()))?;
+        .map_err(|e| MergeError::Io(e.into_error()))?
+        .into_inner();
     file.sync_all().map_err(MergeError::Io)?;
     Ok(Some((report, bytes, sha)))
 }
@@ -1739,6 +1742,7 @@ fn merge_to_file(
     }
     // Owner-only: the merged day is customer records while it sits in staging.
     let file = crate::durable::create_private_file(out).map_err(MergeError::Io)?;
+    let file = crate::durable::EarlyWriteback::new(file);
     let mut writer =
         crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let report =
@@ -1747,7 +1751,8 @@ fn merge_to_file(
     let (buffered, bytes, sha) = writer.finish();
     let file = buffered
         .into_inner()
-        .map_err(|e| MergeError::Io(e.into_error()))?;
+        .map_err(|e| MergeError::Io(e.into_error()))?
+        .into_inner();
     file.sync_all().map_err(MergeError::Io)?;
     Ok((report, bytes, sha))
 }

@@ -150,10 +150,19 @@ path = "./out"
         self.dir.path().join("cdrsync.toml")
     }
 
+    /// The config's `[job] dataset`: `report-1042`, or `contacts-completed` for contacts.
+    fn dataset(&self) -> String {
+        cdrsync::config::Config::load_default(&self.config_path())
+            .unwrap()
+            .job
+            .dataset
+    }
+
     fn day_dir(&self, date: NaiveDate) -> PathBuf {
         self.dir
             .path()
-            .join("out/report-1042")
+            .join("out")
+            .join(self.dataset())
             .join(format!("date={date}"))
     }
 
@@ -366,7 +375,7 @@ async fn expire_lease(r: &Reporting, date: NaiveDate) {
     use cdrsync::state::{JobKey, JobStore, Lease};
     let store =
         cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
-    let key = JobKey::new("report-1042", date);
+    let key = JobKey::new(r.dataset(), date);
     let me = "crash-test";
     match store
         .acquire_lease(&key, me, std::time::Duration::from_secs(1))
@@ -383,7 +392,7 @@ async fn state_of(r: &Reporting, date: NaiveDate) -> String {
     use cdrsync::state::{JobKey, JobStore};
     let store =
         cdrsync::state::sqlite::SqliteJobStore::open(r.dir.path().join("state.db")).unwrap();
-    let key = JobKey::new("report-1042", date);
+    let key = JobKey::new(r.dataset(), date);
     match store.load(&key).await.unwrap() {
         Some(rec) => rec.state.name().to_string(),
         None => "none".into(),

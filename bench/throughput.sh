@@ -36,7 +36,8 @@ else
 fi
 work=$(mktemp -d)
 sim_pid=
-trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+# Waits for the simulator to exit, so a run started right after this one finds its port free.
+trap 'rc=$?; [ -n "$sim_pid" ] && { kill "$sim_pid" || true; wait "$sim_pid" || true; } 2>/dev/null; rm -rf "$work"; exit $rc' EXIT
 
 # Starts a simulator on $1 serving $2 rows in $PARTS parts, capped at $3 bytes/s (0: none).
 start_sim() {
@@ -53,6 +54,7 @@ start_sim() {
   $bin/cxone-sim --listen 127.0.0.1:$port --scenario "$work/scenario.toml" >"$work/sim.log" 2>&1 &
   sim_pid=$!
   for _ in $(seq 100); do grep -q listening "$work/sim.log" && break; sleep 0.1; done
+  grep -q listening "$work/sim.log" || { echo "the simulator did not start on port $port:"; cat "$work/sim.log"; exit 1; }
   base="http://127.0.0.1:$port"
 }
 

@@ -6,8 +6,8 @@
 //!   `,` `"` LF and CR bytes are found 64 at a time as a bit mask (SSE2 on x86_64,
 //!   [`Tokens`]); nothing else is looked at byte by byte. The same pass tells whether the
 //!   buffer is all ASCII; only if not is it checked as UTF-8 (once). After a record's last
-//!   checked field, its remaining fields are counted by the commas before its LF (a popcount),
-//!   unless a quote or CR comes first.
+//!   checked field, its remaining fields are counted by the commas before its LF (a popcount);
+//!   a quoted field among them is walked, a lone CR or a stray quote ends the counting.
 //!   Each record is copied through as it is (plus the empty `extra_columns` cell), dropping
 //!   only the quotes of fields that do not need them. Rows are counted and only the typed
 //!   fields are located and checked; nothing is allocated per row. Anything unusual (a quote inside an unquoted field, text after a
@@ -427,7 +427,17 @@ impl<W: Write> CsvOut<W> {
                                 fields += commas + 1;
                                 break (at, at);
                             }
-                            // A quote, a lone CR or the buffer's end: field by field.
+                            // A quoted field: walked (its commas are not separators),
+                            // then counting resumes after it.
+                            (commas, Some(at))
+                                if data[at] == b'"' && (at == fs || data[at - 1] == b',') =>
+                            {
+                                fields += commas;
+                                fs = at;
+                                tokens.seek(at);
+                            }
+                            // A quote inside a field, a lone CR or the buffer's end: field
+                            // by field.
                             _ => {
                                 count_commas = false;
                                 tokens.seek(fs);
@@ -659,7 +669,7 @@ impl<'a> Tokens<'a> {
         tokens
     }
 
-    #[inline]
+    #[inline(always)]
     fn load(&mut self, base: usize) {
         let masks = mask(self.data, base);
         self.base = base;
@@ -728,7 +738,7 @@ struct Masks {
 }
 
 /// The masks of the block at `base` (bytes past the end are zeros).
-#[inline]
+#[inline(always)]
 fn mask(data: &[u8], base: usize) -> Masks {
     match data.get(base..base + 64) {
         Some(block) => mask64(block.try_into().expect("64 bytes")),
@@ -742,7 +752,7 @@ fn mask(data: &[u8], base: usize) -> Masks {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[inline]
+#[inline(always)]
 fn mask64(block: &[u8; 64]) -> Masks {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,

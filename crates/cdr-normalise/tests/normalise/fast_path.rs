@@ -754,6 +754,10 @@ fn counted_trailing_fields_at_edges_match_the_general_path() {
     let rows = [
         "1,2024-05-15T10:00:00Z,60,a\n2,,61,b\r\n3,,,\n",
         "1,,60,\"a,b\"\n2,,61,\"plain\"\r\n",
+        "1,\"x,y\",60,a\n2,\"\",\"6\"\"1\",\"b\r\nc\"\r\n3,,\"\",\n",
+        "1,,6\"0,a\n2,,\"61\"x,b\n",
+        "1,,60,\"a\",b\n",
+        "1,\"x\"\n",
         "1,,60,a\rb\n2,,61,c\n",
         "1,,60,a,b\n2,,61,c\n",
         "1,,60\n2,,61,c\n",
@@ -782,16 +786,22 @@ fn counted_trailing_fields_at_edges_match_the_general_path() {
     for chunk in [7, 256 * 1024] {
         assert_same(&schema_typed(true, 1), std::slice::from_ref(&bad), chunk);
     }
-    // Plain trailing fields stay on the fast path, whatever their text.
-    let part = format!("{header}1,2024-05-15T10:00:00Z,60,caf\u{e9}\r\n2,,61,b\n3,,,").into_bytes();
+    // Plain and quoted trailing fields stay on the fast path, whatever their text.
+    let part = format!(
+        "{header}1,2024-05-15T10:00:00Z,60,caf\u{e9}\r\n2,,61,b\n\
+         4,,\"6,2\",\"a,b\"\n5,,\"63\",\"x\"\"y\"\n3,,,"
+    )
+    .into_bytes();
     let (result, fast_rows) = run_counted(&schema_typed(true, 2), &[part], false, 256 * 1024);
     let (report, out) = result.unwrap();
-    assert_eq!((fast_rows, report.rows), (3, 3));
+    assert_eq!((fast_rows, report.rows), (5, 5));
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "CallId,StartTime,Duration,Agent,extra_columns\n\
          1,2024-05-15T10:00:00Z,60,caf\u{e9},\n\
          2,,61,b,\n\
+         4,,\"6,2\",\"a,b\",\n\
+         5,,63,\"x\"\"y\",\n\
          3,,,,\n"
     );
 }

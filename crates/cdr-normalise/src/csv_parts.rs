@@ -33,7 +33,7 @@ use crate::report::{PartReport, Tally};
 use crate::schema::{ColumnType, Resolved, EXTRA_COLUMNS};
 use crate::{types, PartInput};
 
-const BUFFER: usize = 256 * 1024;
+const BUFFER: usize = 1024 * 1024;
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
 
 /// The CSV output of a merge: one header, then every part's rows mapped by name.
@@ -150,11 +150,14 @@ impl<W: Write> CsvOut<W> {
             part: name.clone(),
             source,
         };
+        // `input[..len]` is this part's; the buffer keeps its size across refills and parts,
+        // so that it is never zeroed again.
         let mut input = std::mem::take(&mut self.input);
-        input.clear();
-        let mut eof = !self.fast || fill(&mut reader, &mut input, self.chunk).map_err(io_halt)?;
+        let mut len = 0;
+        let mut eof =
+            !self.fast || fill(&mut reader, &mut input, &mut len, self.chunk).map_err(io_halt)?;
         if self.fast {
-            if let Some(start) = self.fast_header(schema, &input, eof) {
+            if let Some(start) = self.fast_header(schema, &input[..len], eof) {
                 let header: Vec<&str> = schema.columns.iter().map(String::as_str).collect();
                 let plan = PartPlan::new(schema, &header, &name, tally)?;
                 let columns_seen = schema.columns.clone();
@@ -170,6 +173,7 @@ impl<W: Write> CsvOut<W> {
                     &name,
                     &mut reader,
                     &mut input,
+                    &mut len,
                     &mut eof,
                     &mut scan,
                     tally,
@@ -185,6 +189,7 @@ impl<W: Write> CsvOut<W> {
                 // Hand the rest of the part, from the record after the last one done, to
                 // the general path. A dummy record first, so that `csv` does not take the
                 // next bytes for a byte order mark; lines are shifted to match.
+                input.truncate(len);
                 let rest = Cursor::new(input);
                 let mut rest_at = rest;
                 rest_at.set_position(scan.pos as u64);
@@ -211,6 +216,7 @@ impl<W: Write> CsvOut<W> {
             }
         }
         // The general path, replaying what the fast path already read.
+        input.truncate(len);
         let replay = Cursor::new(input).chain(reader);
         let input = skip_bom(replay).map_err(io_halt)?;
         let mut csv = general_reader(input);
@@ -255,22 +261,24 @@ impl<W: Write> CsvOut<W> {
         name: &str,
         reader: &mut dyn Read,
         input: &mut Vec<u8>,
+        len: &mut usize,
         eof: &mut bool,
         scan: &mut Scan,
         tally: &mut Tally,
     ) -> Result<bool, Halt> {
         loop {
-            match self.fast_chunk(schema, plan, name, input, *eof, scan, tally)? {
+            match self.fast_chunk(schema, plan, name, &input[..*len], *eof, scan, tally)? {
                 Chunk::Done => return Ok(true),
                 Chunk::Bail => return Ok(false),
                 Chunk::NeedMore => {
                     // Keep the unfinished record, read more behind it.
-                    input.drain(..scan.pos);
+                    input.copy_within(scan.pos..*len, 0);
+                    *len -= scan.pos;
                     scan.pos = 0;
-                    let kept = input.len();
+                    let kept = *len;
                     // A record longer than a chunk doubles the buffer.
                     let want = kept + self.chunk.max(kept);
-                    *eof = fill(reader, input, want).map_err(|source| Halt::Io {
+                    *eof = fill(reader, input, len, want).map_err(|source| Halt::Io {
                         part: name.to_owned(),
                         source,
                     })?;
@@ -689,7 +697,7 @@ impl<'a> Tokens<'a> {
         self.bits = self.block & (u64::MAX << (pos - base));
     }
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<usize> {
         while self.bits == 0 {
             if self.base + 64 >= self.data.len() {
@@ -704,7 +712,7 @@ impl<'a> Tokens<'a> {
 
     /// Hands out the next token that is not a `,` (`None` at the end of the buffer), and how
     /// many `,` came before it: the commas of a run of plain fields are counted, not walked.
-    #[inline]
+    #[inline(always)]
     fn next_special(&mut self) -> (usize, Option<usize>) {
         let mut commas = 0;
         loop {
@@ -824,27 +832,31 @@ fn write_record<'a>(buf: &mut Vec<u8>, fields: impl Iterator<Item = &'a [u8]>) {
     buf.push(b'\n');
 }
 
-/// Reads into `input` until it holds `want` bytes; `true` at the end of the part.
-fn fill(reader: &mut dyn Read, input: &mut Vec<u8>, want: usize) -> io::Result<bool> {
-    let len = input.len();
-    if want <= len {
+/// Reads behind `input[..len]` until it holds `want` bytes; `true` at the end of the part.
+/// `input` only grows (its bytes past `len` are stale, never zeroed again).
+fn fill(
+    reader: &mut dyn Read,
+    input: &mut Vec<u8>,
+    len: &mut usize,
+    want: usize,
+) -> io::Result<bool> {
+    if want <= *len {
         return Ok(false);
     }
-    input.resize(want, 0);
-    let mut filled = len;
-    let result = loop {
-        if filled == want {
-            break Ok(false);
+    if input.len() < want {
+        input.resize(want, 0);
+    }
+    loop {
+        if *len == want {
+            return Ok(false);
         }
-        match reader.read(&mut input[filled..]) {
-            Ok(0) => break Ok(true),
-            Ok(n) => filled += n,
+        match reader.read(&mut input[*len..want]) {
+            Ok(0) => return Ok(true),
+            Ok(n) => *len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
+            Err(e) => return Err(e),
         }
-    };
-    input.truncate(filled);
-    result
+    }
 }
 
 fn general_reader<R: Read>(input: R) -> csv::Reader<R> {

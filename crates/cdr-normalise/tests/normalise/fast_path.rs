@@ -805,3 +805,32 @@ fn counted_trailing_fields_at_edges_match_the_general_path() {
          3,,,,\n"
     );
 }
+
+/// The read buffer is reused, never cleared: a short part after a long one (and a refill
+/// shorter than the last) sees only its own bytes, never the earlier part's behind them.
+#[test]
+fn a_short_part_after_a_long_one_reads_only_its_own_bytes() {
+    let header = "CallId,StartTime,Duration,Agent\n";
+    let long = format!("{header}{}", "9,,9,\"z,z\"\n".repeat(200)).into_bytes();
+    let short = format!("{header}1,,2,a").into_bytes();
+    let quoted_end = format!("{header}3,,4,\"b").into_bytes();
+    // From the first size whose first read holds the whole header.
+    for chunk in [40, 64, 100, 256 * 1024] {
+        for typed in [2, 4] {
+            let schema = schema_typed(true, typed);
+            let parts = [long.clone(), short.clone()];
+            assert_same(&schema, &parts, chunk);
+            let (result, fast_rows) = run_counted(&schema, &parts, false, chunk);
+            let (report, out) = result.unwrap();
+            assert_eq!((fast_rows, report.rows), (201, 201), "chunk {chunk}");
+            assert!(
+                String::from_utf8(out)
+                    .unwrap()
+                    .ends_with("\"z,z\",\n1,,2,a,\n"),
+                "chunk {chunk}"
+            );
+            assert_same(&schema, &[long.clone(), quoted_end.clone()], chunk);
+            assert_same(&schema, &parts, 7);
+        }
+    }
+}

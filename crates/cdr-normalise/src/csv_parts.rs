@@ -2,9 +2,12 @@
 //!
 //! Two paths produce the same bytes and the same report:
 //! - the *fast path*, taken when a part's header is exactly the configured columns in order
-//!   (no extra, missing or reordered column): the part is read in large buffers, each
-//!   buffer is checked as UTF-8 once, and its `,` `"` LF and CR bytes are found 64 at a time
-//!   as a bit mask (SSE2 on x86_64, [`Tokens`]); nothing else is looked at byte by byte.
+//!   (no extra, missing or reordered column): the part is read in large buffers, and its
+//!   `,` `"` LF and CR bytes are found 64 at a time as a bit mask (SSE2 on x86_64,
+//!   [`Tokens`]); nothing else is looked at byte by byte. The same pass tells whether the
+//!   buffer is all ASCII; only if not is it checked as UTF-8 (once). After a record's last
+//!   checked field, its remaining fields are counted by the commas before its LF (a popcount);
+//!   a quoted field among them is walked, a lone CR or a stray quote ends the counting.
 //!   Each record is copied through as it is (plus the empty `extra_columns` cell), dropping
 //!   only the quotes of fields that do not need them. Rows are counted and only the typed
 //!   fields are located and checked; nothing is allocated per row. Anything unusual (a quote inside an unquoted field, text after a
@@ -30,7 +33,7 @@ use crate::report::{PartReport, Tally};
 use crate::schema::{ColumnType, Resolved, EXTRA_COLUMNS};
 use crate::{types, PartInput};
 
-const BUFFER: usize = 256 * 1024;
+const BUFFER: usize = 1024 * 1024;
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
 
 /// The CSV output of a merge: one header, then every part's rows mapped by name.
@@ -147,11 +150,14 @@ impl<W: Write> CsvOut<W> {
             part: name.clone(),
             source,
         };
+        // `input[..len]` is this part's; the buffer keeps its size across refills and parts,
+        // so that it is never zeroed again.
         let mut input = std::mem::take(&mut self.input);
-        input.clear();
-        let mut eof = !self.fast || fill(&mut reader, &mut input, self.chunk).map_err(io_halt)?;
+        let mut len = 0;
+        let mut eof =
+            !self.fast || fill(&mut reader, &mut input, &mut len, self.chunk).map_err(io_halt)?;
         if self.fast {
-            if let Some(start) = self.fast_header(schema, &input, eof) {
+            if let Some(start) = self.fast_header(schema, &input[..len], eof) {
                 let header: Vec<&str> = schema.columns.iter().map(String::as_str).collect();
                 let plan = PartPlan::new(schema, &header, &name, tally)?;
                 let columns_seen = schema.columns.clone();
@@ -167,6 +173,7 @@ impl<W: Write> CsvOut<W> {
                     &name,
                     &mut reader,
                     &mut input,
+                    &mut len,
                     &mut eof,
                     &mut scan,
                     tally,
@@ -182,6 +189,7 @@ impl<W: Write> CsvOut<W> {
                 // Hand the rest of the part, from the record after the last one done, to
                 // the general path. A dummy record first, so that `csv` does not take the
                 // next bytes for a byte order mark; lines are shifted to match.
+                input.truncate(len);
                 let rest = Cursor::new(input);
                 let mut rest_at = rest;
                 rest_at.set_position(scan.pos as u64);
@@ -208,6 +216,7 @@ impl<W: Write> CsvOut<W> {
             }
         }
         // The general path, replaying what the fast path already read.
+        input.truncate(len);
         let replay = Cursor::new(input).chain(reader);
         let input = skip_bom(replay).map_err(io_halt)?;
         let mut csv = general_reader(input);
@@ -252,22 +261,24 @@ impl<W: Write> CsvOut<W> {
         name: &str,
         reader: &mut dyn Read,
         input: &mut Vec<u8>,
+        len: &mut usize,
         eof: &mut bool,
         scan: &mut Scan,
         tally: &mut Tally,
     ) -> Result<bool, Halt> {
         loop {
-            match self.fast_chunk(schema, plan, name, input, *eof, scan, tally)? {
+            match self.fast_chunk(schema, plan, name, &input[..*len], *eof, scan, tally)? {
                 Chunk::Done => return Ok(true),
                 Chunk::Bail => return Ok(false),
                 Chunk::NeedMore => {
                     // Keep the unfinished record, read more behind it.
-                    input.drain(..scan.pos);
+                    input.copy_within(scan.pos..*len, 0);
+                    *len -= scan.pos;
                     scan.pos = 0;
-                    let kept = input.len();
+                    let kept = *len;
                     // A record longer than a chunk doubles the buffer.
                     let want = kept + self.chunk.max(kept);
-                    *eof = fill(reader, input, want).map_err(|source| Halt::Io {
+                    *eof = fill(reader, input, len, want).map_err(|source| Halt::Io {
                         part: name.to_owned(),
                         source,
                     })?;
@@ -295,11 +306,10 @@ impl<W: Write> CsvOut<W> {
         let len = data.len();
         let width = plan.width;
         // Bytes before `valid_to` are valid UTF-8 (record boundaries are ASCII, so a record
-        // is valid exactly when it ends by then).
-        let valid_to = match std::str::from_utf8(&data[scan.pos..]) {
-            Ok(_) => len,
-            Err(error) => scan.pos + error.valid_up_to(),
-        };
+        // is valid exactly when it ends by then). Only worked out once a block holding a
+        // byte ≥ 0x80 has been seen: an ASCII buffer is valid as it is.
+        let from = scan.pos;
+        let mut valid_to = None;
         let mut tokens = Tokens::new(data, scan.pos);
         self.values.clear();
         self.values.resize(plan.checks.len(), Value::default());
@@ -325,6 +335,9 @@ impl<W: Write> CsvOut<W> {
             self.drops.clear();
             let mut fields = 0;
             let mut fs = rs;
+            // Whether the plain fields after the last checked one may be counted by their
+            // commas (until the record shows a quote or a CR there).
+            let mut count_commas = true;
             // The record's end: (end of its last field, terminator byte or `len` at EOF).
             let (last, term) = loop {
                 let (value, raw_end, next);
@@ -411,12 +424,50 @@ impl<W: Write> CsvOut<W> {
                 }
                 if next < len && data[next] == b',' {
                     fs = next + 1;
+                    if count_commas && fields >= plan.count_from {
+                        // No field from here on is checked: when only commas come before
+                        // the record's LF or CRLF, they are its remaining fields.
+                        match tokens.next_special() {
+                            (commas, Some(at))
+                                if data[at] == b'\n'
+                                    || (data[at] == b'\r' && data.get(at + 1) == Some(&b'\n')) =>
+                            {
+                                fields += commas + 1;
+                                break (at, at);
+                            }
+                            // A quoted field: walked (its commas are not separators),
+                            // then counting resumes after it.
+                            (commas, Some(at))
+                                if data[at] == b'"' && (at == fs || data[at - 1] == b',') =>
+                            {
+                                fields += commas;
+                                fs = at;
+                                tokens.seek(at);
+                            }
+                            // A quote inside a field, a lone CR or the buffer's end: field
+                            // by field.
+                            _ => {
+                                count_commas = false;
+                                tokens.seek(fs);
+                            }
+                        }
+                    }
                     continue;
                 }
                 break (raw_end, next);
             };
-            if fields != width || last > valid_to {
+            if fields != width {
                 return Ok(Chunk::Bail);
+            }
+            if tokens.non_ascii {
+                let valid_to =
+                    *valid_to.get_or_insert_with(|| match std::str::from_utf8(&data[from..]) {
+                        Ok(_) => len,
+                        Err(error) => from + error.valid_up_to(),
+                    });
+                if last > valid_to {
+                    return Ok(Chunk::Bail);
+                }
             }
             for (slot, &(pos, _, ty)) in plan.checks.iter().enumerate() {
                 let v = self.values[slot];
@@ -596,60 +647,107 @@ struct Value {
 const NO_CHECK: usize = usize::MAX;
 
 /// The positions of the bytes `,` `"` LF and CR in a buffer, in order, found 64 bytes at a
-/// time as a bit mask (the CSV fast path looks at nothing else).
+/// time as a bit mask (the CSV fast path looks at nothing else). Every block it loads also
+/// tells whether it holds a byte ≥ 0x80, so that an ASCII buffer needs no UTF-8 check.
 struct Tokens<'a> {
     data: &'a [u8],
-    /// The start of the current 64-byte block, its mask, and its bits not yet handed out.
+    /// The start of the current 64-byte block, its mask, its `"` LF CR mask, and its bits
+    /// not yet handed out.
     base: usize,
     block: u64,
+    special: u64,
     bits: u64,
+    /// Whether any block loaded so far held a byte ≥ 0x80.
+    non_ascii: bool,
 }
 
 impl<'a> Tokens<'a> {
     fn new(data: &'a [u8], from: usize) -> Self {
         let base = from - from % 64;
-        let block = mask(data, base);
         let mut tokens = Tokens {
             data,
             base,
-            block,
-            bits: block,
+            block: 0,
+            special: 0,
+            bits: 0,
+            non_ascii: false,
         };
+        tokens.load(base);
         tokens.seek(from);
         tokens
     }
 
-    /// Skips the tokens before `pos` (which is not before the last token handed out).
+    #[inline(always)]
+    fn load(&mut self, base: usize) {
+        let masks = mask(self.data, base);
+        self.base = base;
+        self.block = masks.tokens;
+        self.special = masks.special;
+        self.bits = masks.tokens;
+        self.non_ascii |= masks.high != 0;
+    }
+
+    /// Skips the tokens before `pos` (any position inside or after the current block).
     #[inline]
     fn seek(&mut self, pos: usize) {
         let base = pos - pos % 64;
         if base != self.base {
-            self.base = base;
-            self.block = mask(self.data, base);
+            self.load(base);
         }
         self.bits = self.block & (u64::MAX << (pos - base));
     }
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<usize> {
         while self.bits == 0 {
-            self.base += 64;
-            if self.base >= self.data.len() {
-                self.base -= 64;
+            if self.base + 64 >= self.data.len() {
                 return None;
             }
-            self.block = mask(self.data, self.base);
-            self.bits = self.block;
+            self.load(self.base + 64);
         }
         let at = self.base + self.bits.trailing_zeros() as usize;
         self.bits &= self.bits - 1;
         Some(at)
     }
+
+    /// Hands out the next token that is not a `,` (`None` at the end of the buffer), and how
+    /// many `,` came before it: the commas of a run of plain fields are counted, not walked.
+    #[inline(always)]
+    fn next_special(&mut self) -> (usize, Option<usize>) {
+        let mut commas = 0;
+        loop {
+            let special = self.bits & self.special;
+            if special != 0 {
+                let below = (special & special.wrapping_neg()) - 1;
+                commas += (self.bits & below).count_ones() as usize;
+                let at = self.base + special.trailing_zeros() as usize;
+                self.bits &= !below;
+                self.bits &= self.bits - 1;
+                return (commas, Some(at));
+            }
+            commas += self.bits.count_ones() as usize;
+            self.bits = 0;
+            if self.base + 64 >= self.data.len() {
+                return (commas, None);
+            }
+            self.load(self.base + 64);
+        }
+    }
 }
 
-/// Bit `i` set when `data[base + i]` is `,` `"` LF or CR (bytes past the end are not).
-#[inline]
-fn mask(data: &[u8], base: usize) -> u64 {
+/// One 64-byte block's masks: bit `i` for `data[base + i]`.
+struct Masks {
+    /// `,` `"` LF or CR.
+    tokens: u64,
+    /// `"` LF or CR.
+    special: u64,
+    /// A byte ≥ 0x80.
+    high: u64,
+}
+
+/// The masks of the block at `base` (bytes past the end are zeros).
+#[inline(always)]
+fn mask(data: &[u8], base: usize) -> Masks {
     match data.get(base..base + 64) {
         Some(block) => mask64(block.try_into().expect("64 bytes")),
         None => {
@@ -662,36 +760,50 @@ fn mask(data: &[u8], base: usize) -> u64 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[inline]
-fn mask64(block: &[u8; 64]) -> u64 {
+#[inline(always)]
+fn mask64(block: &[u8; 64]) -> Masks {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
-    let mut mask = 0u64;
+    let mut masks = Masks {
+        tokens: 0,
+        special: 0,
+        high: 0,
+    };
     for k in 0..4 {
         // SAFETY: SSE2 is part of x86_64; the 16 bytes read are inside `block`.
-        let hits = unsafe {
+        let (commas, special, high) = unsafe {
             let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast());
             let eq = |byte: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8));
-            let hit = _mm_or_si128(
-                _mm_or_si128(eq(b','), eq(b'"')),
-                _mm_or_si128(eq(b'\n'), eq(b'\r')),
-            );
-            _mm_movemask_epi8(hit) as u16
+            let special = _mm_or_si128(eq(b'"'), _mm_or_si128(eq(b'\n'), eq(b'\r')));
+            (
+                _mm_movemask_epi8(eq(b',')) as u16,
+                _mm_movemask_epi8(special) as u16,
+                _mm_movemask_epi8(v) as u16,
+            )
         };
-        mask |= u64::from(hits) << (16 * k);
+        masks.tokens |= u64::from(commas | special) << (16 * k);
+        masks.special |= u64::from(special) << (16 * k);
+        masks.high |= u64::from(high) << (16 * k);
     }
-    mask
+    masks
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn mask64(block: &[u8; 64]) -> u64 {
-    let mut mask = 0u64;
+fn mask64(block: &[u8; 64]) -> Masks {
+    let mut masks = Masks {
+        tokens: 0,
+        special: 0,
+        high: 0,
+    };
     for (i, &b) in block.iter().enumerate() {
-        mask |= u64::from(matches!(b, b',' | b'"' | b'\n' | b'\r')) << i;
+        let special = matches!(b, b'"' | b'\n' | b'\r');
+        masks.tokens |= u64::from(special || b == b',') << i;
+        masks.special |= u64::from(special) << i;
+        masks.high |= u64::from(b >= 0x80) << i;
     }
-    mask
+    masks
 }
 
 /// Appends one CSV record, quoting a field only when it holds `,`, `"`, CR or LF, as `csv`'s
@@ -720,27 +832,31 @@ fn write_record<'a>(buf: &mut Vec<u8>, fields: impl Iterator<Item = &'a [u8]>) {
     buf.push(b'\n');
 }
 
-/// Reads into `input` until it holds `want` bytes; `true` at the end of the part.
-fn fill(reader: &mut dyn Read, input: &mut Vec<u8>, want: usize) -> io::Result<bool> {
-    let len = input.len();
-    if want <= len {
+/// Reads behind `input[..len]` until it holds `want` bytes; `true` at the end of the part.
+/// `input` only grows (its bytes past `len` are stale, never zeroed again).
+fn fill(
+    reader: &mut dyn Read,
+    input: &mut Vec<u8>,
+    len: &mut usize,
+    want: usize,
+) -> io::Result<bool> {
+    if want <= *len {
         return Ok(false);
     }
-    input.resize(want, 0);
-    let mut filled = len;
-    let result = loop {
-        if filled == want {
-            break Ok(false);
+    if input.len() < want {
+        input.resize(want, 0);
+    }
+    loop {
+        if *len == want {
+            return Ok(false);
         }
-        match reader.read(&mut input[filled..]) {
-            Ok(0) => break Ok(true),
-            Ok(n) => filled += n,
+        match reader.read(&mut input[*len..want]) {
+            Ok(0) => return Ok(true),
+            Ok(n) => *len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
+            Err(e) => return Err(e),
         }
-    };
-    input.truncate(filled);
-    result
+    }
 }
 
 fn general_reader<R: Read>(input: R) -> csv::Reader<R> {
@@ -763,6 +879,9 @@ struct PartPlan {
     width: usize,
     /// For each field, its index in `checks`, or [`NO_CHECK`].
     check_slots: Vec<usize>,
+    /// How many fields the fast path walks before it may count the rest by their commas:
+    /// the fields up to the last checked one (at least one).
+    count_from: usize,
 }
 
 /// An unconfigured field, written to `extra_columns` on every row.
@@ -814,12 +933,18 @@ impl PartPlan {
         for (slot, &(_, field, _)) in checks.iter().enumerate() {
             check_slots[field] = slot;
         }
+        let count_from = checks
+            .iter()
+            .map(|&(_, field, _)| field + 1)
+            .max()
+            .unwrap_or(1);
         Ok(PartPlan {
             sources,
             checks,
             extras,
             width: header.len(),
             check_slots,
+            count_from,
         })
     }
 }

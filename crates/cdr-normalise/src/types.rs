@@ -9,6 +9,7 @@
 use crate::schema::ColumnType;
 
 /// Whether a non-empty CSV value (or the content of a JSON string) conforms to `ty`.
+#[inline]
 pub(crate) fn conforms(ty: ColumnType, value: &[u8]) -> bool {
     match ty {
         ColumnType::Int => is_int(value),
@@ -116,6 +117,10 @@ fn is_int(v: &[u8]) -> bool {
     };
     if digits.is_empty() {
         return false;
+    }
+    // Up to 18 digits cannot leave i64 (either sign): digits are all there is to check.
+    if digits.len() <= 18 {
+        return digits.iter().all(u8::is_ascii_digit);
     }
     let mut magnitude: u64 = 0;
     for &b in digits {
@@ -279,6 +284,9 @@ mod tests {
             "007",
             "9223372036854775807",
             "-9223372036854775808",
+            "999999999999999999",
+            "-999999999999999999",
+            "000000000000000000009223372036854775807",
         ] {
             assert!(ok(Int, v), "{v}");
         }
@@ -292,6 +300,9 @@ mod tests {
             "1 ",
             "1_000",
             "9223372036854775808",
+            "99999999999999999a",
+            "+99999999999999999-",
+            "99999999999999999999",
             "0x10",
             "١",
         ] {

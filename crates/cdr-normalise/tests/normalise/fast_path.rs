@@ -20,6 +20,26 @@ fn schema(critical: bool) -> Schema {
     }
 }
 
+/// [`schema`] with only `typed` leading columns typed: the fast path counts the fields after
+/// the last typed one by their commas (0: from the second field on).
+fn schema_typed(critical: bool, typed: usize) -> Schema {
+    let types = [
+        ColumnType::Int,
+        ColumnType::Timestamp,
+        ColumnType::Int,
+        ColumnType::String,
+    ];
+    let mut schema = Schema::new(COLUMNS);
+    for (column, ty) in COLUMNS.iter().zip(types).take(typed) {
+        schema = schema.with_type(*column, ty);
+    }
+    if critical {
+        schema.with_critical(["CallId"])
+    } else {
+        schema.with_critical(Vec::<String>::new())
+    }
+}
+
 /// Merges `parts` through a [`Merger`]; the fast path unless `general`.
 fn run(
     schema: &Schema,
@@ -250,6 +270,29 @@ proptest! {
     ) {
         let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
         assert_same(&schema(critical), &parts, chunk);
+    }
+
+    /// Untyped trailing columns: their fields are counted by commas, not walked.
+    #[test]
+    fn counted_fields_fast_path_equals_general_path(
+        parts in prop::collection::vec(part(), 1..4),
+        critical in any::<bool>(),
+        typed in 0usize..4,
+        chunk in prop_oneof![Just(256 * 1024), 8usize..400],
+    ) {
+        let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
+        assert_same(&schema_typed(critical, typed), &parts, chunk);
+    }
+
+    /// The same with fields longer than a block and than the read buffer.
+    #[test]
+    fn counted_long_fields_fast_path_equals_general_path(
+        parts in prop::collection::vec(part_with(row_with(long_value())), 1..3),
+        typed in 0usize..4,
+        chunk in prop_oneof![Just(256 * 1024), 8usize..200],
+    ) {
+        let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
+        assert_same(&schema_typed(true, typed), &parts, chunk);
     }
 
     /// Rows and fields longer than a 64-byte block and than the read buffer.
@@ -699,4 +742,95 @@ fn ndjson_shape_check_keeps_values_violations_and_halts() {
     assert_same_json(&schema(true), &parts);
     let halt = run_json(&schema(true), &parts, false).unwrap_err();
     assert!(halt.contains("CallId") && halt.contains("line 3"), "{halt}");
+}
+
+/// Untyped trailing fields counted by their commas: plain ones up to an LF, a CRLF, a CRLF
+/// split by a refill and the end of the part; a quote, a lone CR or a ragged row there
+/// sends the record back to the field-by-field walk (or the general path), and non-ASCII
+/// text (valid or not) is still checked as UTF-8.
+#[test]
+fn counted_trailing_fields_at_edges_match_the_general_path() {
+    let header = "CallId,StartTime,Duration,Agent\n";
+    let rows = [
+        "1,2024-05-15T10:00:00Z,60,a\n2,,61,b\r\n3,,,\n",
+        "1,,60,\"a,b\"\n2,,61,\"plain\"\r\n",
+        "1,\"x,y\",60,a\n2,\"\",\"6\"\"1\",\"b\r\nc\"\r\n3,,\"\",\n",
+        "1,,6\"0,a\n2,,\"61\"x,b\n",
+        "1,,60,\"a\",b\n",
+        "1,\"x\"\n",
+        "1,,60,a\rb\n2,,61,c\n",
+        "1,,60,a,b\n2,,61,c\n",
+        "1,,60\n2,,61,c\n",
+        "1,,60,caf\u{e9}\n2,,61,\u{1F600}\n",
+        "1,,60,a\"b\n",
+        "1,,60,abc",
+        "1,,60,abc\r",
+    ];
+    for rows in rows {
+        for pad in [0, 30, 57, 62, 63] {
+            let part = format!("{header}0,,1,{}\n{rows}", "z".repeat(pad)).into_bytes();
+            for typed in 0..4 {
+                for chunk in [1, 7, 40, 63, 64, 65, 100, 256 * 1024] {
+                    assert_same(
+                        &schema_typed(true, typed),
+                        std::slice::from_ref(&part),
+                        chunk,
+                    );
+                }
+            }
+        }
+    }
+    let mut bad = format!("{header}1,,60,ok\n2,,61,x").into_bytes();
+    bad.push(0xff);
+    bad.extend_from_slice(b"\n");
+    for chunk in [7, 256 * 1024] {
+        assert_same(&schema_typed(true, 1), std::slice::from_ref(&bad), chunk);
+    }
+    // Plain and quoted trailing fields stay on the fast path, whatever their text.
+    let part = format!(
+        "{header}1,2024-05-15T10:00:00Z,60,caf\u{e9}\r\n2,,61,b\n\
+         4,,\"6,2\",\"a,b\"\n5,,\"63\",\"x\"\"y\"\n3,,,"
+    )
+    .into_bytes();
+    let (result, fast_rows) = run_counted(&schema_typed(true, 2), &[part], false, 256 * 1024);
+    let (report, out) = result.unwrap();
+    assert_eq!((fast_rows, report.rows), (5, 5));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "CallId,StartTime,Duration,Agent,extra_columns\n\
+         1,2024-05-15T10:00:00Z,60,caf\u{e9},\n\
+         2,,61,b,\n\
+         4,,\"6,2\",\"a,b\",\n\
+         5,,63,\"x\"\"y\",\n\
+         3,,,,\n"
+    );
+}
+
+/// The read buffer is reused, never cleared: a short part after a long one (and a refill
+/// shorter than the last) sees only its own bytes, never the earlier part's behind them.
+#[test]
+fn a_short_part_after_a_long_one_reads_only_its_own_bytes() {
+    let header = "CallId,StartTime,Duration,Agent\n";
+    let long = format!("{header}{}", "9,,9,\"z,z\"\n".repeat(200)).into_bytes();
+    let short = format!("{header}1,,2,a").into_bytes();
+    let quoted_end = format!("{header}3,,4,\"b").into_bytes();
+    // From the first size whose first read holds the whole header.
+    for chunk in [40, 64, 100, 256 * 1024] {
+        for typed in [2, 4] {
+            let schema = schema_typed(true, typed);
+            let parts = [long.clone(), short.clone()];
+            assert_same(&schema, &parts, chunk);
+            let (result, fast_rows) = run_counted(&schema, &parts, false, chunk);
+            let (report, out) = result.unwrap();
+            assert_eq!((fast_rows, report.rows), (201, 201), "chunk {chunk}");
+            assert!(
+                String::from_utf8(out)
+                    .unwrap()
+                    .ends_with("\"z,z\",\n1,,2,a,\n"),
+                "chunk {chunk}"
+            );
+            assert_same(&schema, &[long.clone(), quoted_end.clone()], chunk);
+            assert_same(&schema, &parts, 7);
+        }
+    }
 }

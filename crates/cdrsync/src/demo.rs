@@ -84,6 +84,33 @@ fn write_secret_once(path: &Path, value: &str) -> Result<(), JobError> {
         .map_err(io(format!("writing {}", path.display())))
 }
 
+/// Writes the demo's config `toml` to `config_path` and runs its day (`date`, or the
+/// newest closed day): the job (for its key and locations), the day, the outcome and when
+/// the run started.
+async fn run_day(
+    config_path: &Path,
+    toml: String,
+    date: Option<chrono::NaiveDate>,
+    progress: &ProgressBar,
+) -> Result<
+    (
+        crate::job::Job,
+        chrono::NaiveDate,
+        Outcome,
+        std::time::Instant,
+    ),
+    JobError,
+> {
+    std::fs::write(config_path, toml).map_err(io(format!("writing {}", config_path.display())))?;
+    let config = Config::load_default(config_path)?;
+    let date = crate::cli::resolve_date(date, config.job.lag)?;
+    let started = std::time::Instant::now();
+    let job = crate::app::build_job(config, progress.clone(), Hooks::default()).await?;
+    let outcome = job.run(date, false).await;
+    progress.finish_and_clear();
+    Ok((job, date, outcome?, started))
+}
+
 /// Runs the demo.
 pub async fn run(
     dir: &Path,
@@ -103,15 +130,8 @@ pub async fn run(
     std::fs::create_dir_all(&secrets).map_err(io(format!("creating {}", secrets.display())))?;
     write_secret_once(&secrets.join("client_secret"), "demo-secret")?;
     let config_path = dir.join("cdrsync.toml");
-    std::fs::write(&config_path, demo_toml(&sim.base_url()))
-        .map_err(io(format!("writing {}", config_path.display())))?;
-    let config = Config::load_default(&config_path)?;
-    let date = crate::cli::resolve_date(date, config.job.lag)?;
-    let started = std::time::Instant::now();
-    let job = crate::app::build_job(config, progress.clone(), Hooks::default()).await?;
-    let outcome = job.run(date, false).await;
-    progress.finish_and_clear();
-    let outcome = outcome?;
+    let (job, date, outcome, started) =
+        run_day(&config_path, demo_toml(&sim.base_url()), date, &progress).await?;
     let counters = sim.counters();
     let key = job.key(date);
     let m = outcome.manifest();
@@ -259,16 +279,9 @@ pub async fn run_reporting(
         &secrets.join("access_key_secret"),
         sc.access_key_secret.expose(),
     )?;
-    let config_path = dir.join("cdrsync.toml");
     let toml = reporting_demo_toml(&sim.base_url(), &sc.data.client_id);
-    std::fs::write(&config_path, toml).map_err(io(format!("writing {}", config_path.display())))?;
-    let config = Config::load_default(&config_path)?;
-    let date = crate::cli::resolve_date(date, config.job.lag)?;
-    let started = std::time::Instant::now();
-    let job = crate::app::build_job(config, progress.clone(), Hooks::default()).await?;
-    let outcome = job.run(date, false).await;
-    progress.finish_and_clear();
-    let outcome = outcome?;
+    let config_path = dir.join("cdrsync.toml");
+    let (job, date, outcome, started) = run_day(&config_path, toml, date, &progress).await?;
     let c = sim.counters();
     let m = outcome.manifest();
     let location = job.locations(&job.key(date));

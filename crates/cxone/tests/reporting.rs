@@ -90,6 +90,14 @@ async fn read_all(part: &mut PartResponse) -> Vec<u8> {
     out
 }
 
+/// Starts report 1234's job for [`DAY`] and returns its id.
+async fn start_day_job(client: &ReportingClient) -> String {
+    client
+        .start_report_job("1234", &Window::utc_day(DAY).unwrap())
+        .await
+        .unwrap()
+}
+
 async fn finished_url(client: &ReportingClient, job_id: &str) -> String {
     for _ in 0..100 {
         if let Some(url) = client
@@ -133,12 +141,7 @@ async fn a_report_job_lands_the_days_csv_fetched_from_the_other_origin_without_t
 #[tokio::test]
 async fn the_file_origin_refuses_a_bearer_header_so_the_zero_above_means_something() {
     let s = setup(ReportingScenario::default()).await;
-    let job = s
-        .client
-        .start_report_job("1234", &Window::utc_day(DAY).unwrap())
-        .await
-        .unwrap();
-    let url = finished_url(&s.client, &job).await;
+    let url = finished_url(&s.client, &start_day_job(&s.client).await).await;
     let answer = reqwest::Client::new()
         .get(&url)
         .bearer_auth("some-token")
@@ -153,12 +156,7 @@ async fn the_file_origin_refuses_a_bearer_header_so_the_zero_above_means_somethi
 #[tokio::test]
 async fn a_result_file_resumes_with_range_at_the_offset() {
     let s = setup(ReportingScenario::default()).await;
-    let job = s
-        .client
-        .start_report_job("1234", &Window::utc_day(DAY).unwrap())
-        .await
-        .unwrap();
-    let url = finished_url(&s.client, &job).await;
+    let url = finished_url(&s.client, &start_day_job(&s.client).await).await;
     let whole = s.sim.expected_csv(date());
     let mut part = s.client.open_file(&url, 1000).await.unwrap();
     assert_eq!(part.offset, 1000);
@@ -175,12 +173,7 @@ async fn a_result_file_resumes_with_range_at_the_offset() {
 #[tokio::test]
 async fn a_resume_at_the_files_end_takes_the_file_again_from_the_start() {
     let s = setup(ReportingScenario::default()).await;
-    let job = s
-        .client
-        .start_report_job("1234", &Window::utc_day(DAY).unwrap())
-        .await
-        .unwrap();
-    let url = finished_url(&s.client, &job).await;
+    let url = finished_url(&s.client, &start_day_job(&s.client).await).await;
     let whole = s.sim.expected_csv(date());
     let mut part = s.client.open_file(&url, whole.len() as u64).await.unwrap();
     assert_eq!(part.offset, 0, "from the start");
@@ -197,11 +190,7 @@ async fn a_failed_job_is_job_failed_and_nothing_is_restarted() {
         ..Default::default()
     })
     .await;
-    let job = s
-        .client
-        .start_report_job("1234", &Window::utc_day(DAY).unwrap())
-        .await
-        .unwrap();
+    let job = start_day_job(&s.client).await;
     let err = loop {
         match s.client.report_job(&job).await.unwrap().into_finished() {
             Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -226,11 +215,7 @@ async fn a_failed_job_is_job_failed_and_nothing_is_restarted() {
 #[tokio::test]
 async fn an_expired_result_url_is_url_expired_once_and_a_new_poll_gives_a_working_one() {
     let s = setup(ReportingScenario::default()).await;
-    let job = s
-        .client
-        .start_report_job("1234", &Window::utc_day(DAY).unwrap())
-        .await
-        .unwrap();
+    let job = start_day_job(&s.client).await;
     let url = finished_url(&s.client, &job).await;
     s.sim.control().expire_result_urls();
     let err = s.client.open_file(&url, 0).await.unwrap_err();
@@ -264,11 +249,7 @@ async fn an_expired_result_url_is_url_expired_once_and_a_new_poll_gives_a_workin
 #[tokio::test]
 async fn a_401_causes_one_reauthentication_and_one_retry() {
     let s = setup(ReportingScenario::default()).await;
-    let job = s
-        .client
-        .start_report_job("1234", &Window::utc_day(DAY).unwrap())
-        .await
-        .unwrap();
+    let job = start_day_job(&s.client).await;
     s.sim.control().revoke_access_tokens();
     s.client.report_job(&job).await.unwrap();
     let c = s.sim.counters();

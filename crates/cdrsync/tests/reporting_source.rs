@@ -790,6 +790,15 @@ impl Under {
         }
     }
 
+    /// The run (of `api`) published the day, and every row of it exactly once.
+    fn assert_run_published(&self, api: Api, date: NaiveDate, outcome: &Result<Outcome, JobError>) {
+        assert!(
+            matches!(outcome, Ok(Outcome::Published(_))),
+            "{api:?}: {outcome:?}"
+        );
+        self.assert_published_exactly(date);
+    }
+
     /// Every row of the simulator's day published once, in the configured columns.
     fn assert_published_exactly(&self, date: NaiveDate) {
         match self {
@@ -819,11 +828,7 @@ async fn each_source_follows_a_failed_generation_with_the_next_published_once() 
         let u = Under::start(api, Fault::FailFirstGeneration).await;
         let date = day(DATE);
         let outcome = u.job(Hooks::default()).await.run(date, false).await;
-        assert!(
-            matches!(outcome, Ok(Outcome::Published(_))),
-            "{api:?}: {outcome:?}"
-        );
-        u.assert_published_exactly(date);
+        u.assert_run_published(api, date, &outcome);
         assert_eq!(u.manifest(date)["generation"], 2, "{api:?}");
         assert_eq!(u.requests(), 2, "{api:?}: one new generation");
     }
@@ -838,11 +843,7 @@ async fn each_source_replaces_an_expired_download_url_with_a_fresh_one_from_the_
         u.stop_after(date, JobState::Downloading).await;
         u.expire_urls();
         let outcome = u.job(Hooks::default()).await.run(date, false).await;
-        assert!(
-            matches!(outcome, Ok(Outcome::Published(_))),
-            "{api:?}: {outcome:?}"
-        );
-        u.assert_published_exactly(date);
+        u.assert_run_published(api, date, &outcome);
         assert_eq!(
             u.requests(),
             1,
@@ -872,11 +873,7 @@ async fn each_source_reauthenticates_once_after_a_401_mid_run() {
             u.revoke_tokens();
         };
         let (outcome, ()) = tokio::join!(job.run(date, false), revoke);
-        assert!(
-            matches!(outcome, Ok(Outcome::Published(_))),
-            "{api:?}: {outcome:?}"
-        );
-        u.assert_published_exactly(date);
+        u.assert_run_published(api, date, &outcome);
         assert_eq!(u.unauthorized(), 1, "{api:?}: one 401, then a new token");
         assert_eq!(u.requests(), 1, "{api:?}");
     }
@@ -892,11 +889,7 @@ async fn each_source_retries_a_429_without_retry_after_and_publishes() {
         u.stop_after(date, JobState::Requested).await;
         u.throttle_next_polls();
         let outcome = u.job(Hooks::default()).await.run(date, false).await;
-        assert!(
-            matches!(outcome, Ok(Outcome::Published(_))),
-            "{api:?}: {outcome:?}"
-        );
-        u.assert_published_exactly(date);
+        u.assert_run_published(api, date, &outcome);
         assert_eq!(u.throttled(), 2, "{api:?}");
         assert_eq!(u.requests(), 1, "{api:?}: the request was made once");
     }
@@ -917,11 +910,7 @@ async fn each_source_parks_a_stale_request_as_waiting_75_and_the_next_run_resume
         assert_eq!(e.exit_code() as u8, 75, "{api:?}");
         u.unstick().await;
         let outcome = u.job(Hooks::default()).await.run(date, false).await;
-        assert!(
-            matches!(outcome, Ok(Outcome::Published(_))),
-            "{api:?}: {outcome:?}"
-        );
-        u.assert_published_exactly(date);
+        u.assert_run_published(api, date, &outcome);
         assert_eq!(u.requests(), 1, "{api:?}: the same request, resumed");
     }
 }
@@ -941,11 +930,7 @@ async fn each_source_keeps_an_added_column_with_a_drift_alert_and_halts_65_on_a_
         let mut u = Under::start(api, Fault::AddedColumn).await;
         u.alert_to(hook.url());
         let outcome = u.job(Hooks::default()).await.run(date, false).await;
-        assert!(
-            matches!(outcome, Ok(Outcome::Published(_))),
-            "{api:?}: {outcome:?}"
-        );
-        u.assert_published_exactly(date);
+        u.assert_run_published(api, date, &outcome);
         let seen = u.manifest(date)["extra_columns_seen"].clone();
         assert!(
             seen.as_array().unwrap().iter().any(|c| c == "Campaign"),

@@ -1668,16 +1668,11 @@ fn merge_as_verified(
     cancel: &Arc<std::sync::atomic::AtomicBool>,
     hook: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
 ) -> Result<Option<(cdr_normalise::MergeReport, u64, String)>, MergeError> {
-    use std::io::Write;
     // The download creates the staging folder too; this thread may get there first.
     if let Some(staging) = out.parent() {
         crate::durable::create_private_dir_all(staging).map_err(MergeError::Io)?;
     }
-    // Owner-only: the merged day is customer records while it sits in staging.
-    let file = crate::durable::create_private_file(out).map_err(MergeError::Io)?;
-    let file = crate::durable::EarlyWriteback::new(file);
-    let writer =
-        crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let writer = create_merged(out)?;
     let mut merger =
         cdr_normalise::Merger::new(schema, format, writer).map_err(MergeError::Halt)?;
     // Parts verified ahead of their turn, by index (metadata only; the bytes are on disk).
@@ -1710,7 +1705,29 @@ fn merge_as_verified(
             next += 1;
         }
     }
-    let (report, mut writer) = merger.finish().map_err(MergeError::Halt)?;
+    let (report, writer) = merger.finish().map_err(MergeError::Halt)?;
+    let (bytes, sha) = finish_merged(writer)?;
+    Ok(Some((report, bytes, sha)))
+}
+
+/// The merged day's file as the merge writes it: hashed while written, buffered, its
+/// writeback started as it grows.
+type MergedWriter =
+    crate::digest::HashingWriter<std::io::BufWriter<crate::durable::EarlyWriteback>>;
+
+/// Creates the merged day's file `out`, owner-only (it is customer records while it sits
+/// in staging).
+fn create_merged(out: &std::path::Path) -> Result<MergedWriter, MergeError> {
+    let file = crate::durable::create_private_file(out).map_err(MergeError::Io)?;
+    let file = crate::durable::EarlyWriteback::new(file);
+    Ok(crate::digest::HashingWriter::new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+    ))
+}
+
+/// Flushes and fsyncs the merged day; its byte count and SHA-256.
+fn finish_merged(mut writer: MergedWriter) -> Result<(u64, String), MergeError> {
+    use std::io::Write;
     writer.flush().map_err(MergeError::Io)?;
     let (buffered, bytes, sha) = writer.finish();
     let file = buffered
@@ -1718,7 +1735,7 @@ fn merge_as_verified(
         .map_err(|e| MergeError::Io(e.into_error()))?
         .into_inner();
     file.sync_all().map_err(MergeError::Io)?;
-    Ok(Some((report, bytes, sha)))
+    Ok((bytes, sha))
 }
 
 /// Runs the normaliser over the staged parts into `out`, fsynced; returns the report, the
@@ -1729,7 +1746,6 @@ fn merge_to_file(
     parts: &[StagedPart],
     out: &std::path::Path,
 ) -> Result<(cdr_normalise::MergeReport, u64, String), MergeError> {
-    use std::io::Write;
     let mut inputs = Vec::with_capacity(parts.len());
     for p in parts {
         inputs.push(cdr_normalise::PartInput {
@@ -1740,20 +1756,10 @@ fn merge_to_file(
             }),
         });
     }
-    // Owner-only: the merged day is customer records while it sits in staging.
-    let file = crate::durable::create_private_file(out).map_err(MergeError::Io)?;
-    let file = crate::durable::EarlyWriteback::new(file);
-    let mut writer =
-        crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let mut writer = create_merged(out)?;
     let report =
         cdr_normalise::merge(schema, format, inputs, &mut writer).map_err(MergeError::Halt)?;
-    writer.flush().map_err(MergeError::Io)?;
-    let (buffered, bytes, sha) = writer.finish();
-    let file = buffered
-        .into_inner()
-        .map_err(|e| MergeError::Io(e.into_error()))?
-        .into_inner();
-    file.sync_all().map_err(MergeError::Io)?;
+    let (bytes, sha) = finish_merged(writer)?;
     Ok((report, bytes, sha))
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! merge_timing gen DIR ROWS              # DIR/csv/part1..4.csv and DIR/json/part1..4.ndjson
-//! merge_timing time DIR csv|json [general]   # prints: MB/s MB/s-of-CPU rows seconds waited
+//! merge_timing time DIR csv|json [read|general]   # prints: MB/s MB/s-of-CPU rows seconds waited
 //! ```
 //!
 //! MB/s is of input over wall time; MB/s of CPU is over the time the merging thread spent on
@@ -13,8 +13,11 @@
 //! ```text
 //! ```
 //!
-//! It uses only the public `merge` API, so that the script can build it against the base
-//! commit as the baseline (where `merge_general`, between the GENERAL-ONLY marks, becomes an error).
+//! Parts are handed over as files (mapped by the CSV fast path, as cdrsync does), or with
+//! `read` as readers (copied into a buffer), or with `general` as readers with the fast
+//! paths off. It uses only the public `merge` API, so that the script can build it against
+//! the base commit as the baseline (where what lies between the GENERAL-ONLY marks becomes
+//! an error for `general` and a reader for a file).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -42,9 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["gen", dir, rows] => generate(Path::new(dir), rows.parse()?),
-        ["time", dir, format] => time(Path::new(dir), format, false),
-        ["time", dir, format, "general"] => time(Path::new(dir), format, true),
-        _ => Err("usage: merge_timing gen DIR ROWS | time DIR csv|json [general]".into()),
+        ["time", dir, format] => time(Path::new(dir), format, Variant::Files),
+        ["time", dir, format, "read"] => time(Path::new(dir), format, Variant::Readers),
+        ["time", dir, format, "general"] => time(Path::new(dir), format, Variant::General),
+        _ => Err("usage: merge_timing gen DIR ROWS | time DIR csv|json [read|general]".into()),
     }
 }
 
@@ -57,7 +61,18 @@ fn schema() -> Schema {
         .with_type("StartTime", ColumnType::Timestamp)
 }
 
-fn time(dir: &Path, format: &str, general: bool) -> Result<(), Box<dyn std::error::Error>> {
+/// How the parts are handed to the merge.
+#[derive(PartialEq)]
+enum Variant {
+    /// As files (`PartInput::file`: the CSV fast path maps them), as cdrsync does.
+    Files,
+    /// As readers (`PartInput::new` over the open file: read into a buffer).
+    Readers,
+    /// As readers, with the fast paths off.
+    General,
+}
+
+fn time(dir: &Path, format: &str, variant: Variant) -> Result<(), Box<dyn std::error::Error>> {
     let (format, ext) = match format {
         "csv" => (Format::Csv, "csv"),
         "json" => (Format::Json, "ndjson"),
@@ -73,14 +88,20 @@ fn time(dir: &Path, format: &str, general: bool) -> Result<(), Box<dyn std::erro
     let parts = paths
         .iter()
         .enumerate()
-        .map(|(i, path)| Ok(PartInput::new(format!("part {}", i + 1), File::open(path)?)))
+        .map(|(i, path)| {
+            let (name, file) = (format!("part {}", i + 1), File::open(path)?);
+            Ok(match variant {
+                Variant::Files => part_file(name, file),
+                _ => PartInput::new(name, file),
+            })
+        })
         .collect::<std::io::Result<Vec<_>>>()?;
     let out_path = dir.join(format!("merged.{ext}"));
     let mut out = BufWriter::new(File::create(&out_path)?);
 
     let (cpu_before, wait_before) = schedstat();
     let started = Instant::now();
-    let rows = if general {
+    let rows = if variant == Variant::General {
         merge_general(&schema(), format, parts, &mut out)?
     } else {
         merge(&schema(), format, parts, &mut out)?.rows
@@ -121,6 +142,11 @@ fn merge_general(
         merger.push(part)?;
     }
     Ok(merger.finish()?.0.rows)
+}
+
+/// The part as a file, which the CSV fast path maps.
+fn part_file(name: String, file: File) -> PartInput<'static> {
+    PartInput::file(name, file)
 }
 // GENERAL-ONLY-END
 

@@ -31,7 +31,8 @@ use crate::halt::{Halt, OUTPUT};
 use crate::mapping::{check_missing, json_key, push_json_str};
 use crate::report::{PartReport, Tally};
 use crate::schema::{ColumnType, Resolved, EXTRA_COLUMNS};
-use crate::{types, PartInput};
+use crate::window::{stoppable, Window, MAP_WINDOW};
+use crate::{types, PartInput, Source};
 
 const BUFFER: usize = 1024 * 1024;
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
@@ -44,9 +45,10 @@ pub(crate) struct CsvOut<W: Write> {
     header_written: bool,
     /// Whether parts whose header matches may take the fast path.
     fast: bool,
-    /// The fast path's input buffer, reused across parts, and how much it reads at a time.
+    /// The fast path's input buffer, reused across parts, and how much it reads (or maps)
+    /// at a time when a test says (else [`BUFFER`], or [`MAP_WINDOW`] for a mapped part).
     input: Vec<u8>,
-    chunk: usize,
+    chunk: Option<usize>,
     /// Rows that took the fast path, all parts together.
     fast_rows: u64,
     /// The fast path's checked values of the current record (by check), and the quotes it
@@ -66,7 +68,7 @@ impl<W: Write> CsvOut<W> {
             header_written: false,
             fast: true,
             input: Vec::new(),
-            chunk: BUFFER,
+            chunk: None,
             fast_rows: 0,
             values: Vec::new(),
             drops: Vec::new(),
@@ -87,7 +89,7 @@ impl<W: Write> CsvOut<W> {
 
     /// Reads parts `bytes` at a time (tests: records straddling refills).
     pub fn chunk(&mut self, bytes: usize) {
-        self.chunk = bytes.max(1);
+        self.chunk = Some(bytes.max(1));
     }
 
     fn write_header(&mut self, schema: &Resolved) -> Result<(), Halt> {
@@ -144,20 +146,33 @@ impl<W: Write> CsvOut<W> {
         part: PartInput<'_>,
         tally: &mut Tally,
     ) -> Result<(), Halt> {
-        let name = part.name;
-        let mut reader = part.reader;
+        let (name, source, stop) = part.into_parts();
         let io_halt = |source| Halt::Io {
             part: name.clone(),
             source,
         };
-        // `input[..len]` is this part's; the buffer keeps its size across refills and parts,
-        // so that it is never zeroed again.
-        let mut input = std::mem::take(&mut self.input);
-        let mut len = 0;
-        let mut eof =
-            !self.fast || fill(&mut reader, &mut input, &mut len, self.chunk).map_err(io_halt)?;
+        let mut window = match source {
+            Source::Reader(reader) if !self.fast => {
+                Window::read(stoppable(reader, stop), Vec::new(), 0).map_err(io_halt)?
+            }
+            #[cfg(unix)]
+            Source::File(file) if self.fast => {
+                Window::map(file, self.chunk.unwrap_or(MAP_WINDOW), stop).map_err(io_halt)?
+            }
+            source => {
+                let reader = stoppable(source.into_reader(), stop);
+                // The buffer keeps its size across refills and parts, so it is never
+                // zeroed again. With the fast path off nothing is read ahead.
+                let chunk = if self.fast {
+                    self.chunk.unwrap_or(BUFFER)
+                } else {
+                    0
+                };
+                Window::read(reader, std::mem::take(&mut self.input), chunk).map_err(io_halt)?
+            }
+        };
         if self.fast {
-            if let Some(start) = self.fast_header(schema, &input[..len], eof) {
+            if let Some(start) = self.fast_header(schema, window.data(), window.eof()) {
                 let header: Vec<&str> = schema.columns.iter().map(String::as_str).collect();
                 let plan = PartPlan::new(schema, &header, &name, tally)?;
                 let columns_seen = schema.columns.clone();
@@ -167,19 +182,10 @@ impl<W: Write> CsvOut<W> {
                     newlines: start.line - 1,
                     rows: 0,
                 };
-                let finished = self.fast_rows(
-                    schema,
-                    &plan,
-                    &name,
-                    &mut reader,
-                    &mut input,
-                    &mut len,
-                    &mut eof,
-                    &mut scan,
-                    tally,
-                )?;
+                let finished =
+                    self.fast_rows(schema, &plan, &name, &mut window, &mut scan, tally)?;
                 if finished {
-                    self.input = input;
+                    self.input = window.into_buffer();
                     tally.part_done(PartReport {
                         columns_seen,
                         rows: scan.rows,
@@ -189,11 +195,8 @@ impl<W: Write> CsvOut<W> {
                 // Hand the rest of the part, from the record after the last one done, to
                 // the general path. A dummy record first, so that `csv` does not take the
                 // next bytes for a byte order mark; lines are shifted to match.
-                input.truncate(len);
-                let rest = Cursor::new(input);
-                let mut rest_at = rest;
-                rest_at.set_position(scan.pos as u64);
-                let mut csv = general_reader(Cursor::new(&b"-\n"[..]).chain(rest_at).chain(reader));
+                let rest = window.rest_from(scan.pos).map_err(io_halt)?;
+                let mut csv = general_reader(Cursor::new(&b"-\n"[..]).chain(rest));
                 let mut record = std::mem::take(&mut self.record);
                 read(&mut csv, &mut record, &name)?;
                 let result = self.general_rows(
@@ -216,8 +219,7 @@ impl<W: Write> CsvOut<W> {
             }
         }
         // The general path, replaying what the fast path already read.
-        input.truncate(len);
-        let replay = Cursor::new(input).chain(reader);
+        let replay = window.rest_from(0).map_err(io_halt)?;
         let input = skip_bom(replay).map_err(io_halt)?;
         let mut csv = general_reader(input);
         let mut record = std::mem::take(&mut self.record);
@@ -253,35 +255,27 @@ impl<W: Write> CsvOut<W> {
 
     /// The fast path over the rows of a part whose header matched. `Ok(true)` when the part
     /// is done; `Ok(false)` when the rest, from `scan.pos`, must take the general path.
-    #[allow(clippy::too_many_arguments)]
     fn fast_rows(
         &mut self,
         schema: &Resolved,
         plan: &PartPlan,
         name: &str,
-        reader: &mut dyn Read,
-        input: &mut Vec<u8>,
-        len: &mut usize,
-        eof: &mut bool,
+        window: &mut Window<'_>,
         scan: &mut Scan,
         tally: &mut Tally,
     ) -> Result<bool, Halt> {
         loop {
-            match self.fast_chunk(schema, plan, name, &input[..*len], *eof, scan, tally)? {
+            match self.fast_chunk(schema, plan, name, window.data(), window.eof(), scan, tally)? {
                 Chunk::Done => return Ok(true),
                 Chunk::Bail => return Ok(false),
                 Chunk::NeedMore => {
-                    // Keep the unfinished record, read more behind it.
-                    input.copy_within(scan.pos..*len, 0);
-                    *len -= scan.pos;
-                    scan.pos = 0;
-                    let kept = *len;
-                    // A record longer than a chunk doubles the buffer.
-                    let want = kept + self.chunk.max(kept);
-                    *eof = fill(reader, input, len, want).map_err(|source| Halt::Io {
+                    // Keep the unfinished record, with more behind it (a record longer
+                    // than a chunk doubles the window).
+                    window.advance(scan.pos).map_err(|source| Halt::Io {
                         part: name.to_owned(),
                         source,
                     })?;
+                    scan.pos = 0;
                 }
             }
         }
@@ -830,33 +824,6 @@ fn write_record<'a>(buf: &mut Vec<u8>, fields: impl Iterator<Item = &'a [u8]>) {
         buf.push(b'"');
     }
     buf.push(b'\n');
-}
-
-/// Reads behind `input[..len]` until it holds `want` bytes; `true` at the end of the part.
-/// `input` only grows (its bytes past `len` are stale, never zeroed again).
-fn fill(
-    reader: &mut dyn Read,
-    input: &mut Vec<u8>,
-    len: &mut usize,
-    want: usize,
-) -> io::Result<bool> {
-    if want <= *len {
-        return Ok(false);
-    }
-    if input.len() < want {
-        input.resize(want, 0);
-    }
-    loop {
-        if *len == want {
-            return Ok(false);
-        }
-        match reader.read(&mut input[*len..want]) {
-            Ok(0) => return Ok(true),
-            Ok(n) => *len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 fn general_reader<R: Read>(input: R) -> csv::Reader<R> {

@@ -110,8 +110,7 @@ fn merge_part(
     tally: &mut Tally,
     fast: Option<&mut u64>,
 ) -> Result<(), Halt> {
-    let name = part.name;
-    let mut reader = part.reader;
+    let (name, mut reader) = part.into_reader();
     let mut input = Vec::new();
     if let Some(shape_rows) = fast {
         let eof = fill(&mut reader, &mut input, BUFFER).map_err(|source| Halt::Io {

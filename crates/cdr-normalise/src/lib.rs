@@ -2,8 +2,9 @@
 //! published, mapping columns by name and enforcing the expected [`Schema`] (DESIGN.md §2,
 //! the guide's "Edge Case 3: Column Schema Drift").
 //!
-//! Pure and synchronous: parts come in as [`std::io::Read`], the merged file goes out to a
-//! [`std::io::Write`]; one record is in memory at a time whatever the size of a part.
+//! Pure and synchronous: parts come in as [`std::io::Read`] or as files (which the CSV fast
+//! path maps rather than copies), the merged file goes out to a [`std::io::Write`]; one
+//! record (or one window of a part) is in memory at a time whatever the size of a part.
 //!
 //! # Layout
 //! - [`schema`]: [`Schema`], [`ColumnType`], [`Format`]; the schema indexed for hot loops.
@@ -11,6 +12,8 @@
 //! - `mapping`: missing-column rules, the rename hint, JSON string writing.
 //! - `csv_parts`: CSV parts → CSV with a trailing `extra_columns` column.
 //! - `json_parts` (+ `utf8`): JSON array / NDJSON parts → NDJSON.
+//! - `window`: a part's bytes for the CSV fast path: read into a buffer, or a file mapped a
+//!   window at a time.
 //! - [`Merger`]: the merge, one part at a time; [`merge`] pushes a list through it.
 //! - [`Halt`]: why a day cannot be published; [`MergeReport`]: what a merge saw.
 //!
@@ -35,8 +38,12 @@ mod report;
 pub mod schema;
 mod types;
 mod utf8;
+mod window;
 
+use std::fs::File;
 use std::io::{Read, Write};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 pub use halt::{Halt, OUTPUT};
 pub use mapping::edit_distance;
@@ -50,8 +57,15 @@ use schema::Resolved;
 pub struct PartInput<'a> {
     /// How the part is named in messages, e.g. `part 2 (cdr_export_20240515_part002.csv)`.
     pub name: String,
-    /// The part's bytes.
-    pub reader: Box<dyn Read + 'a>,
+    source: Source<'a>,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+/// Where a part's bytes come from.
+pub(crate) enum Source<'a> {
+    Reader(Box<dyn Read + 'a>),
+    /// A whole file, from its start: the CSV fast path maps it instead of reading it.
+    File(File),
 }
 
 impl<'a> PartInput<'a> {
@@ -59,7 +73,48 @@ impl<'a> PartInput<'a> {
     pub fn new(name: impl Into<String>, reader: impl Read + 'a) -> Self {
         PartInput {
             name: name.into(),
-            reader: Box::new(reader),
+            source: Source::Reader(Box::new(reader)),
+            stop: None,
+        }
+    }
+
+    /// A part that is the whole of `file`, just opened (at its start). When it is a regular
+    /// file, the CSV fast path scans it through a memory map, a window at a time, instead of
+    /// copying it into a buffer (on unix); anything else reads it. `file` must not shrink
+    /// while it is merged.
+    pub fn file(name: impl Into<String>, file: File) -> Self {
+        PartInput {
+            name: name.into(),
+            source: Source::File(file),
+            stop: None,
+        }
+    }
+
+    /// Makes reading the part fail (a [`Halt::Io`]) once `stop` is set, checked at every
+    /// read or window, so an abandoned merge ends within one buffer.
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// The name, the source and the stop flag.
+    pub(crate) fn into_parts(self) -> (String, Source<'a>, Option<Arc<AtomicBool>>) {
+        (self.name, self.source, self.stop)
+    }
+
+    /// The name and the part as a reader (from its start), stoppable.
+    pub(crate) fn into_reader(self) -> (String, Box<dyn Read + 'a>) {
+        let (name, source, stop) = self.into_parts();
+        (name, window::stoppable(source.into_reader(), stop))
+    }
+}
+
+impl<'a> Source<'a> {
+    /// The bytes as a reader, from the part's start.
+    pub(crate) fn into_reader(self) -> Box<dyn Read + 'a> {
+        match self {
+            Source::Reader(reader) => reader,
+            Source::File(file) => Box::new(file),
         }
     }
 }
@@ -68,6 +123,7 @@ impl std::fmt::Debug for PartInput<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartInput")
             .field("name", &self.name)
+            .field("file", &matches!(self.source, Source::File(_)))
             .finish_non_exhaustive()
     }
 }

@@ -1031,10 +1031,7 @@ fn schema_check(file: &Path, config_path: &Path, out: Out) -> Result<(), JobErro
         what: format!("opening {}", file.display()),
         source,
     })?;
-    let input = cdr_normalise::PartInput {
-        name: file.display().to_string(),
-        reader: Box::new(std::io::BufReader::new(reader)),
-    };
+    let input = cdr_normalise::PartInput::file(file.display().to_string(), reader);
     let report = cdr_normalise::check(&schema, format, input).map_err(|halt| {
         // stdout always ends with a verdict, so a script reading it alone is not misled.
         if halt.is_data_halt() {

@@ -1618,40 +1618,15 @@ enum MergeError {
     Io(std::io::Error),
 }
 
-/// A staged part opened on its first read (and closed when the normaliser drops it), so
-/// a day of hundreds of parts holds one open file and one read buffer at a time.
-struct LazyPart {
-    path: PathBuf,
-    reader: Option<std::io::BufReader<std::fs::File>>,
-}
-
-impl std::io::Read for LazyPart {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let reader = match &mut self.reader {
-            Some(r) => r,
-            None => self.reader.insert(std::io::BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(&self.path)?,
-            )),
-        };
-        reader.read(buf)
-    }
-}
-
-/// A staged part read for the overlapped merge: fails at its next read once `cancel` is
-/// set (the download stopped), so an abandoned merge ends within one buffer.
-struct CancellablePart {
-    inner: LazyPart,
-    cancel: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl std::io::Read for CancellablePart {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(std::io::Error::other("the merge was abandoned"));
-        }
-        self.inner.read(buf)
-    }
+/// A staged part as the normaliser's input, opened when its turn comes (a day of hundreds
+/// of parts holds one open part at a time): a file, which the CSV fast path maps rather
+/// than copies.
+fn staged_input(part: &StagedPart) -> Result<cdr_normalise::PartInput<'static>, MergeError> {
+    let file = std::fs::File::open(&part.path).map_err(MergeError::Io)?;
+    Ok(cdr_normalise::PartInput::file(
+        format!("part {} ({})", part.index + 1, part.file_name),
+        file,
+    ))
 }
 
 /// The overlapped merge (blocking): takes verified parts from `rx` in any order and
@@ -1687,17 +1662,10 @@ fn merge_as_verified(
             if cancel.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(None);
             }
+            // Reading fails once `cancel` is set, so an abandoned merge ends within one
+            // window of the part.
             merger
-                .push(cdr_normalise::PartInput {
-                    name: format!("part {} ({})", part.index + 1, part.file_name),
-                    reader: Box::new(CancellablePart {
-                        inner: LazyPart {
-                            path: part.path.clone(),
-                            reader: None,
-                        },
-                        cancel: cancel.clone(),
-                    }),
-                })
+                .push(staged_input(&part)?.stop_when(cancel.clone()))
                 .map_err(MergeError::Halt)?;
             if let Some(hook) = &hook {
                 let _ = hook.send(next);
@@ -1746,19 +1714,13 @@ fn merge_to_file(
     parts: &[StagedPart],
     out: &std::path::Path,
 ) -> Result<(cdr_normalise::MergeReport, u64, String), MergeError> {
-    let mut inputs = Vec::with_capacity(parts.len());
-    for p in parts {
-        inputs.push(cdr_normalise::PartInput {
-            name: format!("part {} ({})", p.index + 1, p.file_name),
-            reader: Box::new(LazyPart {
-                path: p.path.clone(),
-                reader: None,
-            }),
-        });
+    let writer = create_merged(out)?;
+    let mut merger =
+        cdr_normalise::Merger::new(schema, format, writer).map_err(MergeError::Halt)?;
+    for part in parts {
+        merger.push(staged_input(part)?).map_err(MergeError::Halt)?;
     }
-    let mut writer = create_merged(out)?;
-    let report =
-        cdr_normalise::merge(schema, format, inputs, &mut writer).map_err(MergeError::Halt)?;
+    let (report, writer) = merger.finish().map_err(MergeError::Halt)?;
     let (bytes, sha) = finish_merged(writer)?;
     Ok((report, bytes, sha))
 }

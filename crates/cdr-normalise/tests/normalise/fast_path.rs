@@ -40,30 +40,46 @@ fn schema_typed(critical: bool, typed: usize) -> Schema {
     }
 }
 
-/// Merges `parts` through a [`Merger`]; the fast path unless `general`.
+/// How [`run`] hands the parts over.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum How {
+    /// As readers, the fast path off.
+    General,
+    /// As readers (copied into the fast path's buffer).
+    Fast,
+    /// As files (mapped by the fast path, a window of `chunk` bytes at a time).
+    Mapped,
+}
+
+/// Merges `parts` through a [`Merger`], handed over `how`.
 fn run(
     schema: &Schema,
     parts: &[Vec<u8>],
-    general: bool,
+    how: How,
     chunk: usize,
 ) -> Result<(MergeReport, Vec<u8>), String> {
-    run_counted(schema, parts, general, chunk).0
+    run_counted(schema, parts, how, chunk).0
 }
 
 /// [`run`], and how many rows took the fast path.
 fn run_counted(
     schema: &Schema,
     parts: &[Vec<u8>],
-    general: bool,
+    how: How,
     chunk: usize,
 ) -> (Result<(MergeReport, Vec<u8>), String>, u64) {
     let mut merger = Merger::new(schema, Format::Csv, Vec::new()).unwrap();
-    if general {
+    if how == How::General {
         merger = merger.general_path_only();
     }
     merger = merger.read_chunk(chunk);
     for (i, part) in parts.iter().enumerate() {
-        if let Err(halt) = merger.push(PartInput::new(format!("part {}", i + 1), &part[..])) {
+        let name = format!("part {}", i + 1);
+        let input = match how {
+            How::Mapped => PartInput::file(name, part_file(part)),
+            _ => PartInput::new(name, &part[..]),
+        };
+        if let Err(halt) = merger.push(input) {
             return (Err(halt.to_string()), merger.fast_rows());
         }
     }
@@ -71,19 +87,49 @@ fn run_counted(
     (merger.finish().map_err(|halt| halt.to_string()), fast_rows)
 }
 
+/// `bytes` as an open file (already unlinked: it lives as long as the handle).
+fn part_file(bytes: &[u8]) -> std::fs::File {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "cdr-normalise-part-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file.write_all(bytes).unwrap();
+    file
+}
+
+/// The fast path, reading and mapping, gives the general path's outcome (and both fast
+/// variants take the fast path for the same rows).
 fn assert_same(schema: &Schema, parts: &[Vec<u8>], chunk: usize) {
-    let general = run(schema, parts, true, chunk);
-    let fast = run(schema, parts, false, chunk);
-    match (&fast, &general) {
-        (Ok((fr, fo)), Ok((gr, go))) => {
-            assert_eq!(
-                String::from_utf8_lossy(fo),
-                String::from_utf8_lossy(go),
-                "output differs for {parts:?}"
-            );
-            assert_eq!(fr, gr, "report differs for {parts:?}");
+    let general = run(schema, parts, How::General, chunk);
+    let (fast, read_rows) = run_counted(schema, parts, How::Fast, chunk);
+    let (mapped, mapped_rows) = run_counted(schema, parts, How::Mapped, chunk);
+    assert_eq!(
+        read_rows, mapped_rows,
+        "fast rows differ when mapped, for {parts:?}"
+    );
+    for fast in [fast, mapped] {
+        match (&fast, &general) {
+            (Ok((fr, fo)), Ok((gr, go))) => {
+                assert_eq!(
+                    String::from_utf8_lossy(fo),
+                    String::from_utf8_lossy(go),
+                    "output differs for {parts:?}"
+                );
+                assert_eq!(fr, gr, "report differs for {parts:?}");
+            }
+            _ => assert_eq!(fast, general, "outcome differs for {parts:?}"),
         }
-        _ => assert_eq!(fast, general, "outcome differs for {parts:?}"),
     }
 }
 
@@ -316,7 +362,7 @@ fn most_generated_rows_take_the_fast_path() {
     for _ in 0..300 {
         let parts = strategy.new_tree(&mut runner).unwrap().current();
         let parts: Vec<Vec<u8>> = parts.iter().map(render).collect();
-        let (result, fast_rows) = run_counted(&schema(false), &parts, false, 256 * 1024);
+        let (result, fast_rows) = run_counted(&schema(false), &parts, How::Fast, 256 * 1024);
         if let Ok((report, _)) = result {
             fast += fast_rows;
             all += report.rows;
@@ -344,7 +390,7 @@ fn quoted_separators_crlf_bom_and_no_final_newline_match_the_general_path() {
     for chunk in [256 * 1024, 10, 33] {
         assert_same(&schema(true), &parts, chunk);
     }
-    let (result, fast_rows) = run_counted(&schema(true), &parts, false, 256 * 1024);
+    let (result, fast_rows) = run_counted(&schema(true), &parts, How::Fast, 256 * 1024);
     let (report, out) = result.unwrap();
     assert_eq!(fast_rows, 4, "every row takes the fast path");
     assert_eq!(
@@ -577,7 +623,7 @@ fn block_and_buffer_edges_take_the_fast_path() {
     // From the first size whose first read holds the whole header.
     for chunk in (35..=70).chain([127, 128, 129, 255, 256 * 1024]) {
         let (result, fast_rows) =
-            run_counted(&schema(true), std::slice::from_ref(&part), false, chunk);
+            run_counted(&schema(true), std::slice::from_ref(&part), How::Fast, chunk);
         let (report, out) = result.unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), expected, "chunk {chunk}");
         assert_eq!((fast_rows, report.rows), (5, 5), "chunk {chunk}");
@@ -792,7 +838,7 @@ fn counted_trailing_fields_at_edges_match_the_general_path() {
          4,,\"6,2\",\"a,b\"\n5,,\"63\",\"x\"\"y\"\n3,,,"
     )
     .into_bytes();
-    let (result, fast_rows) = run_counted(&schema_typed(true, 2), &[part], false, 256 * 1024);
+    let (result, fast_rows) = run_counted(&schema_typed(true, 2), &[part], How::Fast, 256 * 1024);
     let (report, out) = result.unwrap();
     assert_eq!((fast_rows, report.rows), (5, 5));
     assert_eq!(
@@ -820,7 +866,7 @@ fn a_short_part_after_a_long_one_reads_only_its_own_bytes() {
             let schema = schema_typed(true, typed);
             let parts = [long.clone(), short.clone()];
             assert_same(&schema, &parts, chunk);
-            let (result, fast_rows) = run_counted(&schema, &parts, false, chunk);
+            let (result, fast_rows) = run_counted(&schema, &parts, How::Fast, chunk);
             let (report, out) = result.unwrap();
             assert_eq!((fast_rows, report.rows), (201, 201), "chunk {chunk}");
             assert!(
@@ -833,4 +879,129 @@ fn a_short_part_after_a_long_one_reads_only_its_own_bytes() {
             assert_same(&schema, &parts, 7);
         }
     }
+}
+
+/// A mapped part is mapped a window at a time from the page holding the first unfinished
+/// byte: windows that start past the first pages, at, just before and just after a page
+/// edge, a record longer than a window (doubled), a quoted field and a CRLF across windows,
+/// and an odd record at the end — each with the exact output, every row on the fast path.
+#[test]
+fn a_mapped_part_windows_across_page_edges() {
+    let header = "CallId,StartTime,Duration,Agent\r\n";
+    let mut part = header.as_bytes().to_vec();
+    let mut expected = "CallId,StartTime,Duration,Agent,extra_columns\n".to_string();
+    for i in 0..700u32 {
+        // Rows of varying length (some quoted, one long), so that windows end everywhere.
+        let agent = match i % 7 {
+            0 => format!("\"a, {i}\""),
+            3 => "q".repeat(usize::try_from(i).unwrap() % 97),
+            _ => format!("agent{i}"),
+        };
+        let agent = if i == 350 { "L".repeat(9000) } else { agent };
+        part.extend_from_slice(format!("{i},2024-05-15T10:00:00Z,{i},{agent}\r\n").as_bytes());
+        let shown = if i % 7 == 0 && i != 350 {
+            agent
+        } else {
+            agent.trim_matches('"').to_string()
+        };
+        expected.push_str(&format!("{i},2024-05-15T10:00:00Z,{i},{shown},\n"));
+    }
+    assert!(part.len() > 5 * 4096, "the part spans pages");
+    for chunk in [4000, 4095, 4096, 4097, 5000, 8192, 1 << 20] {
+        let (result, fast_rows) = run_counted(
+            &schema(true),
+            std::slice::from_ref(&part),
+            How::Mapped,
+            chunk,
+        );
+        let (report, out) = result.unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected, "chunk {chunk}");
+        assert_eq!((fast_rows, report.rows), (700, 700), "chunk {chunk}");
+        assert_same(&schema(true), std::slice::from_ref(&part), chunk);
+    }
+    // The general path takes over in a later window, from the right byte.
+    let mut odd = part.clone();
+    odd.extend_from_slice(b"700,,1,a\"b\r\n701,,2,c\r\n");
+    for chunk in [4096, 5000] {
+        assert_same(&schema(true), std::slice::from_ref(&odd), chunk);
+    }
+}
+
+/// An empty file, a file of only a header, and a file whose header does not match (the
+/// general path reads the mapped file from its start) give what a reader of the same bytes
+/// gives.
+#[test]
+fn mapped_empty_header_only_and_other_header_parts_match_readers() {
+    let reordered = b"StartTime,CallId,Duration,Agent\n,1,2,a\n".to_vec();
+    let header_only = b"CallId,StartTime,Duration,Agent\n".to_vec();
+    for parts in [
+        vec![Vec::new()],
+        vec![header_only.clone()],
+        vec![reordered.clone(), header_only],
+        vec![
+            b"\xEF\xBB\xBFCallId,StartTime,Duration,Agent\n1,,2,a\n".to_vec(),
+            reordered,
+        ],
+    ] {
+        for chunk in [40, 1 << 20] {
+            assert_same(&schema(true), &parts, chunk);
+        }
+    }
+}
+
+/// A part told to stop fails at its next window with an I/O halt naming it, mapped or read.
+#[test]
+fn a_stopped_part_halts_at_its_next_window() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let part = format!(
+        "CallId,StartTime,Duration,Agent\n{}",
+        "1,,2,a\n".repeat(10_000)
+    )
+    .into_bytes();
+    for mapped in [false, true] {
+        let stop = Arc::new(AtomicBool::new(true));
+        let input = if mapped {
+            PartInput::file("part 1", part_file(&part))
+        } else {
+            PartInput::new("part 1", &part[..])
+        };
+        let mut merger = Merger::new(&schema(true), Format::Csv, Vec::new())
+            .unwrap()
+            .read_chunk(4096);
+        let halt = merger.push(input.stop_when(stop)).unwrap_err().to_string();
+        assert!(
+            halt.contains("part 1") && halt.contains("stopped"),
+            "{halt}"
+        );
+        // Not stopped: the same part merges whole.
+        let input = PartInput::file("part 1", part_file(&part)).stop_when(Arc::default());
+        let mut merger = Merger::new(&schema(true), Format::Csv, Vec::new()).unwrap();
+        merger.push(input).unwrap();
+        assert_eq!(merger.finish().unwrap().0.rows, 10_000);
+    }
+}
+
+/// A file that is not a regular file (a pipe: `cdrsync schema check /dev/stdin`) is read,
+/// not mapped: its rows are all there.
+#[cfg(unix)]
+#[test]
+fn a_pipe_given_as_a_file_is_read_whole() {
+    use std::os::fd::OwnedFd;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .args(["-c", "printf 'CallId,StartTime,Duration,Agent\\n1,,2,a\\n3,,4,b\\n'"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = std::fs::File::from(OwnedFd::from(child.stdout.take().unwrap()));
+    let mut merger = Merger::new(&schema(true), Format::Csv, Vec::new()).unwrap();
+    merger.push(PartInput::file("stdin", pipe)).unwrap();
+    let (report, out) = merger.finish().unwrap();
+    child.wait().unwrap();
+    assert_eq!(report.rows, 2);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "CallId,StartTime,Duration,Agent,extra_columns\n1,,2,a,\n3,,4,b,\n"
+    );
 }

@@ -118,18 +118,26 @@ fn assert_same(schema: &Schema, parts: &[Vec<u8>], chunk: usize) {
         read_rows, mapped_rows,
         "fast rows differ when mapped, for {parts:?}"
     );
-    for fast in [fast, mapped] {
-        match (&fast, &general) {
-            (Ok((fr, fo)), Ok((gr, go))) => {
-                assert_eq!(
-                    String::from_utf8_lossy(fo),
-                    String::from_utf8_lossy(go),
-                    "output differs for {parts:?}"
-                );
-                assert_eq!(fr, gr, "report differs for {parts:?}");
-            }
-            _ => assert_eq!(fast, general, "outcome differs for {parts:?}"),
+    assert_outcome(&fast, &general, parts);
+    assert_outcome(&mapped, &general, parts);
+}
+
+/// The same output and report, or the same halt.
+fn assert_outcome(
+    fast: &Result<(MergeReport, Vec<u8>), String>,
+    general: &Result<(MergeReport, Vec<u8>), String>,
+    parts: &[Vec<u8>],
+) {
+    match (fast, general) {
+        (Ok((fr, fo)), Ok((gr, go))) => {
+            assert_eq!(
+                String::from_utf8_lossy(fo),
+                String::from_utf8_lossy(go),
+                "output differs for {parts:?}"
+            );
+            assert_eq!(fr, gr, "report differs for {parts:?}");
         }
+        _ => assert_eq!(fast, general, "outcome differs for {parts:?}"),
     }
 }
 
@@ -436,17 +444,7 @@ fn run_json(
 fn assert_same_json(schema: &Schema, parts: &[Vec<u8>]) {
     let fast = run_json(schema, parts, false);
     let general = run_json(schema, parts, true);
-    match (&fast, &general) {
-        (Ok((fr, fo)), Ok((gr, go))) => {
-            assert_eq!(
-                String::from_utf8_lossy(fo),
-                String::from_utf8_lossy(go),
-                "output differs for {parts:?}"
-            );
-            assert_eq!(fr, gr, "report differs for {parts:?}");
-        }
-        _ => assert_eq!(fast, general, "outcome differs for {parts:?}"),
-    }
+    assert_outcome(&fast, &general, parts);
 }
 
 /// A JSON value as source text: numbers, strings (escaped or not), literals, nested values
@@ -990,7 +988,10 @@ fn a_pipe_given_as_a_file_is_read_whole() {
     use std::os::fd::OwnedFd;
     use std::process::{Command, Stdio};
     let mut child = Command::new("sh")
-        .args(["-c", "printf 'CallId,StartTime,Duration,Agent\\n1,,2,a\\n3,,4,b\\n'"])
+        .args([
+            "-c",
+            "printf 'CallId,StartTime,Duration,Agent\\n1,,2,a\\n3,,4,b\\n'",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -1678,31 +1678,23 @@ fn merge_as_verified(
     Ok(Some((report, bytes, sha)))
 }
 
-/// The merged day's file as the merge writes it: hashed while written, buffered, its
-/// writeback started as it grows.
-type MergedWriter =
-    crate::digest::HashingWriter<std::io::BufWriter<crate::durable::EarlyWriteback>>;
+/// The merged day's file as the merge writes it: buffered, then hashed and written on a
+/// thread of its own (so the merge's core only normalises), its writeback started as it
+/// grows.
+type MergedWriter = crate::digest::ThreadedHashingWriter<crate::durable::EarlyWriteback>;
 
 /// Creates the merged day's file `out`, owner-only (it is customer records while it sits
 /// in staging).
 fn create_merged(out: &std::path::Path) -> Result<MergedWriter, MergeError> {
     let file = crate::durable::create_private_file(out).map_err(MergeError::Io)?;
     let file = crate::durable::EarlyWriteback::new(file);
-    Ok(crate::digest::HashingWriter::new(
-        std::io::BufWriter::with_capacity(1 << 20, file),
-    ))
+    crate::digest::ThreadedHashingWriter::spawn(file).map_err(MergeError::Io)
 }
 
-/// Flushes and fsyncs the merged day; its byte count and SHA-256.
-fn finish_merged(mut writer: MergedWriter) -> Result<(u64, String), MergeError> {
-    use std::io::Write;
-    writer.flush().map_err(MergeError::Io)?;
-    let (buffered, bytes, sha) = writer.finish();
-    let file = buffered
-        .into_inner()
-        .map_err(|e| MergeError::Io(e.into_error()))?
-        .into_inner();
-    file.sync_all().map_err(MergeError::Io)?;
+/// Waits for the merged day to be written, fsyncs it; its byte count and SHA-256.
+fn finish_merged(writer: MergedWriter) -> Result<(u64, String), MergeError> {
+    let (file, bytes, sha) = writer.finish().map_err(MergeError::Io)?;
+    file.into_inner().sync_all().map_err(MergeError::Io)?;
     Ok((bytes, sha))
 }
 

@@ -97,6 +97,11 @@ enum AttemptError {
     Stopped(crate::job::Signal),
 }
 
+/// Where part `index` (0-based) of a request is staged in its folder `staging`.
+pub fn part_path(staging: &Path, index: usize) -> PathBuf {
+    staging.join(format!("part-{:04}.data", index + 1))
+}
+
 /// Downloads and verifies all parts of one request.
 pub struct Downloader {
     pub source: Arc<dyn Source>,
@@ -109,10 +114,9 @@ pub struct Downloader {
     pub progress: ProgressBar,
     /// Stops the parts at their next safe point.
     pub shutdown: crate::job::Shutdown,
-    /// Told of each part as soon as it is verified (or found verified), in the order they
-    /// get there, so a merge can start on part 1 while later parts still download. A
-    /// receiver that has gone (a merge that halted) is ignored.
-    pub on_verified: Option<tokio::sync::mpsc::Sender<StagedPart>>,
+    /// Where each part's progress is posted (bytes on disk, bytes thrown away, verified),
+    /// so a merge can follow part 1 while it and later parts still download.
+    pub board: Option<Arc<crate::follow::Board>>,
 }
 
 impl Downloader {
@@ -147,16 +151,22 @@ impl Downloader {
         Ok(parts)
     }
 
-    /// Hands a verified part to `on_verified` (its channel holds every part, so this
-    /// never waits for the merge).
-    async fn tell_verified(&self, part: &StagedPart) {
-        if let Some(tx) = &self.on_verified {
-            let _ = tx.send(part.clone()).await;
+    /// Posts a verified part on the board.
+    fn tell_verified(&self, part: &StagedPart) {
+        if let Some(board) = &self.board {
+            board.verified(part.index, part);
+        }
+    }
+
+    /// Posts, before it happens, that part `index`'s bytes on disk are thrown away.
+    fn tell_discarded(&self, index: usize) {
+        if let Some(board) = &self.board {
+            board.discard(index);
         }
     }
 
     fn data_path(&self, index: usize) -> PathBuf {
-        self.staging.join(format!("part-{:04}.data", index + 1))
+        part_path(&self.staging, index)
     }
 
     fn marker_path(&self, index: usize) -> PathBuf {
@@ -173,7 +183,7 @@ impl Downloader {
         let path = self.data_path(index);
         if let Some(done) = self.verified(index, entry).await {
             self.progress.inc(done.bytes);
-            self.tell_verified(&done).await;
+            self.tell_verified(&done);
             return Ok(Ok(done));
         }
         let io = |source| PartError::Io {
@@ -208,7 +218,7 @@ impl Downloader {
                     .expect("the marker write does not panic")
                     .map_err(io)?;
                     tracing::debug!(part = index + 1, bytes = part.bytes, "part verified");
-                    self.tell_verified(&part).await;
+                    self.tell_verified(&part);
                     return Ok(Ok(part));
                 }
                 Err(AttemptError::Stopped(signal)) => return Ok(Err(signal)),
@@ -228,6 +238,7 @@ impl Downloader {
                         attempt,
                         "part rejected, will refetch: {why}"
                     );
+                    self.tell_discarded(index);
                     let _ = tokio::fs::remove_file(&path).await;
                     last = why;
                 }
@@ -287,6 +298,7 @@ impl Downloader {
         let mut have = match tokio::fs::metadata(path).await {
             Ok(m) if m.len() <= expected_size => m.len(),
             Ok(_) => {
+                self.tell_discarded(index);
                 tokio::fs::remove_file(path)
                     .await
                     .map_err(AttemptError::Io)?;
@@ -296,6 +308,7 @@ impl Downloader {
         };
         if have == expected_size && have > 0 {
             // Everything arrived last time but verification failed or never ran: start over.
+            self.tell_discarded(index);
             tokio::fs::remove_file(path)
                 .await
                 .map_err(AttemptError::Io)?;
@@ -323,6 +336,10 @@ impl Downloader {
         }
         let mut hasher = Sha256::new();
         let file = if have > 0 {
+            // The bytes already staged are this attempt's start: a follower may take them.
+            if let Some(board) = &self.board {
+                board.on_disk(index, have);
+            }
             hash_prefix(path, have, &mut hasher)
                 .await
                 .map_err(AttemptError::Io)?;
@@ -334,13 +351,16 @@ impl Downloader {
                 .into_std()
                 .await
         } else {
+            // Truncated (or created): whatever a follower took of it is void.
+            self.tell_discarded(index);
             let path = path.to_path_buf();
             tokio::task::spawn_blocking(move || crate::durable::create_private_file(&path))
                 .await
                 .expect("creating a part file does not panic")
                 .map_err(AttemptError::Io)?
         };
-        let mut file = BatchWriter::new(file, hasher);
+        let post = self.board.clone().map(|board| (board, index));
+        let mut file = BatchWriter::new(file, hasher, have, post);
         self.progress.inc(have);
         let mut received = have;
         let mut this_attempt = have;
@@ -438,6 +458,10 @@ type InFlight = tokio::task::JoinHandle<std::io::Result<(Written, Vec<u8>)>>;
 struct BatchWriter {
     /// `None` while a batch is in flight, or after a failed write.
     idle: Option<Written>,
+    /// Bytes of the part handed to the file so far (from its start), and where to post
+    /// them once written.
+    handed: u64,
+    post: Option<(Arc<crate::follow::Board>, usize)>,
     in_flight: Option<InFlight>,
     batch: Vec<u8>,
     /// When the last batch was handed over.
@@ -445,9 +469,18 @@ struct BatchWriter {
 }
 
 impl BatchWriter {
-    fn new(file: std::fs::File, hasher: Sha256) -> Self {
+    /// Writes after the part's first `have` bytes (already in `file` and `hasher`); each
+    /// written batch is posted to `post`'s board.
+    fn new(
+        file: std::fs::File,
+        hasher: Sha256,
+        have: u64,
+        post: Option<(Arc<crate::follow::Board>, usize)>,
+    ) -> Self {
         BatchWriter {
             idle: Some(Written { file, hasher }),
+            handed: have,
+            post,
             in_flight: None,
             batch: Vec::with_capacity(WRITE_BATCH),
             last: tokio::time::Instant::now(),
@@ -486,10 +519,15 @@ impl BatchWriter {
                 "an earlier write of this part failed",
             ));
         };
+        self.handed += batch.len() as u64;
+        let (on_disk, post) = (self.handed, self.post.clone());
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let mut batch = batch;
             written.hasher.update(&batch);
             written.file.write_all(&batch)?;
+            if let Some((board, index)) = post {
+                board.on_disk(index, on_disk);
+            }
             batch.clear();
             Ok((written, batch))
         }));

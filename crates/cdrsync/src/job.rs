@@ -835,12 +835,12 @@ impl Job {
         self.download_telling(key, rec, None).await
     }
 
-    /// [`Job::download`], telling `on_verified` of each part as soon as it is verified.
+    /// [`Job::download`], posting each part's progress on `board`.
     async fn download_telling(
         &self,
         key: &JobKey,
         rec: &JobRecord,
-        on_verified: Option<tokio::sync::mpsc::Sender<StagedPart>>,
+        board: Option<Arc<crate::follow::Board>>,
     ) -> Result<Vec<StagedPart>, JobError> {
         let date = key.date;
         let files = Self::files(rec);
@@ -852,7 +852,7 @@ impl Job {
             retry_delay: self.config.poll.initial.min(Duration::from_secs(2)),
             progress: self.progress.clone(),
             shutdown: self.shutdown.clone(),
-            on_verified,
+            board,
         };
         self.progress
             .set_message(format!("{date}: downloading {} part(s)", files.len()));
@@ -882,17 +882,17 @@ impl Job {
 
     /// Downloads the parts and merges them as they arrive (DESIGN.md §4, issue 11): a
     /// blocking thread runs one [`cdr_normalise::Merger`] into `.{data}.merging` in staging,
-    /// fed part by part in manifest order as soon as each is verified (a part verified
-    /// early waits for its turn), while later parts still download. When every part is
-    /// verified and the merge finished, the parts are archived and the merged day kept as
+    /// following each part in manifest order as its bytes reach the disk
+    /// ([`crate::follow`]), while later parts still download. When every part is verified
+    /// and the merge finished, the parts are archived and the merged day kept as
     /// `.merged.data` with its manifest; nothing is published here (publishing happens in
     /// `Verified`, after every part was verified).
     ///
     /// The outer error is the download's (as [`Job::download`]); on it, or on a stop, the
     /// merge is abandoned and its file removed — a half-merged day is never left where it
     /// could be taken for one — while the verified parts stay staged for the next run. A
-    /// halt of the merge lets the downloads finish (the inner error), so the day stops
-    /// `Verified` with every part staged, exactly as a halt of a later merge does.
+    /// halt of the merge (on verified bytes) lets the downloads finish (the inner error), so
+    /// the day stops `Verified` with every part staged, exactly as a halt of a later merge does.
     async fn download_and_merge(
         &self,
         key: &JobKey,
@@ -900,23 +900,34 @@ impl Job {
     ) -> Result<Result<Manifest, JobError>, JobError> {
         let date = key.date;
         let staging = self.staging_dir(key, rec);
-        let total = Self::files(rec).len();
+        let files = Self::files(rec);
         let out_path = staging.join(format!(".{}.merging", self.config.job.data_name()));
-        // Room for every part: a verified part never waits for the merge.
-        let (tx, rx) = tokio::sync::mpsc::channel(total.max(1));
+        let board = crate::follow::Board::new(files.len());
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let merging = {
             let (schema, format) = (schema_of(&self.config), self.config.job.format);
-            let (out, cancel) = (out_path.clone(), cancel.clone());
+            let (out, cancel, board) = (out_path.clone(), cancel.clone(), board.clone());
+            let places = files
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| StagedPart {
+                    index,
+                    file_name: entry.file_name.clone(),
+                    bytes: 0,
+                    sha256: String::new(),
+                    path: crate::download::part_path(&staging, index),
+                })
+                .collect();
             let hook = self.hooks.merged_part.clone();
             tokio::task::spawn_blocking(move || {
-                merge_as_verified(&schema, format, total, rx, &out, &cancel, hook)
+                merge_following(&schema, format, &board, places, &out, &cancel, hook)
             })
         };
-        let downloaded = self.download_telling(key, rec, Some(tx)).await;
+        let downloaded = self.download_telling(key, rec, Some(board.clone())).await;
         if downloaded.is_err() {
             cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+        board.close();
         let merged = merging.await.expect("the merge task does not panic");
         let discard = |why: &str| {
             let out = out_path.clone();
@@ -1623,54 +1634,83 @@ enum MergeError {
 /// than copies.
 fn staged_input(part: &StagedPart) -> Result<cdr_normalise::PartInput<'static>, MergeError> {
     let file = std::fs::File::open(&part.path).map_err(MergeError::Io)?;
-    Ok(cdr_normalise::PartInput::file(
-        format!("part {} ({})", part.index + 1, part.file_name),
-        file,
-    ))
+    Ok(cdr_normalise::PartInput::file(part_name(part), file))
 }
 
-/// The overlapped merge (blocking): takes verified parts from `rx` in any order and
-/// pushes them into one [`cdr_normalise::Merger`] writing `out` in manifest order, hashed
-/// while written and fsynced at the end (its writeback started as it is written): the
-/// one durable copy of the day before the state says `Verified`. `Ok(None)` when the channel closed before all
-/// `total` parts came (the download failed or stopped; `out` is then incomplete).
-fn merge_as_verified(
+/// How a part is named in the merge's messages.
+fn part_name(part: &StagedPart) -> String {
+    format!("part {} ({})", part.index + 1, part.file_name)
+}
+
+/// The overlapped merge (blocking): pushes the parts into one [`cdr_normalise::Merger`]
+/// writing `out` in manifest order, each read as its bytes reach the disk
+/// ([`crate::follow::FollowReader`]: a part ends only once verified), hashed while written
+/// and fsynced at the end (its writeback started as it is written): the one durable copy
+/// of the day before the state says `Verified`. A halt counts only once the bytes it
+/// stopped on are verified. When a part's bytes are thrown away while merged (a part
+/// failing its SHA-256, a server ignoring `Range`), the merge starts again from scratch,
+/// taking each part once verified. `Ok(None)` when the download ended without every part
+/// (it failed or stopped; `out` is then incomplete). `places` gives each part's name and
+/// staged path.
+fn merge_following(
     schema: &cdr_normalise::Schema,
     format: cdr_normalise::Format,
-    total: usize,
-    mut rx: tokio::sync::mpsc::Receiver<StagedPart>,
+    board: &Arc<crate::follow::Board>,
+    places: Vec<StagedPart>,
     out: &std::path::Path,
     cancel: &Arc<std::sync::atomic::AtomicBool>,
     hook: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
 ) -> Result<Option<(cdr_normalise::MergeReport, u64, String)>, MergeError> {
+    use crate::follow::Settled;
     // The download creates the staging folder too; this thread may get there first.
     if let Some(staging) = out.parent() {
         crate::durable::create_private_dir_all(staging).map_err(MergeError::Io)?;
     }
-    let writer = create_merged(out)?;
-    let mut merger =
-        cdr_normalise::Merger::new(schema, format, writer).map_err(MergeError::Halt)?;
-    // Parts verified ahead of their turn, by index (metadata only; the bytes are on disk).
-    let mut waiting = std::collections::BTreeMap::new();
-    let mut next = 0;
-    while next < total {
-        let Some(part) = rx.blocking_recv() else {
-            return Ok(None);
-        };
-        waiting.insert(part.index, part);
-        while let Some(part) = waiting.remove(&next) {
-            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                return Ok(None);
+    let tell = |index: usize| {
+        if let Some(hook) = &hook {
+            let _ = hook.send(index);
+        }
+    };
+    // First, every part followed as it downloads.
+    let mut merger = cdr_normalise::Merger::new(schema, format, create_merged(out)?)
+        .map_err(MergeError::Halt)?;
+    let mut followed = true;
+    for place in &places {
+        let reader = board.reader(place.index, place.path.clone(), cancel.clone());
+        let epoch = reader.epoch();
+        let pushed = merger.push(cdr_normalise::PartInput::new(part_name(place), reader));
+        match board.settle(place.index, epoch, cancel) {
+            Settled::Verified(_) => pushed.map_err(MergeError::Halt)?,
+            Settled::Closed => return Ok(None),
+            Settled::Discarded => {
+                followed = false;
+                break;
             }
+        }
+        tell(place.index);
+    }
+    if !followed {
+        // Again from scratch (the file is truncated), each part once verified.
+        tracing::info!(
+            "a part's bytes were thrown away while merged; merging again from verified parts"
+        );
+        drop(merger);
+        merger = cdr_normalise::Merger::new(schema, format, create_merged(out)?)
+            .map_err(MergeError::Halt)?;
+        for place in &places {
+            let part = loop {
+                match board.settle(place.index, board.epoch(place.index), cancel) {
+                    Settled::Verified(part) => break part,
+                    Settled::Discarded => continue,
+                    Settled::Closed => return Ok(None),
+                }
+            };
             // Reading fails once `cancel` is set, so an abandoned merge ends within one
             // window of the part.
             merger
                 .push(staged_input(&part)?.stop_when(cancel.clone()))
                 .map_err(MergeError::Halt)?;
-            if let Some(hook) = &hook {
-                let _ = hook.send(next);
-            }
-            next += 1;
+            tell(place.index);
         }
     }
     let (report, writer) = merger.finish().map_err(MergeError::Halt)?;

@@ -14,6 +14,7 @@
 //! - [`manifest`]: the `_manifest.json` written beside each published day.
 //! - [`poll`]: the polling backoff and the manifest guard.
 //! - [`download`]: bounded-concurrency, verified part downloads into staging.
+//! - [`follow`]: each part's download progress, posted for a merge that follows it.
 //! - [`digest`]: SHA-256 helpers shared by download and publish.
 //! - [`durable`]: the one temp + fsync + rename recipe for files that must never be half written.
 //! - [`job`]: the state machine that ties it together, persisted after every step.
@@ -44,6 +45,7 @@ pub mod doctor;
 pub mod download;
 pub mod durable;
 pub mod exit;
+pub mod follow;
 pub mod governor;
 pub mod job;
 pub mod manifest;

@@ -185,9 +185,27 @@ fn consumed(rx: &mut mpsc::UnboundedReceiver<usize>) -> Vec<usize> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
-/// Runs the day with part 2 held until the merge consumed part 1, so that the merge is
-/// following part 2 when its first bytes arrive; returns what the merge consumed.
-async fn run_following_part_2(h: &Harness) -> Result<Vec<usize>, JobError> {
+/// Runs the day with part 2 faulted once (`kind` at `at_byte`) and held until the merge
+/// consumed part 1, so that the merge is following part 2 when its first bytes arrive;
+/// checks the exact day was published and returns the harness and the parts the merge
+/// consumed, in order.
+async fn following_part_2(
+    kind: PartFaultKind,
+    at_byte: Option<u64>,
+    range_support: bool,
+) -> (Harness, Vec<usize>) {
+    let fault = PartFault {
+        part: 2,
+        kind,
+        attempts: 1,
+        at_byte,
+    };
+    let h = Harness::new(small(Faults {
+        parts: vec![fault],
+        range_support,
+        ..Faults::default()
+    }))
+    .await;
     let date = day(DATE);
     h.sim.control().hold_part(2);
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -201,10 +219,23 @@ async fn run_following_part_2(h: &Harness) -> Result<Vec<usize>, JobError> {
         merged(&mut rx, 0).await;
         h.sim.control().release_part(2);
     });
-    result?;
+    result.expect("the day is published");
+    let truth = expected(&h.sim, date);
+    assert_eq!(without_extra(h.published_rows(date)), truth);
+    assert_eq!(h.manifest(date)["rows"], truth.len());
+    let c = h.sim.counters();
+    assert_eq!(
+        (
+            c.downloads_per_part.get(&1),
+            c.downloads_per_part.get(&2),
+            c.downloads_per_part.get(&3)
+        ),
+        (Some(&1), Some(&2), Some(&1)),
+        "only the faulted part is fetched again"
+    );
     let mut seen = vec![0];
     seen.extend(consumed(&mut rx));
-    Ok(seen)
+    (h, seen)
 }
 
 /// Part 2's header arrives with a byte flipped (`CallId,` → `CallId-`): the merge following
@@ -213,39 +244,12 @@ async fn run_following_part_2(h: &Harness) -> Result<Vec<usize>, JobError> {
 /// the exact day is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halt_on_followed_bytes_that_then_fail_verification_does_not_count() {
-    let flip = PartFault {
-        part: 2,
-        kind: PartFaultKind::Flip,
-        attempts: 1,
-        at_byte: Some(6),
-    };
-    let h = Harness::new(small(Faults {
-        parts: vec![flip],
-        ..Faults::default()
-    }))
-    .await;
-    let seen = run_following_part_2(&h)
-        .await
-        .expect("the day is published");
+    let (h, seen) = following_part_2(PartFaultKind::Flip, Some(6), true).await;
+    assert_eq!(h.sim.counters().injected_flips, 1);
     assert_eq!(
         seen,
         [0, 0, 1, 2],
         "part 1 followed, then merged again from scratch"
-    );
-    let date = day(DATE);
-    let truth = expected(&h.sim, date);
-    assert_eq!(without_extra(h.published_rows(date)), truth);
-    assert_eq!(h.manifest(date)["rows"], truth.len());
-    let c = h.sim.counters();
-    assert_eq!(c.injected_flips, 1);
-    assert_eq!(
-        (
-            c.downloads_per_part.get(&1),
-            c.downloads_per_part.get(&2),
-            c.downloads_per_part.get(&3)
-        ),
-        (Some(&1), Some(&2), Some(&1)),
-        "only the flipped part is fetched again"
     );
 }
 
@@ -254,55 +258,18 @@ async fn a_halt_on_followed_bytes_that_then_fail_verification_does_not_count() {
 /// published is exact (no row of the first half twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_written_again_from_its_start_while_followed_gives_the_exact_day() {
-    let reset = PartFault {
-        part: 2,
-        kind: PartFaultKind::Reset,
-        attempts: 1,
-        at_byte: None,
-    };
-    let h = Harness::new(small(Faults {
-        parts: vec![reset],
-        range_support: false,
-        ..Faults::default()
-    }))
-    .await;
-    let seen = run_following_part_2(&h)
-        .await
-        .expect("the day is published");
+    let (_h, seen) = following_part_2(PartFaultKind::Reset, None, false).await;
     assert_eq!(
         seen,
         [0, 0, 1, 2],
         "part 1 followed, then merged again from scratch"
     );
-    let date = day(DATE);
-    let truth = expected(&h.sim, date);
-    assert_eq!(without_extra(h.published_rows(date)), truth);
-    assert_eq!(h.manifest(date)["rows"], truth.len());
-    assert_eq!(h.sim.counters().downloads_per_part.get(&2), Some(&2));
 }
 
 /// Part 2 breaks off halfway and resumes with `Range`: the bytes the merge followed stay
 /// the part's start, so the merge goes on (never starts again) and the day is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_resumed_with_range_while_followed_is_merged_once() {
-    let reset = PartFault {
-        part: 2,
-        kind: PartFaultKind::Reset,
-        attempts: 1,
-        at_byte: None,
-    };
-    let h = Harness::new(small(Faults {
-        parts: vec![reset],
-        ..Faults::default()
-    }))
-    .await;
-    let seen = run_following_part_2(&h)
-        .await
-        .expect("the day is published");
+    let (_h, seen) = following_part_2(PartFaultKind::Reset, None, true).await;
     assert_eq!(seen, [0, 1, 2], "each part merged once");
-    let date = day(DATE);
-    let truth = expected(&h.sim, date);
-    assert_eq!(without_extra(h.published_rows(date)), truth);
-    assert_eq!(h.manifest(date)["rows"], truth.len());
-    assert_eq!(h.sim.counters().downloads_per_part.get(&2), Some(&2));
 }

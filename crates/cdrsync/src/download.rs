@@ -17,7 +17,10 @@
 //! Speed (issue 11): the body's chunks are gathered into batches of [`WRITE_BATCH`] bytes
 //! (or what came in [`WRITE_EVERY`] on a slow link), each hashed and written on a blocking
 //! thread while the next batch arrives (one write syscall per batch, no hashing on the
-//! async workers). A part that verified is NOT
+//! async workers). Each written batch is posted on the [`crate::follow::Board`] when one is
+//! given, and bytes about to be thrown away (a part failing its SHA-256, a part written
+//! again from byte 0) are posted before the file is touched, so a merge following the part
+//! never keeps bytes that are not the part's. A part that verified is NOT
 //! fsynced: staging is not publishing, and the one durable copy of the day is the merged
 //! file (fsynced before the state says `Verified`). The marker records the part's SHA-256,
 //! and a later run reuses a staged part only when its bytes hash to it again, so a part

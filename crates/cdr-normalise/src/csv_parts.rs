@@ -151,79 +151,86 @@ impl<W: Write> CsvOut<W> {
             part: name.clone(),
             source,
         };
+        if !self.fast {
+            return self.general_whole(schema, &name, stoppable(source.into_reader(), stop), tally);
+        }
         let mut window = match source {
-            Source::Reader(reader) if !self.fast => {
-                Window::read(stoppable(reader, stop), Vec::new(), 0).map_err(io_halt)?
-            }
             #[cfg(unix)]
-            Source::File(file) if self.fast => {
+            Source::File(file) => {
                 Window::map(file, self.chunk.unwrap_or(MAP_WINDOW), stop).map_err(io_halt)?
             }
-            source => {
-                let reader = stoppable(source.into_reader(), stop);
-                // The buffer keeps its size across refills and parts, so it is never
-                // zeroed again. With the fast path off nothing is read ahead.
-                let chunk = if self.fast {
-                    self.chunk.unwrap_or(BUFFER)
-                } else {
-                    0
-                };
-                Window::read(reader, std::mem::take(&mut self.input), chunk).map_err(io_halt)?
-            }
+            // The buffer keeps its size across refills and parts, so it is never zeroed again.
+            source => Window::read(
+                stoppable(source.into_reader(), stop),
+                std::mem::take(&mut self.input),
+                self.chunk.unwrap_or(BUFFER),
+            )
+            .map_err(io_halt)?,
         };
-        if self.fast {
-            if let Some(start) = self.fast_header(schema, window.data(), window.eof()) {
-                let header: Vec<&str> = schema.columns.iter().map(String::as_str).collect();
-                let plan = PartPlan::new(schema, &header, &name, tally)?;
-                let columns_seen = schema.columns.clone();
-                let mut scan = Scan {
-                    pos: start.byte,
-                    line: start.line,
-                    newlines: start.line - 1,
-                    rows: 0,
-                };
-                let finished =
-                    self.fast_rows(schema, &plan, &name, &mut window, &mut scan, tally)?;
-                if finished {
-                    self.input = window.into_buffer();
-                    tally.part_done(PartReport {
-                        columns_seen,
-                        rows: scan.rows,
-                    });
-                    return Ok(());
-                }
-                // Hand the rest of the part, from the record after the last one done, to
-                // the general path. A dummy record first, so that `csv` does not take the
-                // next bytes for a byte order mark; lines are shifted to match.
-                let rest = window.rest_from(scan.pos).map_err(io_halt)?;
-                let mut csv = general_reader(Cursor::new(&b"-\n"[..]).chain(rest));
-                let mut record = std::mem::take(&mut self.record);
-                read(&mut csv, &mut record, &name)?;
-                let result = self.general_rows(
-                    schema,
-                    &plan,
-                    &name,
-                    &mut csv,
-                    &mut record,
-                    scan.newlines as i64 - 1,
-                    &mut scan.rows,
-                    tally,
-                );
-                self.record = record;
-                result?;
+        if let Some(start) = self.fast_header(schema, window.data(), window.eof()) {
+            let header: Vec<&str> = schema.columns.iter().map(String::as_str).collect();
+            let plan = PartPlan::new(schema, &header, &name, tally)?;
+            let columns_seen = schema.columns.clone();
+            let mut scan = Scan {
+                pos: start.byte,
+                line: start.line,
+                newlines: start.line - 1,
+                rows: 0,
+            };
+            let finished = self.fast_rows(schema, &plan, &name, &mut window, &mut scan, tally)?;
+            if finished {
+                self.input = window.into_buffer();
                 tally.part_done(PartReport {
                     columns_seen,
                     rows: scan.rows,
                 });
                 return Ok(());
             }
+            // Hand the rest of the part, from the record after the last one done, to
+            // the general path. A dummy record first, so that `csv` does not take the
+            // next bytes for a byte order mark; lines are shifted to match.
+            let rest = window.rest_from(scan.pos).map_err(io_halt)?;
+            let mut csv = general_reader(Cursor::new(&b"-\n"[..]).chain(rest));
+            let mut record = std::mem::take(&mut self.record);
+            read(&mut csv, &mut record, &name)?;
+            let result = self.general_rows(
+                schema,
+                &plan,
+                &name,
+                &mut csv,
+                &mut record,
+                scan.newlines as i64 - 1,
+                &mut scan.rows,
+                tally,
+            );
+            self.record = record;
+            result?;
+            tally.part_done(PartReport {
+                columns_seen,
+                rows: scan.rows,
+            });
+            return Ok(());
         }
         // The general path, replaying what the fast path already read.
         let replay = window.rest_from(0).map_err(io_halt)?;
-        let input = skip_bom(replay).map_err(io_halt)?;
+        self.general_whole(schema, &name, replay, tally)
+    }
+
+    /// The general path over a whole part read from `input` (a byte order mark dropped).
+    fn general_whole(
+        &mut self,
+        schema: &Resolved,
+        name: &str,
+        input: Box<dyn Read + '_>,
+        tally: &mut Tally,
+    ) -> Result<(), Halt> {
+        let input = skip_bom(input).map_err(|source| Halt::Io {
+            part: name.to_owned(),
+            source,
+        })?;
         let mut csv = general_reader(input);
         let mut record = std::mem::take(&mut self.record);
-        let result = self.general_part(schema, &name, &mut csv, &mut record, tally);
+        let result = self.general_part(schema, name, &mut csv, &mut record, tally);
         self.record = record;
         result
     }

@@ -913,11 +913,8 @@ impl Job {
             let places = files
                 .iter()
                 .enumerate()
-                .map(|(index, entry)| StagedPart {
-                    index,
-                    file_name: entry.file_name.clone(),
-                    bytes: 0,
-                    sha256: String::new(),
+                .map(|(index, entry)| merge::PartPlace {
+                    name: merge::part_name(index, &entry.file_name),
                     path: crate::download::part_path(&staging, index),
                 })
                 .collect();

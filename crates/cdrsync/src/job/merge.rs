@@ -5,6 +5,7 @@
 //! file keeps the state machine).
 
 use crate::download::StagedPart;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why a merge did not produce the merged day.
@@ -18,12 +19,22 @@ pub(super) enum MergeError {
 /// than copies.
 fn staged_input(part: &StagedPart) -> Result<cdr_normalise::PartInput<'static>, MergeError> {
     let file = std::fs::File::open(&part.path).map_err(MergeError::Io)?;
-    Ok(cdr_normalise::PartInput::file(part_name(part), file))
+    Ok(cdr_normalise::PartInput::file(
+        part_name(part.index, &part.file_name),
+        file,
+    ))
 }
 
-/// How a part is named in the merge's messages.
-fn part_name(part: &StagedPart) -> String {
-    format!("part {} ({})", part.index + 1, part.file_name)
+/// How part `index` (0-based) is named in the merge's messages.
+pub(super) fn part_name(index: usize, file_name: &str) -> String {
+    format!("part {} ({})", index + 1, file_name)
+}
+
+/// A part the merge follows before it is verified: its name in messages and where it is
+/// staged (its index is its place in the list).
+pub(super) struct PartPlace {
+    pub name: String,
+    pub path: PathBuf,
 }
 
 /// The overlapped merge (blocking): pushes the parts into one [`cdr_normalise::Merger`]
@@ -40,7 +51,7 @@ pub(super) fn merge_following(
     schema: &cdr_normalise::Schema,
     format: cdr_normalise::Format,
     board: &Arc<crate::follow::Board>,
-    places: Vec<StagedPart>,
+    places: Vec<PartPlace>,
     out: &std::path::Path,
     cancel: &Arc<std::sync::atomic::AtomicBool>,
     hook: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
@@ -59,11 +70,11 @@ pub(super) fn merge_following(
     let mut merger = cdr_normalise::Merger::new(schema, format, create_merged(out)?)
         .map_err(MergeError::Halt)?;
     let mut followed = true;
-    for place in &places {
-        let reader = board.reader(place.index, place.path.clone(), cancel.clone());
+    for (index, place) in places.iter().enumerate() {
+        let reader = board.reader(index, place.path.clone(), cancel.clone());
         let epoch = reader.epoch();
-        let pushed = merger.push(cdr_normalise::PartInput::new(part_name(place), reader));
-        match board.settle(place.index, epoch, cancel) {
+        let pushed = merger.push(cdr_normalise::PartInput::new(place.name.clone(), reader));
+        match board.settle(index, epoch, cancel) {
             Settled::Verified(_) => pushed.map_err(MergeError::Halt)?,
             Settled::Closed => return Ok(None),
             Settled::Discarded => {
@@ -71,7 +82,7 @@ pub(super) fn merge_following(
                 break;
             }
         }
-        tell(place.index);
+        tell(index);
     }
     if !followed {
         // Again from scratch (the file is truncated), each part once verified.
@@ -81,9 +92,9 @@ pub(super) fn merge_following(
         drop(merger);
         merger = cdr_normalise::Merger::new(schema, format, create_merged(out)?)
             .map_err(MergeError::Halt)?;
-        for place in &places {
+        for index in 0..places.len() {
             let part = loop {
-                match board.settle(place.index, board.epoch(place.index), cancel) {
+                match board.settle(index, board.epoch(index), cancel) {
                     Settled::Verified(part) => break part,
                     Settled::Discarded => continue,
                     Settled::Closed => return Ok(None),
@@ -94,7 +105,7 @@ pub(super) fn merge_following(
             merger
                 .push(staged_input(&part)?.stop_when(cancel.clone()))
                 .map_err(MergeError::Halt)?;
-            tell(place.index);
+            tell(index);
         }
     }
     let (report, writer) = merger.finish().map_err(MergeError::Halt)?;

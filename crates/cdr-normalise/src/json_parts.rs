@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::{self, Cursor, Read as _, Write};
+use std::io::{self, Read as _, Write};
 use std::marker::PhantomData;
 
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
@@ -33,6 +33,7 @@ use crate::mapping::{check_missing, json_key, push_json_str};
 use crate::report::{PartReport, Tally};
 use crate::schema::{Resolved, EXTRA_COLUMNS};
 use crate::utf8::{is_not_utf8, Utf8Reader};
+use crate::window::Window;
 use crate::{types, PartInput};
 
 const BUFFER: usize = 256 * 1024;
@@ -110,43 +111,43 @@ fn merge_part(
     tally: &mut Tally,
     fast: Option<&mut u64>,
 ) -> Result<(), Halt> {
-    let (name, mut reader) = part.into_reader();
-    let mut input = Vec::new();
-    if let Some(shape_rows) = fast {
-        let eof = fill(&mut reader, &mut input, BUFFER).map_err(|source| Halt::Io {
-            part: name.clone(),
-            source,
-        })?;
-        if let Some(start) = ndjson_start(&input, eof) {
-            let mut state = PartState::new(schema, keys, &name, out, tally);
-            let mut at = Fast {
-                pos: start,
-                newlines: 0,
-                eof,
-            };
-            let done = fast_lines(&mut state, &mut reader, &mut input, &mut at);
-            *shape_rows += state.shape_rows;
-            if done? {
-                return state.finish();
+    let (name, reader) = part.into_reader();
+    let io_halt = |source| Halt::Io {
+        part: name.clone(),
+        source,
+    };
+    let replay = match fast {
+        None => reader,
+        Some(shape_rows) => {
+            let mut window = Window::read(reader, Vec::new(), BUFFER).map_err(io_halt)?;
+            if let Some(start) = ndjson_start(window.data(), window.eof()) {
+                let mut state = PartState::new(schema, keys, &name, out, tally);
+                let mut at = Fast {
+                    pos: start,
+                    newlines: 0,
+                };
+                let done = fast_lines(&mut state, &mut window, &mut at);
+                *shape_rows += state.shape_rows;
+                if done? {
+                    return state.finish();
+                }
+                if state.rows > 0 {
+                    // The rest of the part, from the line the fast path stopped at, streamed.
+                    // The line feeds before it are replayed so that `serde_json` counts lines
+                    // (in its messages) as it would have over the whole part.
+                    let rest = window.rest_from(at.pos).map_err(io_halt)?;
+                    let replay = io::repeat(b'\n').take(at.newlines).chain(rest);
+                    let de = serde_json::Deserializer::from_reader(io::BufReader::with_capacity(
+                        64 * 1024,
+                        Utf8Reader::new(replay),
+                    ));
+                    return stream(state, de, false, &name);
+                }
+                // Nothing written yet: the whole part takes the streaming path.
             }
-            if state.rows > 0 {
-                // The rest of the part, from the line the fast path stopped at, streamed.
-                // The line feeds before it are replayed so that `serde_json` counts lines
-                // (in its messages) as it would have over the whole part.
-                let replay = io::repeat(b'\n')
-                    .take(at.newlines)
-                    .chain(Cursor::new(input).tap_position(at.pos))
-                    .chain(reader);
-                let de = serde_json::Deserializer::from_reader(io::BufReader::with_capacity(
-                    64 * 1024,
-                    Utf8Reader::new(replay),
-                ));
-                return stream(state, de, false, &name);
-            }
-            // Nothing written yet: the whole part takes the streaming path.
+            window.rest_from(0).map_err(io_halt)?
         }
-    }
-    let replay = Cursor::new(input).chain(reader);
+    };
     let mut reader = Utf8Reader::new(replay);
     let first = match reader.skip_bom_and_peek() {
         Ok(first) => first,
@@ -214,32 +215,29 @@ struct Fast {
     pos: usize,
     /// Line feeds from the first significant byte of the part to `pos`.
     newlines: u64,
-    eof: bool,
 }
 
 /// Parses whole lines as records; `Ok(true)` when the part is done, `Ok(false)` when the
 /// rest, from `at.pos`, must stream.
 fn fast_lines(
     state: &mut PartState<'_>,
-    reader: &mut dyn io::Read,
-    input: &mut Vec<u8>,
+    window: &mut Window<'_>,
     at: &mut Fast,
 ) -> Result<bool, Halt> {
     loop {
-        let data = &input[..];
+        let eof = window.eof();
+        let data = window.data();
         let (line, next) = match memchr::memchr(b'\n', &data[at.pos..]) {
             Some(i) => (&data[at.pos..at.pos + i], at.pos + i + 1),
-            None if at.eof => (&data[at.pos..], data.len()),
+            None if eof => (&data[at.pos..], data.len()),
             None => {
-                // Keep the unfinished line, read more behind it.
-                input.drain(..at.pos);
+                // Keep the unfinished line, with more behind it (a line longer than the
+                // buffer doubles it).
+                window.advance(at.pos).map_err(|source| Halt::Io {
+                    part: state.part.to_owned(),
+                    source,
+                })?;
                 at.pos = 0;
-                let kept = input.len();
-                at.eof =
-                    fill(reader, input, kept + BUFFER.max(kept)).map_err(|source| Halt::Io {
-                        part: state.part.to_owned(),
-                        source,
-                    })?;
                 continue;
             }
         };
@@ -269,7 +267,7 @@ fn fast_lines(
             at.newlines += 1;
         }
         at.pos = next;
-        if at.pos == input.len() && at.eof {
+        if at.pos == data.len() && eof {
             return Ok(true);
         }
     }
@@ -591,37 +589,6 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
         i += n;
     }
     Some(i)
-}
-
-/// Reads into `input` until it holds `want` bytes; `true` at the end of the part.
-fn fill(reader: &mut dyn io::Read, input: &mut Vec<u8>, want: usize) -> io::Result<bool> {
-    let mut filled = input.len();
-    input.resize(want.max(filled), 0);
-    let result = loop {
-        if filled == input.len() {
-            break Ok(false);
-        }
-        match reader.read(&mut input[filled..]) {
-            Ok(0) => break Ok(true),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
-        }
-    };
-    input.truncate(filled);
-    result
-}
-
-/// A cursor already at `pos`.
-trait TapPosition: Sized {
-    fn tap_position(self, pos: usize) -> Self;
-}
-
-impl<T> TapPosition for Cursor<T> {
-    fn tap_position(mut self, pos: usize) -> Self {
-        self.set_position(pos as u64);
-        self
-    }
 }
 
 /// NDJSON: objects until only whitespace is left.

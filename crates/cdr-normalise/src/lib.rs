@@ -12,8 +12,8 @@
 //! - `mapping`: missing-column rules, the rename hint, JSON string writing.
 //! - `csv_parts`: CSV parts → CSV with a trailing `extra_columns` column.
 //! - `json_parts` (+ `utf8`): JSON array / NDJSON parts → NDJSON.
-//! - `window`: a part's bytes for the CSV fast path: read into a buffer, or a file mapped a
-//!   window at a time.
+//! - `window`: a part's bytes for the fast paths: read into a buffer, or (CSV) a file mapped
+//!   a window at a time.
 //! - [`Merger`]: the merge, one part at a time; [`merge`] pushes a list through it.
 //! - [`Halt`]: why a day cannot be published; [`MergeReport`]: what a merge saw.
 //!

@@ -1,5 +1,6 @@
-//! A part's bytes as the CSV fast path scans them: a [`Window`] of contiguous bytes that
-//! moves forward through the part, keeping an unfinished record at its front.
+//! A part's bytes as the fast paths scan them (CSV; NDJSON, read only): a [`Window`] of
+//! contiguous bytes that moves forward through the part, keeping an unfinished record or
+//! line at its front.
 //!
 //! - [`Window::read`]: any reader, copied into one reused buffer (what every part did before).
 //! - [`Window::map`] (unix): a file on disk, mapped read-only a window at a time

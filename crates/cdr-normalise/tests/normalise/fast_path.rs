@@ -1006,3 +1006,38 @@ fn a_pipe_given_as_a_file_is_read_whole() {
         "CallId,StartTime,Duration,Agent,extra_columns\n1,,2,a,\n3,,4,b,\n"
     );
 }
+
+/// NDJSON parts longer than the fast path's 256 KiB buffer: lines across refills, a line
+/// longer than the buffer (which doubles it), and a bad line past the first refill (the
+/// rest streams, its messages counting lines from the part's start) — the general path's
+/// outcome every time, and the shape check taking the good lines.
+#[test]
+fn ndjson_lines_across_refills_match_the_general_path() {
+    let line = |i: usize, agent: &str| {
+        format!(
+            "{{\"CallId\":{i},\"StartTime\":\"2024-05-15T10:00:00Z\",\"Duration\":{},\"Agent\":\"{agent}\"}}\n",
+            i % 60
+        )
+    };
+    let mut part = String::new();
+    for i in 0..4000 {
+        let agent = if i == 2500 {
+            "L".repeat(600_000)
+        } else {
+            format!("a{i}")
+        };
+        part.push_str(&line(i, &agent));
+    }
+    assert!(part.len() > 3 * 256 * 1024);
+    let good = part.clone().into_bytes();
+    assert_same_json(&schema(true), std::slice::from_ref(&good));
+    let (report, shaped) = run_json_counted(&schema(true), &[good]);
+    assert_eq!(report.unwrap().rows, 4000);
+    assert!(shaped > 3900, "{shaped} lines took the shape check");
+    for bad in ["{\"CallId\":\"x\"}\n", "{\"CallId\":1,\n", "not json\n"] {
+        let mut odd = part.clone();
+        odd.push_str(bad);
+        odd.push_str(&line(4001, "after"));
+        assert_same_json(&schema(true), &[odd.into_bytes()]);
+    }
+}
